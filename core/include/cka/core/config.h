@@ -1,0 +1,93 @@
+// Session configuration: which CKA measures a session keeps, which streams it
+// expects, and how it buckets training steps. Pure values; no locking is needed
+// to read or copy them.
+#ifndef CKA_CORE_CONFIG_H_
+#define CKA_CORE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace cka::core {
+
+// The kernel applied to a stream's activations before HSIC (MATH.md,
+// "Kernels").
+enum class Kernel { kLinear = 1, kRbf = 2 };
+
+// The HSIC/CKA estimator of a measure (MATH.md). kUnbiased and kBiased are
+// minibatch estimators (running sums of per-batch HSIC); kExact and
+// kExactDebiased are feature-space linear CKA over every row streamed.
+enum class Estimator {
+  kUnbiased = 1,
+  kBiased = 2,
+  kExact = 3,
+  kExactDebiased = 4
+};
+
+// Returns true for kExact and kExactDebiased.
+bool IsExact(Estimator estimator);
+
+// Returns "linear"/"rbf" and "unbiased"/"biased"/"exact"/"exact_debiased".
+const char* KernelName(Kernel kernel);
+const char* EstimatorName(Estimator estimator);
+
+// One CKA measure a session maintains.
+struct Measure {
+  std::string name;  // unique within the session, 1..kMaxNameBytes bytes
+  Kernel kernel = Kernel::kLinear;
+  double rbf_threshold =
+      0.0;  // t of MATH.md; > 0 and finite for kRbf, ignored otherwise
+  Estimator estimator = Estimator::kUnbiased;
+
+  friend bool operator==(const Measure& a, const Measure& b);
+};
+
+// What a session computes. Immutable once the session exists.
+struct SessionConfig {
+  // In order; the first is the default measure of a query. Empty means
+  // DefaultMeasures().
+  std::vector<Measure> measures;
+  // Declared stream names ("source/layer" or "layer"). Required by the exact
+  // estimators; when present, only these streams are accepted and a batch is
+  // complete once all have arrived.
+  std::vector<std::string> streams;
+  // Optional widths (features per example) of the declared streams, same length
+  // as `streams` or empty; 0 means "learn from the first batch". Lets session
+  // creation check the memory the exact estimators need.
+  std::vector<int64_t> stream_widths;
+  // Width of a step bucket in training steps; 0 keeps one bucket for all time.
+  int64_t step_bucket = 0;
+
+  friend bool operator==(const SessionConfig& a, const SessionConfig& b);
+};
+
+// Longest session id, source, layer, batch id or measure name accepted, in
+// bytes.
+inline constexpr size_t kMaxNameBytes = 256;
+
+// Returns the default measure list: one measure "linear", linear kernel,
+// unbiased estimator.
+std::vector<Measure> DefaultMeasures();
+
+// Returns `config` with defaults filled in (measures). Does not validate.
+SessionConfig WithDefaults(SessionConfig config);
+
+// Returns OK when `config` (after WithDefaults) is usable, else InvalidArgument
+// naming the field and value: duplicate or bad names, RBF threshold <= 0, an
+// exact measure with an RBF kernel or without declared streams, widths of the
+// wrong count or negative, a negative step bucket.
+absl::Status ValidateConfig(const SessionConfig& config);
+
+// Returns OK when `name` is 1..kMaxNameBytes bytes without control characters,
+// else InvalidArgument "<what> '<name>': ...". `what` names the field ("layer",
+// "batch_id", ...).
+absl::Status ValidateName(const char* what, const std::string& name);
+
+// Returns "source/layer", or "layer" when source is empty.
+std::string StreamName(const std::string& source, const std::string& layer);
+
+}  // namespace cka::core
+
+#endif  // CKA_CORE_CONFIG_H_

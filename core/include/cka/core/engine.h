@@ -1,0 +1,71 @@
+// The engine: every session of a ckad process, by id.
+//
+// Thread safety: every public method is thread-safe. Sessions are independent:
+// ingestion into one never waits for another; the session map's lock is held
+// only to find, add or remove.
+#ifndef CKA_CORE_ENGINE_H_
+#define CKA_CORE_ENGINE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cka/core/session.h"
+#include "cka/core/state_store.h"
+
+namespace cka::core {
+
+struct EngineLimits {
+  int64_t max_sessions = 1024;
+  SessionLimits session;
+};
+
+class Engine {
+ public:
+  explicit Engine(EngineLimits limits = {});
+
+  // Creates session `id`. Idempotent: creating an existing id with an equal
+  // config (after defaults) returns the existing session with *created = false.
+  // AlreadyExists when the id exists with another config; InvalidArgument for a
+  // bad id or config; ResourceExhausted at max_sessions or when the exact
+  // measures need more than the memory budget.
+  absl::StatusOr<std::shared_ptr<Session>> CreateSession(
+      const std::string& id, SessionConfig config, bool* created = nullptr);
+
+  // Returns session `id`, or NotFound. The pointer stays valid after
+  // DeleteSession.
+  absl::StatusOr<std::shared_ptr<Session>> GetSession(
+      const std::string& id) const;
+
+  // Removes session `id`; NotFound when there is none.
+  absl::Status DeleteSession(const std::string& id);
+
+  // Returns the ids of all sessions, sorted.
+  std::vector<std::string> ListSessions() const;
+
+  // Adds a restored session under `id`. AlreadyExists when the id is taken;
+  // DataLoss for damaged bytes.
+  absl::Status RestoreSession(const std::string& id, std::string_view bytes);
+
+  // Writes every session to `store`, then loads them back: SaveAll and LoadAll.
+  // LoadAll adds every session of `store` and fails (DataLoss, naming the
+  // session) on the first damaged one.
+  absl::Status SaveAll(StateStore& store) const;
+  absl::Status LoadAll(const StateStore& store);
+
+  const EngineLimits& limits() const { return limits_; }
+
+ private:
+  const EngineLimits limits_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cka::core
+
+#endif  // CKA_CORE_ENGINE_H_

@@ -1,0 +1,177 @@
+// A session: the running HSIC statistics of a set of streams and the CKA
+// matrices they give.
+//
+// Thread safety: every public method of Session is thread-safe. Prepare() takes
+// no lock and may run on many threads at once (it is where the Gram work
+// happens); Commit() and Query() take the session's mutex for as long as it
+// takes to update or copy the sums (never for Gram work).
+#ifndef CKA_CORE_SESSION_H_
+#define CKA_CORE_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cka/core/config.h"
+#include "cka/core/tensor.h"
+
+namespace cka::core {
+
+class ThreadPool;
+class SessionState;
+
+// Per-session budgets. Exceeding one is ResourceExhausted with the figure and
+// the limit.
+struct SessionLimits {
+  int64_t max_streams = 1024;
+  int64_t max_examples = 8192;                   // n of one batch
+  int64_t max_pending_bytes = int64_t{1} << 30;  // join buffer, see Session
+  int64_t max_pending_batches = 4096;
+  int64_t max_exact_bytes = int64_t{2}
+                            << 30;  // feature-space sums of the exact measures
+  int64_t dedupe_window = 1 << 20;  // batch ids remembered for duplicate checks
+};
+
+// A batch after validation and Gram work, ready to commit. Opaque; move-only.
+class PreparedBatch {
+ public:
+  PreparedBatch();
+  ~PreparedBatch();
+  PreparedBatch(PreparedBatch&&) noexcept;
+  PreparedBatch& operator=(PreparedBatch&&) noexcept;
+
+  const std::string& batch_id() const;
+  // Returns the bytes this batch holds (kernels and, for exact sessions,
+  // activations).
+  int64_t bytes() const;
+
+ private:
+  friend class Session;
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
+// What one committed batch did.
+struct IngestResult {
+  int layers_applied = 0;  // layers whose contributions were added
+  int layers_duplicate =
+      0;  // layers already applied for this batch_id, ignored
+  int64_t batches_evicted =
+      0;  // pending batches evicted from the join buffer by this commit
+  // Returns true when every layer was a duplicate (nothing was added).
+  bool duplicate() const { return layers_applied == 0 && layers_duplicate > 0; }
+};
+
+// A request for a CKA matrix.
+struct SimilarityQuery {
+  std::string measure;              // empty: the session's first measure
+  std::vector<std::string> rows;    // empty: every stream, in first-seen order
+  std::vector<std::string> cols;    // empty: every stream, in first-seen order
+  std::optional<int64_t> step_min;  // inclusive; must start a bucket
+  std::optional<int64_t> step_max;  // inclusive; must end a bucket
+};
+
+// A CKA matrix. values[i * cols.size() + j] is CKA(rows[i], cols[j]); NaN where
+// there is no value (no common batch, or a self term <= 0). batches has the
+// same layout and counts the batches that contributed to the entry.
+struct SimilarityMatrix {
+  std::string measure;
+  std::vector<std::string> rows;
+  std::vector<std::string> cols;
+  std::vector<double> values;
+  std::vector<int64_t> batches;
+};
+
+// Counters of a session.
+struct SessionInfo {
+  SessionConfig config;  // with defaults filled in
+  std::vector<std::string>
+      streams;  // first-seen order (declared streams first)
+  int64_t batches_applied =
+      0;  // committed batches that added at least one layer
+  int64_t batches_pending = 0;  // batches waiting in the join buffer
+  int64_t batches_evicted =
+      0;  // batches dropped from the join buffer before completion
+  int64_t pending_bytes = 0;
+  int64_t state_bytes = 0;  // memory held by the running sums
+};
+
+// The running statistics of one session (MATH.md, "Minibatch CKA" and "Exact
+// linear CKA").
+//
+// A batch joins streams by batch_id: each stream's kernels wait in a bounded
+// join buffer until every expected stream of that batch_id has arrived (the
+// declared streams, or every stream the session has seen when none are
+// declared); each pair of streams contributes as soon as both are there. All
+// contributions of a batch go to the step bucket of its first arrival's step.
+class Session {
+ public:
+  // Returns a new empty session, InvalidArgument for a bad config,
+  // ResourceExhausted when the declared widths need more exact-estimator memory
+  // than limits.max_exact_bytes (the message gives the figure).
+  static absl::StatusOr<std::unique_ptr<Session>> Create(
+      SessionConfig config, SessionLimits limits = {});
+
+  // Returns a session restored from Serialize()'s bytes; DataLoss when they are
+  // damaged, truncated or of an unknown version. `limits` apply to what happens
+  // next.
+  static absl::StatusOr<std::unique_ptr<Session>> Restore(
+      std::string_view bytes, SessionLimits limits = {});
+
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Validates `batch` and computes its kernels without touching the session's
+  // state. The tensors in `batch` are read during the call only. With a pool,
+  // layers are processed in parallel on it. InvalidArgument for any bad input
+  // (names, shapes, byte counts, dtypes, NaN/Inf, rows differing between
+  // layers, n too small, non-symmetric Gram, a Gram in an exact session,
+  // identical examples under an RBF measure, undeclared streams);
+  // ResourceExhausted when n exceeds limits.max_examples.
+  absl::StatusOr<PreparedBatch> Prepare(const BatchInput& batch,
+                                        ThreadPool* pool = nullptr) const;
+
+  // Adds a prepared batch to the running sums, atomically: on error nothing
+  // changed. InvalidArgument when the rows differ from another stream's for
+  // this batch_id or a width changes in an exact session; ResourceExhausted
+  // when a new stream exceeds max_streams or the batch alone exceeds the join
+  // buffer. Layers already applied for this batch_id are counted as duplicates
+  // and ignored.
+  absl::StatusOr<IngestResult> Commit(PreparedBatch batch);
+
+  // Prepare + Commit.
+  absl::StatusOr<IngestResult> Ingest(const BatchInput& batch,
+                                      ThreadPool* pool = nullptr);
+
+  // Returns the CKA matrix for `query`. NotFound for an unknown measure or
+  // stream; InvalidArgument for a step range that is empty or not
+  // bucket-aligned; FailedPrecondition for a step range on an exact measure or
+  // on a session without step buckets.
+  absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
+
+  // Returns the configuration and counters.
+  SessionInfo Info() const;
+  const SessionConfig& config() const { return config_; }
+
+  // Returns the complete running state (config, sums per bucket, applied batch
+  // ids, pending batches) as bytes that Restore() accepts.
+  std::string Serialize() const;
+
+ private:
+  Session(SessionConfig config, SessionLimits limits);
+
+  const SessionConfig config_;
+  const SessionLimits limits_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<SessionState> state_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cka::core
+
+#endif  // CKA_CORE_SESSION_H_

@@ -1,0 +1,160 @@
+#include "cka/core/config.h"
+
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace cka::core {
+
+bool IsExact(Estimator estimator) {
+  return estimator == Estimator::kExact ||
+         estimator == Estimator::kExactDebiased;
+}
+
+const char* KernelName(Kernel kernel) {
+  switch (kernel) {
+    case Kernel::kLinear:
+      return "linear";
+    case Kernel::kRbf:
+      return "rbf";
+  }
+  return "unknown";
+}
+
+const char* EstimatorName(Estimator estimator) {
+  switch (estimator) {
+    case Estimator::kUnbiased:
+      return "unbiased";
+    case Estimator::kBiased:
+      return "biased";
+    case Estimator::kExact:
+      return "exact";
+    case Estimator::kExactDebiased:
+      return "exact_debiased";
+  }
+  return "unknown";
+}
+
+bool operator==(const Measure& a, const Measure& b) {
+  return a.name == b.name && a.kernel == b.kernel &&
+         a.estimator == b.estimator &&
+         (a.kernel != Kernel::kRbf || a.rbf_threshold == b.rbf_threshold);
+}
+
+bool operator==(const SessionConfig& a, const SessionConfig& b) {
+  return a.measures == b.measures && a.streams == b.streams &&
+         a.stream_widths == b.stream_widths && a.step_bucket == b.step_bucket;
+}
+
+std::vector<Measure> DefaultMeasures() {
+  return {Measure{"linear", Kernel::kLinear, 0.0, Estimator::kUnbiased}};
+}
+
+SessionConfig WithDefaults(SessionConfig config) {
+  if (config.measures.empty()) config.measures = DefaultMeasures();
+  return config;
+}
+
+absl::Status ValidateName(const char* what, const std::string& name) {
+  if (name.empty())
+    return absl::InvalidArgumentError(absl::StrCat(what, " is empty"));
+  if (name.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s '%s...' is %d bytes long, more than the limit of %d", what,
+        name.substr(0, 32), name.size(), kMaxNameBytes));
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s '%s' contains the control character 0x%02x", what,
+                          absl::CEscape(name), c));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string StreamName(const std::string& source, const std::string& layer) {
+  return source.empty() ? layer : absl::StrCat(source, "/", layer);
+}
+
+absl::Status ValidateConfig(const SessionConfig& config) {
+  if (config.measures.empty()) {
+    return absl::InvalidArgumentError("config.measures is empty");
+  }
+  absl::flat_hash_set<std::string> names;
+  bool has_exact = false;
+  for (const Measure& m : config.measures) {
+    if (absl::Status s = ValidateName("measure name", m.name); !s.ok())
+      return s;
+    if (!names.insert(m.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("measure name '", m.name, "' appears more than once"));
+    }
+    if (m.kernel != Kernel::kLinear && m.kernel != Kernel::kRbf) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("measure '", m.name, "': unknown kernel ",
+                       static_cast<int>(m.kernel)));
+    }
+    if (m.estimator < Estimator::kUnbiased ||
+        m.estimator > Estimator::kExactDebiased) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("measure '", m.name, "': unknown estimator ",
+                       static_cast<int>(m.estimator)));
+    }
+    if (m.kernel == Kernel::kRbf &&
+        !(m.rbf_threshold > 0 && std::isfinite(m.rbf_threshold))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("measure '", m.name, "': rbf_threshold ",
+                       m.rbf_threshold, " must be a finite number > 0"));
+    }
+    if (IsExact(m.estimator)) {
+      has_exact = true;
+      if (m.kernel != Kernel::kLinear) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "measure '", m.name, "': estimator ", EstimatorName(m.estimator),
+            " is feature-space linear CKA and needs kernel linear, not ",
+            KernelName(m.kernel)));
+      }
+    }
+  }
+  if (has_exact && config.streams.empty()) {
+    return absl::InvalidArgumentError(
+        "config.streams is empty, but the exact estimators need the session's "
+        "streams declared");
+  }
+  absl::flat_hash_set<std::string> streams;
+  for (const std::string& s : config.streams) {
+    if (absl::Status st = ValidateName("stream", s); !st.ok()) return st;
+    if (!streams.insert(s).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stream '", s, "' is declared more than once"));
+    }
+  }
+  if (!config.stream_widths.empty()) {
+    if (config.stream_widths.size() != config.streams.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("config.stream_widths has %d entries but "
+                          "config.streams has %d; give one width per "
+                          "stream or none",
+                          config.stream_widths.size(), config.streams.size()));
+    }
+    for (size_t i = 0; i < config.stream_widths.size(); ++i) {
+      if (config.stream_widths[i] < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config.stream_widths: stream '", config.streams[i], "' has width ",
+            config.stream_widths[i], "; expected >= 0 (0 = unknown)"));
+      }
+    }
+  }
+  if (config.step_bucket < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.step_bucket is ", config.step_bucket,
+                     "; expected >= 0 (0 = one bucket)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cka::core

@@ -1,0 +1,119 @@
+#include "cka/core/engine.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace cka::core {
+
+Engine::Engine(EngineLimits limits) : limits_(limits) {}
+
+absl::StatusOr<std::shared_ptr<Session>> Engine::CreateSession(
+    const std::string& id, SessionConfig config, bool* created) {
+  if (created != nullptr) *created = false;
+  if (absl::Status s = ValidateName("session_id", id); !s.ok()) return s;
+  config = WithDefaults(std::move(config));
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = sessions_.find(id); it != sessions_.end()) {
+      if (it->second->config() == config) return it->second;
+      return absl::AlreadyExistsError(absl::StrCat(
+          "session '", id,
+          "' already exists with another config; delete it first or use "
+          "another session_id"));
+    }
+  }
+  // Built outside the lock: creation may allocate; the insert below re-checks
+  // the id.
+  absl::StatusOr<std::unique_ptr<Session>> session =
+      Session::Create(config, limits_.session);
+  if (!session.ok()) return session.status();
+  absl::MutexLock lock(&mu_);
+  if (auto it = sessions_.find(id); it != sessions_.end()) {
+    if (it->second->config() == config) return it->second;
+    return absl::AlreadyExistsError(absl::StrCat(
+        "session '", id, "' was just created with another config"));
+  }
+  if (static_cast<int64_t>(sessions_.size()) >= limits_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot create session '%s': the server already holds "
+                        "%d sessions, the limit "
+                        "(max sessions)",
+                        id, sessions_.size()));
+  }
+  std::shared_ptr<Session> shared = std::move(*session);
+  sessions_.emplace(id, shared);
+  if (created != nullptr) *created = true;
+  return shared;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Engine::GetSession(
+    const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("session '", id, "' does not exist"));
+  }
+  return it->second;
+}
+
+absl::Status Engine::DeleteSession(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  if (sessions_.erase(id) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("session '", id, "' does not exist"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Engine::ListSessions() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  ids.reserve(sessions_.size());
+  for (const auto& [id, session] : sessions_) ids.push_back(id);
+  return ids;
+}
+
+absl::Status Engine::RestoreSession(const std::string& id,
+                                    std::string_view bytes) {
+  if (absl::Status s = ValidateName("session_id", id); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<Session>> session =
+      Session::Restore(bytes, limits_.session);
+  if (!session.ok()) {
+    return absl::Status(
+        session.status().code(),
+        absl::StrCat("session '", id, "': ", session.status().message()));
+  }
+  absl::MutexLock lock(&mu_);
+  if (!sessions_.emplace(id, std::shared_ptr<Session>(std::move(*session)))
+           .second) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session '", id, "' already exists"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::SaveAll(StateStore& store) const {
+  std::vector<std::pair<std::string, std::shared_ptr<Session>>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    sessions.assign(sessions_.begin(), sessions_.end());
+  }
+  for (const auto& [id, session] : sessions) {
+    if (absl::Status s = store.Put(id, session->Serialize()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::LoadAll(const StateStore& store) {
+  absl::StatusOr<std::vector<std::string>> ids = store.List();
+  if (!ids.ok()) return ids.status();
+  for (const std::string& id : *ids) {
+    absl::StatusOr<std::string> bytes = store.Get(id);
+    if (!bytes.ok()) return bytes.status();
+    if (absl::Status s = RestoreSession(id, *bytes); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cka::core

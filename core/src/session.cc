@@ -1,0 +1,1056 @@
+#include "cka/core/session.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "Eigen/Core"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cka/core/hsic.h"
+#include "cka/core/thread_pool.h"
+#include "session_state.h"
+
+namespace cka::core {
+
+// ---------------------------------------------------------------------------------------------
+// SessionState helpers
+
+void PairSums::Resize(int s) {
+  if (s <= size) return;
+  const size_t n2 = static_cast<size_t>(s) * s;
+  std::vector<double> new_num(n2, 0.0), new_self(n2, 0.0);
+  std::vector<int64_t> new_count(n2, 0);
+  for (int i = 0; i < size; ++i) {
+    for (int j = 0; j < size; ++j) {
+      new_num[i * s + j] = num[i * size + j];
+      new_self[i * s + j] = self[i * size + j];
+      new_count[i * s + j] = count[i * size + j];
+    }
+  }
+  num.swap(new_num);
+  self.swap(new_self);
+  count.swap(new_count);
+  size = s;
+}
+
+int64_t PairSums::bytes() const {
+  return static_cast<int64_t>(num.size() * sizeof(double) * 2 +
+                              count.size() * sizeof(int64_t));
+}
+
+int64_t ExactSums::bytes() const {
+  return static_cast<int64_t>((xx.size() + x.size() + aa.size() + ax.size()) *
+                              sizeof(double));
+}
+
+int64_t PendingBatch::bytes() const {
+  size_t b = 0;
+  for (const auto& k : kernels) b += k.size() * sizeof(double);
+  for (const auto& s : self) b += s.size() * sizeof(double);
+  for (const auto& a : activations) b += a.size() * sizeof(double);
+  return static_cast<int64_t>(b);
+}
+
+int SessionState::AddStream(const std::string& name, int64_t width) {
+  const int index = static_cast<int>(streams.size());
+  streams.push_back(name);
+  stream_index.emplace(name, index);
+  widths.push_back(width);
+  return index;
+}
+
+void SessionState::DropPending(const std::string& batch_id) {
+  auto it = pending.find(batch_id);
+  if (it == pending.end()) return;
+  pending_bytes -= it->second.bytes();
+  pending_order.erase(it->second.seq);
+  pending.erase(it);
+}
+
+int64_t SessionState::SumsBytes() const {
+  int64_t b = exact.bytes();
+  for (const auto& measure : buckets) {
+    for (const auto& [key, sums] : measure) b += sums.bytes();
+  }
+  return b;
+}
+
+namespace {
+
+// Memory of the exact sums for total width `dim` over `streams` streams.
+int64_t ExactBytes(int64_t dim, int64_t streams) {
+  return 8 * (dim * dim + streams * dim + dim + streams * streams);
+}
+
+bool HasExact(const SessionConfig& config) {
+  return std::any_of(config.measures.begin(), config.measures.end(),
+                     [](const Measure& m) { return IsExact(m.estimator); });
+}
+
+// Indices into config.measures of the minibatch (non-exact) measures.
+std::vector<int> MinibatchMeasures(const SessionConfig& config) {
+  std::vector<int> out;
+  for (size_t i = 0; i < config.measures.size(); ++i) {
+    if (!IsExact(config.measures[i].estimator))
+      out.push_back(static_cast<int>(i));
+  }
+  return out;
+}
+
+int64_t MinRows(const SessionConfig& config) {
+  for (const Measure& m : config.measures) {
+    if (m.estimator == Estimator::kUnbiased) return 4;
+  }
+  return 2;
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+int64_t BucketOf(const SessionConfig& config, int64_t step) {
+  return config.step_bucket == 0 ? 0 : FloorDiv(step, config.step_bucket);
+}
+
+std::string LayerContext(const std::string& stream,
+                         const std::string& batch_id) {
+  return absl::StrCat("layer '", stream, "' batch '", batch_id, "'");
+}
+
+// Checks the shape, dtype and byte count of a tensor and returns its element
+// count.
+absl::StatusOr<int64_t> CheckTensor(const std::string& ctx,
+                                    const LayerInput& layer) {
+  const TensorView& t = layer.tensor;
+  const bool gram = layer.kind == LayerInput::Kind::kGram;
+  const int dtype = static_cast<int>(t.dtype);
+  if (dtype < 1 || dtype > 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ": dtype ", dtype,
+                     " is not one of float32, float64, float16, bfloat16"));
+  }
+  if (t.shape.size() < 2 || (gram && t.shape.size() != 2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        ctx, ": ", gram ? "gram" : "activations", " shape [",
+        absl::StrJoin(t.shape, ", "), "] has rank ", t.shape.size(),
+        "; expected ",
+        gram ? "rank 2 ([n, n])" : "rank >= 2 ([n, features...])"));
+  }
+  // Dimensions are bounded so that the element count cannot overflow.
+  constexpr int64_t kMaxElements = int64_t{1} << 40;
+  int64_t elements = 1;
+  for (size_t i = 0; i < t.shape.size(); ++i) {
+    const int64_t dim = t.shape[i];
+    if (dim <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ctx, ": shape [", absl::StrJoin(t.shape, ", "), "] has size ", dim,
+          " in dimension ", i, "; expected > 0"));
+    }
+    if (dim > kMaxElements / elements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ctx, ": shape [", absl::StrJoin(t.shape, ", "),
+                       "] has more than 2^40 elements"));
+    }
+    elements *= dim;
+  }
+  if (gram && t.shape[0] != t.shape[1]) {
+    return absl::InvalidArgumentError(absl::StrCat(ctx, ": gram shape [",
+                                                   t.shape[0], ", ", t.shape[1],
+                                                   "] is not square"));
+  }
+  const uint64_t expected =
+      static_cast<uint64_t>(elements) * DTypeSize(t.dtype);
+  if (t.size_bytes != expected) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d bytes of data, but shape [%s] of %s needs %d bytes", ctx,
+        t.size_bytes, absl::StrJoin(t.shape, ", "), DTypeName(t.dtype),
+        expected));
+  }
+  if (t.data == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ": tensor has no data"));
+  }
+  return elements;
+}
+
+// Converts `count` elements of `t` to T (float or double), checking that all
+// are finite.
+template <typename T>
+absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
+                   int64_t width, std::vector<T>* out) {
+  out->resize(count);
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> dst(out->data(), count);
+  switch (t.dtype) {
+    case DType::kFloat32: {
+      Eigen::Array<float, Eigen::Dynamic, 1> tmp(count);
+      std::memcpy(tmp.data(), t.data, count * sizeof(float));
+      dst = tmp.cast<T>();
+      break;
+    }
+    case DType::kFloat64: {
+      Eigen::Array<double, Eigen::Dynamic, 1> tmp(count);
+      std::memcpy(tmp.data(), t.data, count * sizeof(double));
+      dst = tmp.cast<T>();
+      break;
+    }
+    case DType::kFloat16: {
+      Eigen::Array<Eigen::half, Eigen::Dynamic, 1> tmp(count);
+      std::memcpy(static_cast<void*>(tmp.data()), t.data, count * 2);
+      dst = tmp.template cast<float>().template cast<T>();
+      break;
+    }
+    case DType::kBFloat16: {
+      Eigen::Array<Eigen::bfloat16, Eigen::Dynamic, 1> tmp(count);
+      std::memcpy(static_cast<void*>(tmp.data()), t.data, count * 2);
+      dst = tmp.template cast<float>().template cast<T>();
+      break;
+    }
+  }
+  if (!dst.allFinite()) {
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(dst[i])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: value %g at row %d, column %d is not finite (NaN or Inf)", ctx,
+            static_cast<double>(dst[i]), i / width, i % width));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// PreparedBatch
+
+struct PreparedBatch::Rep {
+  std::string batch_id;
+  int64_t step = 0;
+  int64_t n = 0;
+  std::vector<std::string> streams;          // per layer
+  std::vector<int64_t> widths;               // per layer; 0 for a Gram
+  std::vector<std::vector<double>> kernels;  // per minibatch measure: k × n²
+  std::vector<std::vector<double>> self;     // per minibatch measure: k values
+  std::vector<std::vector<double>>
+      activations;  // exact sessions: per layer, n × d
+};
+
+PreparedBatch::PreparedBatch() : rep_(std::make_unique<Rep>()) {}
+PreparedBatch::~PreparedBatch() = default;
+PreparedBatch::PreparedBatch(PreparedBatch&&) noexcept = default;
+PreparedBatch& PreparedBatch::operator=(PreparedBatch&&) noexcept = default;
+const std::string& PreparedBatch::batch_id() const { return rep_->batch_id; }
+int64_t PreparedBatch::bytes() const {
+  size_t b = 0;
+  for (const auto& k : rep_->kernels) b += k.size() * sizeof(double);
+  for (const auto& a : rep_->activations) b += a.size() * sizeof(double);
+  return static_cast<int64_t>(b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+Session::Session(SessionConfig config, SessionLimits limits)
+    : config_(std::move(config)),
+      limits_(limits),
+      state_(std::make_unique<SessionState>()) {
+  state_->buckets.resize(MinibatchMeasures(config_).size());
+  for (size_t i = 0; i < config_.streams.size(); ++i) {
+    state_->AddStream(config_.streams[i], config_.stream_widths.empty()
+                                              ? 0
+                                              : config_.stream_widths[i]);
+  }
+}
+
+Session::~Session() = default;
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(SessionConfig config,
+                                                         SessionLimits limits) {
+  config = WithDefaults(std::move(config));
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  if (HasExact(config) && !config.stream_widths.empty()) {
+    const int64_t dim = std::accumulate(config.stream_widths.begin(),
+                                        config.stream_widths.end(), int64_t{0});
+    const bool all_known =
+        std::none_of(config.stream_widths.begin(), config.stream_widths.end(),
+                     [](int64_t w) { return w == 0; });
+    const int64_t need =
+        ExactBytes(dim, static_cast<int64_t>(config.streams.size()));
+    if (need > limits.max_exact_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("the exact estimators over %d declared streams of "
+                          "%s%d features need %d bytes, more "
+                          "than the exact-estimator memory budget of %d bytes",
+                          config.streams.size(), all_known ? "" : "at least ",
+                          dim, need, limits.max_exact_bytes));
+    }
+  }
+  if (static_cast<int64_t>(config.streams.size()) > limits.max_streams) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("config.streams declares %d streams, more than the "
+                        "limit of %d streams per session",
+                        config.streams.size(), limits.max_streams));
+  }
+  return std::unique_ptr<Session>(new Session(std::move(config), limits));
+}
+
+absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
+                                               ThreadPool* pool) const {
+  if (absl::Status s = ValidateName("batch_id", batch.batch_id); !s.ok())
+    return s;
+  if (!batch.source.empty()) {
+    if (absl::Status s = ValidateName("source", batch.source); !s.ok())
+      return s;
+    if (batch.source.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("source '", batch.source,
+                       "' contains '/'; stream names are source/layer"));
+    }
+  }
+  if (batch.layers.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch '", batch.batch_id, "' has no layers"));
+  }
+  const bool exact = HasExact(config_);
+  const size_t k = batch.layers.size();
+  PreparedBatch prepared;
+  PreparedBatch::Rep& rep = *prepared.rep_;
+  rep.batch_id = batch.batch_id;
+  rep.step = batch.step;
+  rep.streams.resize(k);
+  rep.widths.resize(k);
+  absl::flat_hash_set<std::string> seen;
+  for (size_t i = 0; i < k; ++i) {
+    const LayerInput& layer = batch.layers[i];
+    if (absl::Status s = ValidateName("layer", layer.layer); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch '", batch.batch_id, "': ", s.message()));
+    }
+    std::string stream = StreamName(batch.source, layer.layer);
+    if (absl::Status s = ValidateName("stream", stream); !s.ok()) return s;
+    if (!seen.insert(stream).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch '", batch.batch_id, "': stream '", stream,
+                       "' appears twice in one batch"));
+    }
+    const std::string ctx = LayerContext(stream, batch.batch_id);
+    if (!config_.streams.empty() &&
+        std::find(config_.streams.begin(), config_.streams.end(), stream) ==
+            config_.streams.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ctx, ": stream '", stream,
+          "' is not declared in this session (declared: ",
+          absl::StrJoin(config_.streams.begin(),
+                        config_.streams.begin() +
+                            std::min<size_t>(config_.streams.size(), 8),
+                        ", "),
+          config_.streams.size() > 8 ? ", ..." : "", ")"));
+    }
+    absl::StatusOr<int64_t> elements = CheckTensor(ctx, layer);
+    if (!elements.ok()) return elements.status();
+    const bool gram = layer.kind == LayerInput::Kind::kGram;
+    if (gram && exact) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ctx,
+                       ": a precomputed gram cannot feed this session's exact "
+                       "estimators, which need "
+                       "the activations"));
+    }
+    const int64_t n = layer.tensor.shape[0];
+    if (i == 0) {
+      rep.n = n;
+    } else if (n != rep.n) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: %d rows, but stream '%s' of the same batch has %d rows", ctx, n,
+          rep.streams[0], rep.n));
+    }
+    rep.streams[i] = std::move(stream);
+    rep.widths[i] = gram ? 0 : *elements / n;
+  }
+  const int64_t n = rep.n;
+  const int64_t min_rows = MinRows(config_);
+  if (n < min_rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch '%s': %d examples, but the session's %s estimator needs at "
+        "least %d",
+        rep.batch_id, n, min_rows == 4 ? "unbiased" : "", min_rows));
+  }
+  if (n > limits_.max_examples) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "batch '%s': %d examples, more than the limit of %d examples per batch",
+        rep.batch_id, n, limits_.max_examples));
+  }
+
+  const std::vector<int> measures = MinibatchMeasures(config_);
+  const size_t n2 = static_cast<size_t>(n * n);
+  rep.kernels.assign(measures.size(), std::vector<double>(k * n2));
+  rep.self.assign(measures.size(), std::vector<double>(k));
+  if (exact) rep.activations.resize(k);
+  std::vector<absl::Status> errors(k);
+
+  auto work = [&](int i) {
+    const LayerInput& layer = batch.layers[i];
+    const std::string ctx = LayerContext(rep.streams[i], rep.batch_id);
+    std::vector<double> gram(n2);
+    if (layer.kind == LayerInput::Kind::kGram) {
+      std::vector<double> g;
+      if (absl::Status s = Widen(ctx, layer.tensor, n * n, n, &g); !s.ok()) {
+        errors[i] = s;
+        return;
+      }
+      double max_abs = 0.0;
+      for (double v : g) max_abs = std::max(max_abs, std::abs(v));
+      const double tol = 1e-5 * max_abs;
+      for (int64_t r = 0; r < n; ++r) {
+        if (g[r * n + r] < 0) {
+          errors[i] = absl::InvalidArgumentError(
+              absl::StrFormat("%s: gram diagonal entry (%d, %d) is %g < 0; a "
+                              "linear gram X·Xᵀ has a "
+                              "non-negative diagonal",
+                              ctx, r, r, g[r * n + r]));
+          return;
+        }
+        for (int64_t c = r + 1; c < n; ++c) {
+          const double a = g[r * n + c], b = g[c * n + r];
+          if (std::abs(a - b) > tol) {
+            errors[i] = absl::InvalidArgumentError(
+                absl::StrFormat("%s: gram is not symmetric: entry (%d, %d) = "
+                                "%g but (%d, %d) = %g (tolerance "
+                                "1e-5 of the largest entry, %g)",
+                                ctx, r, c, a, c, r, b, tol));
+            return;
+          }
+          gram[r * n + c] = gram[c * n + r] = 0.5 * (a + b);
+        }
+        gram[r * n + r] = g[r * n + r];
+      }
+    } else {
+      const int64_t d = rep.widths[i];
+      const TensorView& t = layer.tensor;
+      if (exact) {
+        std::vector<double>& x = rep.activations[i];
+        if (absl::Status s = Widen(ctx, t, n * d, d, &x); !s.ok()) {
+          errors[i] = s;
+          return;
+        }
+        LinearGram(x.data(), n, d, gram.data());
+      } else if (t.dtype == DType::kFloat64) {
+        std::vector<double> x;
+        if (absl::Status s = Widen(ctx, t, n * d, d, &x); !s.ok()) {
+          errors[i] = s;
+          return;
+        }
+        LinearGram(x.data(), n, d, gram.data());
+      } else {
+        // float32 Grams: float32 BLAS is twice as fast and keeps 1e-6 relative
+        // accuracy of CKA.
+        std::vector<float> scratch(n2);
+        const float* x = nullptr;
+        std::vector<float> widened;
+        const bool aligned =
+            reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
+        if (t.dtype == DType::kFloat32 && aligned) {
+          x = static_cast<const float*>(t.data);
+          Eigen::Map<const Eigen::ArrayXf> view(x, n * d);
+          if (!view.allFinite()) {
+            std::vector<float> tmp;
+            errors[i] = Widen(ctx, t, n * d, d, &tmp);
+            return;
+          }
+        } else {
+          if (absl::Status s = Widen(ctx, t, n * d, d, &widened); !s.ok()) {
+            errors[i] = s;
+            return;
+          }
+          x = widened.data();
+        }
+        LinearGram(x, n, d, scratch.data(), gram.data());
+      }
+    }
+    std::vector<double> kernel;
+    for (size_t m = 0; m < measures.size(); ++m) {
+      const Measure& measure = config_.measures[measures[m]];
+      const double* base = gram.data();
+      if (measure.kernel == Kernel::kRbf) {
+        kernel.resize(n2);
+        if (absl::Status s =
+                RbfKernel(gram.data(), n, measure.rbf_threshold, kernel.data());
+            !s.ok()) {
+          errors[i] = absl::InvalidArgumentError(absl::StrCat(
+              ctx, ": measure '", measure.name, "': ", s.message()));
+          return;
+        }
+        base = kernel.data();
+      }
+      double* out = rep.kernels[m].data() + i * n2;
+      if (measure.estimator == Estimator::kUnbiased) {
+        UCenterScaled(base, n, out);
+      } else {
+        DoubleCenterScaled(base, n, out);
+      }
+      rep.self[m][i] = cblas_ddot(static_cast<int>(n2), out, 1, out, 1);
+    }
+  };
+  if (pool != nullptr && k > 1) {
+    pool->ParallelFor(static_cast<int>(k), work);
+  } else {
+    for (size_t i = 0; i < k; ++i) work(static_cast<int>(i));
+  }
+  for (const absl::Status& s : errors) {
+    if (!s.ok()) return s;
+  }
+  return prepared;
+}
+
+absl::StatusOr<IngestResult> Session::Ingest(const BatchInput& batch,
+                                             ThreadPool* pool) {
+  absl::StatusOr<PreparedBatch> prepared = Prepare(batch, pool);
+  if (!prepared.ok()) return prepared.status();
+  return Commit(*std::move(prepared));
+}
+
+namespace {
+
+// Adds HSIC values of pairs of one batch to the sums of one bucket. `rows` are
+// the stream indices of the new layers, `cols` of every layer present (new ones
+// first); `cross` is rows × cols with cross[i * cols + j] = HSIC(K_rows[i],
+// K_cols[j]); `self_cols` the self terms of the cols.
+void AddPairs(const std::vector<int>& rows, const std::vector<int>& cols,
+              const std::vector<double>& cross,
+              const std::vector<double>& self_cols, PairSums& sums) {
+  const int s = sums.size;
+  const size_t nc = cols.size();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int a = rows[i];
+    for (size_t j = 0; j < nc; ++j) {
+      const int b = cols[j];
+      // A pair of two new layers appears twice (i, j) and (j, i): count it
+      // once.
+      if (j < rows.size() && j < i) continue;
+      const double h = cross[i * nc + j];
+      sums.num[a * s + b] += h;
+      sums.self[a * s + b] += self_cols[i];
+      sums.count[a * s + b] += 1;
+      if (a != b) {
+        sums.num[b * s + a] += h;
+        sums.self[b * s + a] += self_cols[j];
+        sums.count[b * s + a] += 1;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
+  PreparedBatch::Rep& rep = *batch.rep_;
+  const bool exact = HasExact(config_);
+  const int64_t n = rep.n;
+  const size_t n2 = static_cast<size_t>(n * n);
+  IngestResult result;
+
+  absl::MutexLock lock(&mu_);
+  SessionState& st = *state_;
+
+  // 1. Check everything; nothing changes until all checks passed.
+  const AppliedBatch* applied = nullptr;
+  if (auto it = st.applied.find(rep.batch_id); it != st.applied.end())
+    applied = &it->second;
+  if (applied != nullptr && applied->n != n) {
+    const std::string other = st.streams[applied->streams.front()];
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d rows, but stream '%s' had %d rows for this batch_id",
+        LayerContext(rep.streams[0], rep.batch_id), n, other, applied->n));
+  }
+  std::vector<int> fresh;        // positions in rep of layers to apply
+  std::vector<int> fresh_index;  // their stream indices (-1: new stream)
+  int new_streams = 0;
+  for (size_t i = 0; i < rep.streams.size(); ++i) {
+    auto it = st.stream_index.find(rep.streams[i]);
+    const int index = it == st.stream_index.end() ? -1 : it->second;
+    if (index >= 0 && applied != nullptr &&
+        std::binary_search(applied->streams.begin(), applied->streams.end(),
+                           index)) {
+      ++result.layers_duplicate;
+      continue;
+    }
+    if (index < 0) ++new_streams;
+    fresh.push_back(static_cast<int>(i));
+    fresh_index.push_back(index);
+  }
+  if (fresh.empty()) return result;
+  if (static_cast<int64_t>(st.streams.size()) + new_streams >
+      limits_.max_streams) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "batch '%s' adds %d new streams to the session's %d, more than the "
+        "limit of %d streams "
+        "per session",
+        rep.batch_id, new_streams, st.streams.size(), limits_.max_streams));
+  }
+  if (exact) {
+    // Declared streams only (Prepare checked), so every index is known.
+    bool widths_change = false;
+    std::vector<int64_t> widths = st.widths;
+    for (size_t f = 0; f < fresh.size(); ++f) {
+      const int64_t d = rep.widths[fresh[f]];
+      int64_t& known = widths[fresh_index[f]];
+      if (known != 0 && known != d) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: %d features per example, but this stream had %d before; the "
+            "exact estimators "
+            "need a fixed width",
+            LayerContext(rep.streams[fresh[f]], rep.batch_id), d, known));
+      }
+      if (known == 0) widths_change = true;
+      known = d;
+    }
+    if (widths_change && st.exact.dim == 0) {
+      const int64_t dim =
+          std::accumulate(widths.begin(), widths.end(), int64_t{0});
+      const int64_t need = ExactBytes(dim, static_cast<int64_t>(widths.size()));
+      if (need > limits_.max_exact_bytes) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "batch '%s': the exact estimators over the declared streams' %d "
+            "features need %d "
+            "bytes, more than the exact-estimator memory budget of %d bytes",
+            rep.batch_id, dim, need, limits_.max_exact_bytes));
+      }
+    }
+  }
+  // Which streams of this batch_id will be present after this commit.
+  const PendingBatch* pending = nullptr;
+  if (auto it = st.pending.find(rep.batch_id); it != st.pending.end())
+    pending = &it->second;
+  const size_t expected = config_.streams.empty()
+                              ? st.streams.size() + new_streams
+                              : config_.streams.size();
+  const size_t arrived = (applied ? applied->streams.size() : 0) + fresh.size();
+  const bool complete = arrived >= expected;
+  const std::vector<int> measures = MinibatchMeasures(config_);
+  int64_t add_bytes = 0;
+  if (!complete) {
+    add_bytes = static_cast<int64_t>(fresh.size() * measures.size() * (n2 + 1) *
+                                     sizeof(double));
+    for (int f : fresh) {
+      if (exact)
+        add_bytes +=
+            static_cast<int64_t>(rep.activations[f].size() * sizeof(double));
+    }
+    const int64_t total = add_bytes + (pending ? pending->bytes() : 0);
+    if (total > limits_.max_pending_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("batch '%s' needs %d bytes in the join buffer until "
+                          "all its streams arrive, more than "
+                          "the session's pending budget of %d bytes",
+                          rep.batch_id, total, limits_.max_pending_bytes));
+    }
+  }
+
+  // 2. Apply.
+  for (size_t f = 0; f < fresh.size(); ++f) {
+    if (fresh_index[f] < 0)
+      fresh_index[f] = st.AddStream(rep.streams[fresh[f]], 0);
+    if (exact) st.widths[fresh_index[f]] = rep.widths[fresh[f]];
+  }
+  const int64_t step =
+      applied ? applied->step : (pending ? pending->step : rep.step);
+  const int64_t bucket = BucketOf(config_, step);
+  const int s_count = static_cast<int>(st.streams.size());
+  const int k_new = static_cast<int>(fresh.size());
+  const int k_old = pending ? static_cast<int>(pending->streams.size()) : 0;
+  std::vector<int> cols = fresh_index;
+  if (pending)
+    cols.insert(cols.end(), pending->streams.begin(), pending->streams.end());
+  const int k_all = k_new + k_old;
+  // The new layers' kernels, contiguous (they are all of rep's layers in the
+  // common case).
+  std::vector<double> gathered;
+  for (size_t m = 0; m < measures.size(); ++m) {
+    const double* v_new = rep.kernels[m].data();
+    std::vector<double> self_cols(k_all);
+    if (static_cast<size_t>(k_new) != rep.streams.size()) {
+      gathered.resize(k_new * n2);
+      for (int f = 0; f < k_new; ++f) {
+        std::copy_n(rep.kernels[m].data() + fresh[f] * n2, n2,
+                    gathered.data() + f * n2);
+      }
+      v_new = gathered.data();
+    }
+    for (int f = 0; f < k_new; ++f) self_cols[f] = rep.self[m][fresh[f]];
+    for (int o = 0; o < k_old; ++o) self_cols[k_new + o] = pending->self[m][o];
+    // cross = V_new · [V_new; V_old]ᵀ: every pair of this batch that involves a
+    // new layer.
+    std::vector<double> cross(static_cast<size_t>(k_new) * k_all);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_new,
+                static_cast<int>(n2), 1.0, v_new, static_cast<int>(n2), v_new,
+                static_cast<int>(n2), 0.0, cross.data(), k_all);
+    if (k_old > 0) {
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_old,
+                  static_cast<int>(n2), 1.0, v_new, static_cast<int>(n2),
+                  pending->kernels[m].data(), static_cast<int>(n2), 0.0,
+                  cross.data() + k_new, k_all);
+    }
+    PairSums& sums = st.buckets[m][bucket];
+    sums.Resize(s_count);
+    AddPairs(fresh_index, cols, cross, self_cols, sums);
+  }
+
+  if (complete) {
+    if (exact) {
+      // Every declared stream's activations, from this commit or the join
+      // buffer.
+      std::vector<const std::vector<double>*> xs(config_.streams.size(),
+                                                 nullptr);
+      for (int f = 0; f < k_new; ++f)
+        xs[fresh_index[f]] = &rep.activations[fresh[f]];
+      for (int o = 0; o < k_old; ++o)
+        xs[pending->streams[o]] = &pending->activations[o];
+      if (std::all_of(xs.begin(), xs.end(),
+                      [](auto* p) { return p != nullptr; })) {
+        ExactSums& ex = st.exact;
+        const int sn = static_cast<int>(xs.size());
+        if (ex.dim == 0) {
+          ex.offset.assign(sn + 1, 0);
+          for (int s = 0; s < sn; ++s)
+            ex.offset[s + 1] = ex.offset[s] + st.widths[s];
+          ex.dim = ex.offset[sn];
+          ex.xx.assign(ex.dim * ex.dim, 0.0);
+          ex.x.assign(ex.dim, 0.0);
+          ex.aa.assign(sn * sn, 0.0);
+          ex.ax.assign(sn * ex.dim, 0.0);
+        }
+        const int64_t dim = ex.dim;
+        std::vector<double> x(n * dim), a(n * sn);
+        for (int s = 0; s < sn; ++s) {
+          const int64_t d = st.widths[s];
+          const double* src = xs[s]->data();
+          for (int64_t r = 0; r < n; ++r) {
+            std::copy_n(src + r * d, d, x.data() + r * dim + ex.offset[s]);
+            a[r * sn + s] =
+                cblas_ddot(static_cast<int>(d), src + r * d, 1, src + r * d, 1);
+          }
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans,
+                    static_cast<int>(dim), static_cast<int>(n), 1.0, x.data(),
+                    static_cast<int>(dim), 1.0, ex.xx.data(),
+                    static_cast<int>(dim));
+        for (int64_t r = 0; r < n; ++r) {
+          cblas_daxpy(static_cast<int>(dim), 1.0, x.data() + r * dim, 1,
+                      ex.x.data(), 1);
+        }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sn, sn,
+                    static_cast<int>(n), 1.0, a.data(), sn, a.data(), sn, 1.0,
+                    ex.aa.data(), sn);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sn,
+                    static_cast<int>(dim), static_cast<int>(n), 1.0, a.data(),
+                    sn, x.data(), static_cast<int>(dim), 1.0, ex.ax.data(),
+                    static_cast<int>(dim));
+        ex.rows += n;
+        ex.batches += 1;
+      }
+    }
+    st.DropPending(rep.batch_id);
+  } else {
+    PendingBatch* p;
+    if (pending == nullptr) {
+      p = &st.pending[rep.batch_id];
+      p->n = n;
+      p->step = step;
+      p->seq = st.next_seq++;
+      p->kernels.resize(measures.size());
+      p->self.resize(measures.size());
+      st.pending_order.emplace(p->seq, rep.batch_id);
+    } else {
+      p = &st.pending[rep.batch_id];
+    }
+    for (int f = 0; f < k_new; ++f) {
+      p->streams.push_back(fresh_index[f]);
+      for (size_t m = 0; m < measures.size(); ++m) {
+        const double* src = rep.kernels[m].data() + fresh[f] * n2;
+        p->kernels[m].insert(p->kernels[m].end(), src, src + n2);
+        p->self[m].push_back(rep.self[m][fresh[f]]);
+      }
+      if (exact) p->activations.push_back(std::move(rep.activations[fresh[f]]));
+    }
+    st.pending_bytes += add_bytes;
+    // Evict the oldest other batches while over budget; this one fits (checked
+    // above).
+    while ((st.pending_bytes > limits_.max_pending_bytes ||
+            static_cast<int64_t>(st.pending.size()) >
+                limits_.max_pending_batches) &&
+           st.pending.size() > 1) {
+      auto oldest = st.pending_order.begin();
+      if (oldest->second == rep.batch_id) ++oldest;
+      st.DropPending(std::string(oldest->second));
+      ++st.batches_evicted;
+      ++result.batches_evicted;
+    }
+  }
+
+  // 3. Remember what was applied, within the dedupe window.
+  AppliedBatch& record = st.applied[rep.batch_id];
+  if (record.streams.empty()) {
+    record.n = n;
+    record.step = step;
+    st.applied_order.push_back(rep.batch_id);
+  }
+  record.streams.insert(record.streams.end(), fresh_index.begin(),
+                        fresh_index.end());
+  std::sort(record.streams.begin(), record.streams.end());
+  while (static_cast<int64_t>(st.applied_order.size()) >
+         limits_.dedupe_window) {
+    const std::string oldest = std::move(st.applied_order.front());
+    st.applied_order.pop_front();
+    if (st.pending.contains(oldest)) {
+      st.DropPending(oldest);
+      ++st.batches_evicted;
+      ++result.batches_evicted;
+    }
+    st.applied.erase(oldest);
+  }
+  ++st.batches_applied;
+  result.layers_applied = k_new;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+namespace {
+
+absl::StatusOr<std::vector<int>> ResolveStreams(
+    const SessionState& st, const std::vector<std::string>& names,
+    const char* field) {
+  std::vector<int> out;
+  if (names.empty()) {
+    out.resize(st.streams.size());
+    std::iota(out.begin(), out.end(), 0);
+    return out;
+  }
+  for (const std::string& name : names) {
+    auto it = st.stream_index.find(name);
+    if (it == st.stream_index.end()) {
+      return absl::NotFoundError(absl::StrFormat(
+          "%s: stream '%s' is not in this session (it has %d streams%s%s)",
+          field, name, st.streams.size(), st.streams.empty() ? "" : ", e.g. ",
+          st.streams.empty() ? "" : st.streams.front()));
+    }
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+// The squared Frobenius norm terms z_st of MATH.md for streams s and t
+// (debiased if asked).
+double ExactZ(const ExactSums& ex, int s, int t, bool debiased) {
+  if (s > t) std::swap(s, t);
+  const int64_t dim = ex.dim;
+  const double rows = static_cast<double>(ex.rows);
+  const int64_t s0 = ex.offset[s], s1 = ex.offset[s + 1];
+  const int64_t t0 = ex.offset[t], t1 = ex.offset[t + 1];
+  auto xx = [&](int64_t i, int64_t j) {
+    return i <= j ? ex.xx[i * dim + j] : ex.xx[j * dim + i];
+  };
+  // mean_i = Σx_i / N; C_ij = Σ x_i x_j − N·mean_i·mean_j.
+  double z = 0.0;
+  double mu_g_mu = 0.0;  // μ_sᵀ · Σ x_s x_tᵀ · μ_t
+  for (int64_t i = s0; i < s1; ++i) {
+    const double mi = ex.x[i] / rows;
+    for (int64_t j = t0; j < t1; ++j) {
+      const double mj = ex.x[j] / rows;
+      const double g = xx(i, j);
+      const double c = g - rows * mi * mj;
+      z += c * c;
+      mu_g_mu += mi * g * mj;
+    }
+  }
+  if (!debiased) return z;
+  // Σ_i r_si r_ti and Σ r_si from the running sums (MATH.md, expanding r = ‖x −
+  // μ‖²).
+  double mu_s2 = 0.0, mu_t2 = 0.0, sum_as = 0.0, sum_at = 0.0;
+  for (int64_t i = s0; i < s1; ++i) {
+    mu_s2 += (ex.x[i] / rows) * (ex.x[i] / rows);
+    sum_as += xx(i, i);
+  }
+  for (int64_t j = t0; j < t1; ++j) {
+    mu_t2 += (ex.x[j] / rows) * (ex.x[j] / rows);
+    sum_at += xx(j, j);
+  }
+  const int sn = static_cast<int>(ex.offset.size()) - 1;
+  double mu_t_ax_s = 0.0;  // μ_tᵀ Σ a_s x_t
+  for (int64_t j = t0; j < t1; ++j)
+    mu_t_ax_s += (ex.x[j] / rows) * ex.ax[s * dim + j];
+  double mu_s_ax_t = 0.0;  // μ_sᵀ Σ a_t x_s
+  for (int64_t i = s0; i < s1; ++i)
+    mu_s_ax_t += (ex.x[i] / rows) * ex.ax[t * dim + i];
+  const double rr = ex.aa[s * sn + t] - 2.0 * mu_t_ax_s + mu_t2 * sum_as -
+                    2.0 * mu_s_ax_t + 4.0 * mu_g_mu + mu_s2 * sum_at -
+                    3.0 * rows * mu_s2 * mu_t2;
+  const double r_s = sum_as - rows * mu_s2;
+  const double r_t = sum_at - rows * mu_t2;
+  return z - rows / (rows - 2.0) * rr +
+         r_s * r_t / ((rows - 1.0) * (rows - 2.0));
+}
+
+}  // namespace
+
+absl::StatusOr<SimilarityMatrix> Session::Query(
+    const SimilarityQuery& query) const {
+  int measure_index = 0;
+  if (!query.measure.empty()) {
+    auto it =
+        std::find_if(config_.measures.begin(), config_.measures.end(),
+                     [&](const Measure& m) { return m.name == query.measure; });
+    if (it == config_.measures.end()) {
+      std::vector<std::string> names;
+      for (const Measure& m : config_.measures) names.push_back(m.name);
+      return absl::NotFoundError(absl::StrCat(
+          "measure '", query.measure, "' is not in this session (measures: ",
+          absl::StrJoin(names, ", "), ")"));
+    }
+    measure_index = static_cast<int>(it - config_.measures.begin());
+  }
+  const Measure& measure = config_.measures[measure_index];
+  const bool ranged = query.step_min.has_value() || query.step_max.has_value();
+  int64_t bucket_min = std::numeric_limits<int64_t>::min();
+  int64_t bucket_max = std::numeric_limits<int64_t>::max();
+  if (ranged) {
+    if (IsExact(measure.estimator)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "measure '", measure.name, "' is ", EstimatorName(measure.estimator),
+          ", which is kept over all steps; step_min/step_max apply to "
+          "minibatch measures only"));
+    }
+    const int64_t w = config_.step_bucket;
+    if (w == 0) {
+      return absl::FailedPreconditionError(
+          "this session has step_bucket 0 (one bucket for all time); create it "
+          "with a "
+          "step_bucket to query step ranges");
+    }
+    if (query.step_min.has_value()) {
+      if (*query.step_min % w != 0) {
+        const int64_t lo = FloorDiv(*query.step_min, w) * w;
+        return absl::InvalidArgumentError(
+            absl::StrFormat("step_min %d does not start a step bucket of width "
+                            "%d (try %d or %d)",
+                            *query.step_min, w, lo, lo + w));
+      }
+      bucket_min = *query.step_min / w;
+    }
+    if (query.step_max.has_value()) {
+      if (*query.step_max == std::numeric_limits<int64_t>::max() ||
+          (*query.step_max + 1) % w != 0) {
+        const int64_t hi = FloorDiv(*query.step_max, w) * w;
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "step_max %d does not end a step bucket of width %d (try %d or %d)",
+            *query.step_max, w, hi - 1, hi + w - 1));
+      }
+      bucket_max = FloorDiv(*query.step_max, w);
+    }
+    if (query.step_min.has_value() && query.step_max.has_value() &&
+        *query.step_min > *query.step_max) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("step range is empty: step_min %d > step_max %d",
+                          *query.step_min, *query.step_max));
+    }
+  }
+
+  SimilarityMatrix out;
+  out.measure = measure.name;
+  absl::MutexLock lock(&mu_);
+  const SessionState& st = *state_;
+  absl::StatusOr<std::vector<int>> rows =
+      ResolveStreams(st, query.rows, "rows");
+  if (!rows.ok()) return rows.status();
+  absl::StatusOr<std::vector<int>> cols =
+      ResolveStreams(st, query.cols, "cols");
+  if (!cols.ok()) return cols.status();
+  const size_t nr = rows->size(), nc = cols->size();
+  for (int r : *rows) out.rows.push_back(st.streams[r]);
+  for (int c : *cols) out.cols.push_back(st.streams[c]);
+  out.values.assign(nr * nc, std::numeric_limits<double>::quiet_NaN());
+  out.batches.assign(nr * nc, 0);
+
+  if (IsExact(measure.estimator)) {
+    const ExactSums& ex = st.exact;
+    const bool debiased = measure.estimator == Estimator::kExactDebiased;
+    if (ex.dim == 0 || ex.rows < (debiased ? 4 : 2)) {
+      std::fill(out.batches.begin(), out.batches.end(), ex.batches);
+      return out;
+    }
+    std::vector<double> self(st.streams.size(),
+                             std::numeric_limits<double>::quiet_NaN());
+    auto self_z = [&](int s) {
+      if (std::isnan(self[s])) self[s] = ExactZ(ex, s, s, debiased);
+      return self[s];
+    };
+    for (size_t i = 0; i < nr; ++i) {
+      for (size_t j = 0; j < nc; ++j) {
+        const int s = (*rows)[i], t = (*cols)[j];
+        const double zs = self_z(s), zt = self_z(t);
+        out.batches[i * nc + j] = ex.batches;
+        if (zs > 0 && zt > 0) {
+          out.values[i * nc + j] =
+              (s == t ? zs : ExactZ(ex, s, t, debiased)) / std::sqrt(zs * zt);
+        }
+      }
+    }
+    return out;
+  }
+
+  // Minibatch: sum the buckets in range, then divide.
+  int mb = 0;
+  for (int i = 0; i < measure_index; ++i)
+    mb += IsExact(config_.measures[i].estimator) ? 0 : 1;
+  std::vector<double> num(nr * nc, 0.0), self_r(nr * nc, 0.0),
+      self_c(nr * nc, 0.0);
+  for (auto it = st.buckets[mb].lower_bound(bucket_min);
+       it != st.buckets[mb].end() && it->first <= bucket_max; ++it) {
+    const PairSums& sums = it->second;
+    const int s = sums.size;
+    for (size_t i = 0; i < nr; ++i) {
+      const int a = (*rows)[i];
+      if (a >= s) continue;
+      for (size_t j = 0; j < nc; ++j) {
+        const int b = (*cols)[j];
+        if (b >= s) continue;
+        num[i * nc + j] += sums.num[a * s + b];
+        self_r[i * nc + j] += sums.self[a * s + b];
+        self_c[i * nc + j] += sums.self[b * s + a];
+        out.batches[i * nc + j] += sums.count[a * s + b];
+      }
+    }
+  }
+  for (size_t e = 0; e < nr * nc; ++e) {
+    if (out.batches[e] > 0 && self_r[e] > 0 && self_c[e] > 0) {
+      out.values[e] = num[e] / std::sqrt(self_r[e] * self_c[e]);
+    }
+  }
+  return out;
+}
+
+SessionInfo Session::Info() const {
+  SessionInfo info;
+  info.config = config_;
+  absl::MutexLock lock(&mu_);
+  const SessionState& st = *state_;
+  info.streams = st.streams;
+  info.batches_applied = st.batches_applied;
+  info.batches_pending = static_cast<int64_t>(st.pending.size());
+  info.batches_evicted = st.batches_evicted;
+  info.pending_bytes = st.pending_bytes;
+  info.state_bytes = st.SumsBytes();
+  return info;
+}
+
+}  // namespace cka::core

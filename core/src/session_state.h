@@ -1,0 +1,103 @@
+// The mutable state of a Session, guarded by Session::mu_. Internal to
+// cka::core.
+//
+// Layout: pair matrices are S × S row-major over stream indices, entry (s, t)
+// at [s * S + t]. Kernels of one batch are k × n² row-major: row r is vec(K̂) of
+// the r-th stream.
+#ifndef CKA_CORE_SRC_SESSION_STATE_H_
+#define CKA_CORE_SRC_SESSION_STATE_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace cka::core {
+
+// The running minibatch sums of one measure in one step bucket (MATH.md,
+// "Minibatch CKA").
+struct PairSums {
+  int size = 0;  // S: streams covered; streams >= size have no batches here
+  std::vector<double>
+      num;  // Σ HSIC(K_s, K_t) over the common batches of s and t
+  std::vector<double>
+      self;  // (s, t): Σ HSIC(K_s, K_s) over the common batches of s and t
+  std::vector<int64_t> count;  // number of common batches of s and t
+
+  // Grows to `s` streams, keeping every sum.
+  void Resize(int s);
+  int64_t bytes() const;
+};
+
+// Feature-space sums of the exact estimators over the declared streams
+// (MATH.md, "Exact linear CKA"). D = Σ d_s; x is one example's concatenated
+// activations (D), a_s = ‖x_s‖².
+struct ExactSums {
+  int64_t dim = 0;              // D; 0 until the first complete batch
+  std::vector<int64_t> offset;  // S + 1 column offsets of the streams in x
+  std::vector<double>
+      xx;  // D × D, Σ x·xᵀ; only the upper triangle (j >= i) is kept
+  std::vector<double> x;   // D, Σ x
+  std::vector<double> aa;  // S × S, Σ a_s·a_t
+  std::vector<double> ax;  // S × D, Σ a_s·x
+  int64_t rows = 0;        // N
+  int64_t batches = 0;
+
+  int64_t bytes() const;
+};
+
+// A batch_id some of whose expected streams have not arrived yet.
+struct PendingBatch {
+  int64_t n = 0;
+  int64_t step = 0;
+  uint64_t seq = 0;          // arrival order, for eviction
+  std::vector<int> streams;  // k stream indices, in arrival order
+  std::vector<std::vector<double>> kernels;  // per minibatch measure: k × n²
+  std::vector<std::vector<double>>
+      self;  // per minibatch measure: k values HSIC(K_s, K_s)
+  std::vector<std::vector<double>>
+      activations;  // exact sessions: per stream, n × d_s
+
+  int64_t bytes() const;
+};
+
+// What the duplicate check remembers of a batch_id.
+struct AppliedBatch {
+  int64_t n = 0;
+  int64_t step = 0;
+  std::vector<int> streams;  // sorted stream indices applied for this batch_id
+};
+
+class SessionState {
+ public:
+  std::vector<std::string> streams;  // index → name, first-seen order
+  absl::flat_hash_map<std::string, int> stream_index;
+  std::vector<int64_t> widths;  // index → d (0 unknown / Gram only)
+  // Per minibatch measure (in config order, exact measures skipped): bucket →
+  // sums.
+  std::vector<std::map<int64_t, PairSums>> buckets;
+  ExactSums exact;
+  absl::flat_hash_map<std::string, PendingBatch> pending;
+  std::map<uint64_t, std::string>
+      pending_order;  // seq → batch_id, oldest first
+  int64_t pending_bytes = 0;
+  absl::flat_hash_map<std::string, AppliedBatch> applied;
+  std::deque<std::string>
+      applied_order;  // oldest first, bounded by dedupe_window
+  uint64_t next_seq = 0;
+  int64_t batches_applied = 0;
+  int64_t batches_evicted = 0;
+
+  // Adds `name` as a new stream and returns its index.
+  int AddStream(const std::string& name, int64_t width);
+  // Removes the pending batch `batch_id` (if any) and adjusts pending_bytes.
+  void DropPending(const std::string& batch_id);
+  int64_t SumsBytes() const;
+};
+
+}  // namespace cka::core
+
+#endif  // CKA_CORE_SRC_SESSION_STATE_H_

@@ -182,40 +182,51 @@ absl::StatusOr<int64_t> CheckTensor(const std::string& ctx,
   return elements;
 }
 
-// Converts `count` elements of `t` to T (float or double), checking that all
-// are finite.
-template <typename T>
-absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
-                   int64_t width, std::vector<T>* out) {
-  out->resize(count);
-  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> dst(out->data(), count);
-  switch (t.dtype) {
-    case DType::kFloat32: {
-      Eigen::Array<float, Eigen::Dynamic, 1> tmp(count);
-      std::memcpy(tmp.data(), t.data, count * sizeof(float));
-      dst = tmp.cast<T>();
-      break;
-    }
-    case DType::kFloat64: {
-      Eigen::Array<double, Eigen::Dynamic, 1> tmp(count);
-      std::memcpy(tmp.data(), t.data, count * sizeof(double));
-      dst = tmp.cast<T>();
-      break;
-    }
-    case DType::kFloat16: {
-      Eigen::Array<Eigen::half, Eigen::Dynamic, 1> tmp(count);
-      std::memcpy(static_cast<void*>(tmp.data()), t.data, count * 2);
-      dst = tmp.template cast<float>().template cast<T>();
-      break;
-    }
-    case DType::kBFloat16: {
-      Eigen::Array<Eigen::bfloat16, Eigen::Dynamic, 1> tmp(count);
-      std::memcpy(static_cast<void*>(tmp.data()), t.data, count * 2);
-      dst = tmp.template cast<float>().template cast<T>();
-      break;
-    }
+// Reads element i of little-endian `data` as Src and converts it to T.
+template <typename Src, typename T>
+void Convert(const void* data, int64_t count, T* out) {
+  const char* bytes = static_cast<const char*>(data);
+  for (int64_t i = 0; i < count; ++i) {
+    Src v;
+    std::memcpy(&v, bytes + i * sizeof(Src), sizeof(Src));
+    out[i] = static_cast<T>(v);
   }
-  if (!dst.allFinite()) {
+}
+
+// Converts float16 or bfloat16 bit patterns to T.
+template <typename Half, typename T>
+void Convert16(const void* data, int64_t count, T* out) {
+  const char* bytes = static_cast<const char*>(data);
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, bytes + i * 2, 2);
+    out[i] = static_cast<T>(static_cast<float>(Eigen::numext::bit_cast<Half>(bits)));
+  }
+}
+
+// Converts `count` elements of `t` to T (float or double), checking that all are finite.
+// `width` only locates a bad value (row, column) in the error message.
+template <typename T>
+absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count, int64_t width,
+                   std::vector<T>* out) {
+  out->resize(count);
+  T* dst = out->data();
+  switch (t.dtype) {
+    case DType::kFloat32:
+      Convert<float>(t.data, count, dst);
+      break;
+    case DType::kFloat64:
+      Convert<double>(t.data, count, dst);
+      break;
+    case DType::kFloat16:
+      Convert16<Eigen::half>(t.data, count, dst);
+      break;
+    case DType::kBFloat16:
+      Convert16<Eigen::bfloat16>(t.data, count, dst);
+      break;
+  }
+  Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> view(dst, count);
+  if (!view.allFinite()) {
     for (int64_t i = 0; i < count; ++i) {
       if (!std::isfinite(dst[i])) {
         return absl::InvalidArgumentError(absl::StrFormat(
@@ -226,6 +237,30 @@ absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
   }
   return absl::OkStatus();
 }
+
+// Buffers of one layer's Gram work, kept per thread between batches: fresh large allocations
+// cost a page fault per 4 KiB and dominated small batches. Buffers above kKeepBytes are
+// released after use so that one huge batch does not pin memory in every worker.
+struct LayerScratch {
+  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  std::vector<double> gram;        // n × n
+  std::vector<float> gram32;       // n × n
+  std::vector<double> kernel;      // n × n
+  std::vector<float> widened32;    // n × d
+  std::vector<double> widened64;   // n × d
+
+  void Trim() {
+    TrimOne(gram);
+    TrimOne(gram32);
+    TrimOne(kernel);
+    TrimOne(widened32);
+    TrimOne(widened64);
+  }
+  template <typename T>
+  static void TrimOne(std::vector<T>& v) {
+    if (v.capacity() * sizeof(T) > kKeepBytes) std::vector<T>().swap(v);
+  }
+};
 
 }  // namespace
 
@@ -392,17 +427,19 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
 
   const std::vector<int> measures = MinibatchMeasures(config_);
   const size_t n2 = static_cast<size_t>(n * n);
-  rep.kernels.assign(measures.size(), std::vector<double>(k * n2));
+  rep.kernels.resize(measures.size());
+  for (auto& kernels : rep.kernels) kernels.resize(k * n2);
   rep.self.assign(measures.size(), std::vector<double>(k));
   if (exact) rep.activations.resize(k);
   std::vector<absl::Status> errors(k);
 
-  auto work = [&](int i) {
+  auto compute_layer = [&](int i, LayerScratch& scratch) {
     const LayerInput& layer = batch.layers[i];
     const std::string ctx = LayerContext(rep.streams[i], rep.batch_id);
-    std::vector<double> gram(n2);
+    std::vector<double>& gram = scratch.gram;
+    gram.resize(n2);
     if (layer.kind == LayerInput::Kind::kGram) {
-      std::vector<double> g;
+      std::vector<double>& g = scratch.widened64;
       if (absl::Status s = Widen(ctx, layer.tensor, n * n, n, &g); !s.ok()) {
         errors[i] = s;
         return;
@@ -444,7 +481,7 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
         }
         LinearGram(x.data(), n, d, gram.data());
       } else if (t.dtype == DType::kFloat64) {
-        std::vector<double> x;
+        std::vector<double>& x = scratch.widened64;
         if (absl::Status s = Widen(ctx, t, n * d, d, &x); !s.ok()) {
           errors[i] = s;
           return;
@@ -453,9 +490,9 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
       } else {
         // float32 Grams: float32 BLAS is twice as fast and keeps 1e-6 relative
         // accuracy of CKA.
-        std::vector<float> scratch(n2);
+        scratch.gram32.resize(n2);
         const float* x = nullptr;
-        std::vector<float> widened;
+        std::vector<float>& widened = scratch.widened32;
         const bool aligned =
             reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
         if (t.dtype == DType::kFloat32 && aligned) {
@@ -473,10 +510,10 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
           }
           x = widened.data();
         }
-        LinearGram(x, n, d, scratch.data(), gram.data());
+        LinearGram(x, n, d, scratch.gram32.data(), gram.data());
       }
     }
-    std::vector<double> kernel;
+    std::vector<double>& kernel = scratch.kernel;
     for (size_t m = 0; m < measures.size(); ++m) {
       const Measure& measure = config_.measures[measures[m]];
       const double* base = gram.data();
@@ -499,6 +536,11 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
       }
       rep.self[m][i] = cblas_ddot(static_cast<int>(n2), out, 1, out, 1);
     }
+  };
+  auto work = [&](int i) {
+    thread_local LayerScratch scratch;
+    compute_layer(i, scratch);
+    scratch.Trim();
   };
   if (pool != nullptr && k > 1) {
     pool->ParallelFor(static_cast<int>(k), work);

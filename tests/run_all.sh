@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command of README.md, and what CI runs (.ci/run): installs what is missing, builds
+# once, runs every unit and end-to-end test, then the core and service tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the benchmarks in their reduced form (to
+# check that they work; no timing is asserted).
+#
+#   bash tests/run_all.sh            # everything
+#   CKA_SKIP_SANITIZE=1 bash tests/run_all.sh   # skip the sanitizer build (faster local runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "dependencies"
+bash deploy/install_deps.sh
+
+step "build (RelWithDebInfo)"
+cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build/test -j"$jobs"
+
+step "unit and end-to-end tests"
+ctest --test-dir build/test --output-on-failure -j"$jobs" --timeout 300
+
+if [ "${CKA_SKIP_SANITIZE:-0}" != "1" ]; then
+  step "ASan + UBSan build and tests"
+  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCKA_SANITIZE=ON >/dev/null
+  cmake --build build/asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build/asan --output-on-failure -j"$jobs" --timeout 600
+fi
+
+step "benchmarks (reduced: checks that they run)"
+build/test/bench/cka_core_bench --quick --json build/test/core_bench.json
+
+step "all tests passed"

@@ -1,12 +1,14 @@
 // The hot path of cka::core against the compute ceiling of the BLAS it links.
 //
-// For each workload (S streams × n examples × d features, float32 activations) it times
-// Session::Ingest of whole batches — Gram (ssyrk), U-centring, one GEMM for all pairs, the
-// commit — and reports GFLOP/s next to plain sgemm GFLOP/s measured in the same run.
+// For each workload (S streams × n examples × d features, float32 activations)
+// it times Session::Ingest of whole batches — Gram (ssyrk), U-centring, one
+// GEMM for all pairs, the commit — and reports GFLOP/s next to plain sgemm
+// GFLOP/s measured in the same run.
 //
 //   cka_core_bench [--quick] [--json FILE]
 //
-// --quick runs reduced sizes once (for CI: it checks that the benchmark works, not timings).
+// --quick runs reduced sizes once (for CI: it checks that the benchmark works,
+// not timings).
 #include <cblas.h>
 
 #include <algorithm>
@@ -39,8 +41,8 @@ double SgemmGflops(int size, int reps) {
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, size, size, size, 1.0f, a.data(), size,
-                b.data(), size, 0.0f, c.data(), size);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, size, size, size,
+                1.0f, a.data(), size, b.data(), size, 0.0f, c.data(), size);
     best = std::min(best, Seconds(t0, Clock::now()));
   }
   return 2.0 * size * size * static_cast<double>(size) / best / 1e9;
@@ -68,7 +70,8 @@ std::vector<float> Activations(int n, int d, unsigned seed) {
 
 Result RunWorkload(const Workload& w, int batches) {
   std::vector<std::vector<float>> data;
-  for (int s = 0; s < w.streams; ++s) data.push_back(Activations(w.n, w.d, 100 + s));
+  for (int s = 0; s < w.streams; ++s)
+    data.push_back(Activations(w.n, w.d, 100 + s));
   auto session = cka::core::Session::Create({});
   if (!session.ok()) std::abort();
   cka::core::BatchInput batch;
@@ -89,7 +92,8 @@ Result RunWorkload(const Workload& w, int batches) {
   auto t0 = Clock::now();
   for (int i = 0; i < batches; ++i) ingest(i);
   const double per_batch = Seconds(t0, Clock::now()) / batches;
-  // Useful floating-point work: a symmetric rank-d update per stream, and all pairs once.
+  // Useful floating-point work: a symmetric rank-d update per stream, and all
+  // pairs once.
   const double n = w.n, s = w.streams;
   const double flops = s * n * (n + 1) * w.d + s * (s + 1) * n * n;
   return {w, per_batch, flops / per_batch / 1e9};
@@ -114,19 +118,25 @@ int main(int argc, char** argv) {
   const double sgemm = quick ? SgemmGflops(512, 1) : SgemmGflops(2048, 3);
   std::vector<Workload> workloads =
       quick ? std::vector<Workload>{{"W1-quick", 4, 64, 256}}
-            : std::vector<Workload>{{"W1", 16, 256, 2048}, {"W2", 64, 128, 512},
+            : std::vector<Workload>{{"W1", 16, 256, 2048},
+                                    {"W2", 64, 128, 512},
                                     {"W3", 8, 512, 16384}};
-  std::printf("cka core benchmark — BLAS: %s, OPENBLAS_CORETYPE=%s\n", openblas_get_config(),
-              coretype ? coretype : "(unset)");
-  std::printf("sgemm %d^3: %.1f GFLOP/s (baseline)\n\n", quick ? 512 : 2048, sgemm);
-  std::printf("%-9s %8s %6s %7s %12s %10s %8s\n", "workload", "streams", "n", "d", "ms/batch",
-              "GFLOP/s", "ratio");
+  std::printf("cka core benchmark — BLAS: %s, OPENBLAS_CORETYPE=%s\n",
+              openblas_get_config(), coretype ? coretype : "(unset)");
+  std::printf("sgemm %d^3: %.1f GFLOP/s (baseline)\n\n", quick ? 512 : 2048,
+              sgemm);
+  std::printf("%-9s %8s %6s %7s %12s %10s %8s\n", "workload", "streams", "n",
+              "d", "ms/batch", "GFLOP/s", "ratio");
   std::vector<Result> results;
   for (const Workload& w : workloads) {
-    const int batches = quick ? 2 : std::max(3, static_cast<int>(2e9 / (1.0 * w.streams * w.n * w.n * w.d) * 4));
+    const int batches =
+        quick ? 2
+              : std::max(3, static_cast<int>(
+                                2e9 / (1.0 * w.streams * w.n * w.n * w.d) * 4));
     Result r = RunWorkload(w, batches);
-    std::printf("%-9s %8d %6d %7d %12.2f %10.1f %8.2f\n", w.name, w.streams, w.n, w.d,
-                r.seconds_per_batch * 1e3, r.gflops, r.gflops / sgemm);
+    std::printf("%-9s %8d %6d %7d %12.2f %10.1f %8.2f\n", w.name, w.streams,
+                w.n, w.d, r.seconds_per_batch * 1e3, r.gflops,
+                r.gflops / sgemm);
     results.push_back(r);
   }
   if (!json_path.empty()) {
@@ -135,9 +145,11 @@ int main(int argc, char** argv) {
         << (coretype ? coretype : "") << "\", \"workloads\": [";
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      out << (i ? ", " : "") << "{\"name\": \"" << r.w.name << "\", \"streams\": " << r.w.streams
-          << ", \"n\": " << r.w.n << ", \"d\": " << r.w.d
-          << ", \"seconds_per_batch\": " << r.seconds_per_batch << ", \"gflops\": " << r.gflops
+      out << (i ? ", " : "") << "{\"name\": \"" << r.w.name
+          << "\", \"streams\": " << r.w.streams << ", \"n\": " << r.w.n
+          << ", \"d\": " << r.w.d
+          << ", \"seconds_per_batch\": " << r.seconds_per_batch
+          << ", \"gflops\": " << r.gflops
           << ", \"ratio_to_sgemm\": " << r.gflops / sgemm << "}";
     }
     out << "]}\n";

@@ -8,6 +8,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "state encoding assumes little-endian");
 
 void ByteWriter::Raw(const void* p, size_t n) {
+  if (n == 0) return;
   out_.append(static_cast<const char*>(p), n);
 }
 
@@ -33,6 +34,7 @@ void ByteWriter::Ints(const std::vector<int>& v) {
 
 bool ByteReader::Raw(void* p, size_t n) {
   if (!ok_ || in_.size() - pos_ < n) return ok_ = false;
+  if (n == 0) return true;  // p may be the null data() of an empty vector
   std::memcpy(p, in_.data() + pos_, n);
   pos_ += n;
   return true;

@@ -200,15 +200,17 @@ void Convert16(const void* data, int64_t count, T* out) {
   for (int64_t i = 0; i < count; ++i) {
     uint16_t bits;
     std::memcpy(&bits, bytes + i * 2, 2);
-    out[i] = static_cast<T>(static_cast<float>(Eigen::numext::bit_cast<Half>(bits)));
+    out[i] =
+        static_cast<T>(static_cast<float>(Eigen::numext::bit_cast<Half>(bits)));
   }
 }
 
-// Converts `count` elements of `t` to T (float or double), checking that all are finite.
-// `width` only locates a bad value (row, column) in the error message.
+// Converts `count` elements of `t` to T (float or double), checking that all
+// are finite. `width` only locates a bad value (row, column) in the error
+// message.
 template <typename T>
-absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count, int64_t width,
-                   std::vector<T>* out) {
+absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
+                   int64_t width, std::vector<T>* out) {
   out->resize(count);
   T* dst = out->data();
   switch (t.dtype) {
@@ -238,16 +240,17 @@ absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count, i
   return absl::OkStatus();
 }
 
-// Buffers of one layer's Gram work, kept per thread between batches: fresh large allocations
-// cost a page fault per 4 KiB and dominated small batches. Buffers above kKeepBytes are
-// released after use so that one huge batch does not pin memory in every worker.
+// Buffers of one layer's Gram work, kept per thread between batches: fresh
+// large allocations cost a page fault per 4 KiB and dominated small batches.
+// Buffers above kKeepBytes are released after use so that one huge batch does
+// not pin memory in every worker.
 struct LayerScratch {
   static constexpr size_t kKeepBytes = size_t{64} << 20;
-  std::vector<double> gram;        // n × n
-  std::vector<float> gram32;       // n × n
-  std::vector<double> kernel;      // n × n
-  std::vector<float> widened32;    // n × d
-  std::vector<double> widened64;   // n × d
+  std::vector<double> gram;       // n × n
+  std::vector<float> gram32;      // n × n
+  std::vector<double> kernel;     // n × n
+  std::vector<float> widened32;   // n × d
+  std::vector<double> widened64;  // n × d
 
   void Trim() {
     TrimOne(gram);
@@ -417,7 +420,10 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
     return absl::InvalidArgumentError(absl::StrFormat(
         "batch '%s': %d examples, but the session's %s estimator needs at "
         "least %d",
-        rep.batch_id, n, min_rows == 4 ? "unbiased" : "", min_rows));
+        rep.batch_id, n,
+        min_rows == 4 ? "unbiased"
+                      : EstimatorName(config_.measures.front().estimator),
+        min_rows));
   }
   if (n > limits_.max_examples) {
     return absl::ResourceExhaustedError(absl::StrFormat(

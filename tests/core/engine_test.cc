@@ -1,0 +1,193 @@
+// Engine: the session map, idempotent creation, and SaveAll/LoadAll through a
+// StateStore.
+#include "cka/core/engine.h"
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cka/core/state_store.h"
+#include "gtest/gtest.h"
+#include "test_data.h"
+
+namespace cka::core::testing {
+namespace {
+
+TEST(EngineTest, CreateIsIdempotentForEqualConfig) {
+  Engine engine;
+  bool created = false;
+  auto first = engine.CreateSession("s1", {}, &created);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(created);
+  // The default config and the explicit default measures are the same config.
+  SessionConfig explicit_default;
+  explicit_default.measures = DefaultMeasures();
+  auto second = engine.CreateSession("s1", explicit_default, &created);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(created);
+  EXPECT_EQ(first->get(), second->get());
+}
+
+TEST(EngineTest, CreateWithConflictingConfigIsAlreadyExists) {
+  Engine engine;
+  ASSERT_TRUE(engine.CreateSession("s1", {}).ok());
+  SessionConfig other;
+  other.step_bucket = 100;
+  auto r = engine.CreateSession("s1", other);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+  EXPECT_NE(r.status().message().find("s1"), std::string::npos) << r.status();
+}
+
+TEST(EngineTest, BadIdOrConfigIsInvalidArgument) {
+  Engine engine;
+  EXPECT_EQ(engine.CreateSession("", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.CreateSession(std::string(257, 'x'), {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  SessionConfig bad;
+  bad.step_bucket = -1;
+  EXPECT_EQ(engine.CreateSession("ok", bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(engine.ListSessions().empty());
+}
+
+TEST(EngineTest, MaxSessionsIsResourceExhausted) {
+  EngineLimits limits;
+  limits.max_sessions = 2;
+  Engine engine(limits);
+  ASSERT_TRUE(engine.CreateSession("a", {}).ok());
+  ASSERT_TRUE(engine.CreateSession("b", {}).ok());
+  EXPECT_TRUE(
+      engine.CreateSession("a", {}).ok());  // existing: not a new session
+  EXPECT_EQ(engine.CreateSession("c", {}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(EngineTest, GetAndDeleteUnknownAreNotFound) {
+  Engine engine;
+  auto got = engine.GetSession("nope");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(got.status().message().find("nope"), std::string::npos)
+      << got.status();
+  EXPECT_EQ(engine.DeleteSession("nope").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(EngineTest, DeletedSessionIsGoneButPointerStaysValid) {
+  Engine engine;
+  auto s = engine.CreateSession("s1", {});
+  ASSERT_TRUE(s.ok());
+  std::shared_ptr<Session> held = *s;
+  ASSERT_TRUE(engine.DeleteSession("s1").ok());
+  EXPECT_EQ(engine.GetSession("s1").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine.DeleteSession("s1").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(held->Info().batches_applied, 0);  // still usable
+  bool created = false;
+  ASSERT_TRUE(engine.CreateSession("s1", {}, &created).ok());
+  EXPECT_TRUE(created);
+}
+
+TEST(EngineTest, ListSessionsIsSorted) {
+  Engine engine;
+  for (const char* id : {"zeta", "alpha", "mid"})
+    ASSERT_TRUE(engine.CreateSession(id, {}).ok());
+  EXPECT_EQ(engine.ListSessions(),
+            (std::vector<std::string>{"alpha", "mid", "zeta"}));
+}
+
+TEST(EngineTest, ConcurrentCreatesMakeExactlyOneSession) {
+  Engine engine;
+  std::atomic<int> created_count{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      bool created = false;
+      auto r = engine.CreateSession("shared", {}, &created);
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (created) ++created_count;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(created_count.load(), 1);
+  EXPECT_EQ(engine.ListSessions().size(), 1u);
+}
+
+TEST(EngineTest, SaveAllThenLoadAllRestoresEverySession) {
+  const Scenario& multi = LoadScenario("multibatch.json");
+  const Scenario& exact = LoadScenario("exact.json");
+  Engine engine;
+  auto a = engine.CreateSession("multi", multi.Config());
+  auto b = engine.CreateSession("exact", exact.Config());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  IngestAll(**a, multi);
+  IngestAll(**b, exact);
+  MemoryStateStore store;
+  ASSERT_TRUE(engine.SaveAll(store).ok());
+  auto listed = store.List();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(*listed, (std::vector<std::string>{"exact", "multi"}));
+
+  Engine loaded;
+  ASSERT_TRUE(loaded.LoadAll(store).ok());
+  EXPECT_EQ(loaded.ListSessions(),
+            (std::vector<std::string>{"exact", "multi"}));
+  for (const auto& [id, scenario] :
+       {std::pair<std::string, const Scenario*>{"multi", &multi},
+        {"exact", &exact}}) {
+    auto original = engine.GetSession(id);
+    auto restored = loaded.GetSession(id);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    const auto want = AllAnswers(**original, *scenario);
+    const auto got = AllAnswers(**restored, *scenario);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ExpectMatricesIdentical(got[i], want[i], id);
+  }
+  // Loading again collides with the sessions now present.
+  EXPECT_FALSE(loaded.LoadAll(store).ok());
+}
+
+TEST(EngineTest, LoadAllNamesTheDamagedSession) {
+  Engine engine;
+  ASSERT_TRUE(engine.CreateSession("good", {}).ok());
+  MemoryStateStore store;
+  ASSERT_TRUE(engine.SaveAll(store).ok());
+  ASSERT_TRUE(store.Put("broken", "definitely not a session").ok());
+  Engine loaded;
+  const absl::Status status = loaded.LoadAll(store);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("broken"), std::string::npos) << status;
+}
+
+TEST(EngineTest, RestoreSessionIntoTakenIdIsAlreadyExists) {
+  Engine engine;
+  auto s = engine.CreateSession("s1", {});
+  ASSERT_TRUE(s.ok());
+  const std::string bytes = (*s)->Serialize();
+  EXPECT_EQ(engine.RestoreSession("s1", bytes).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(engine.RestoreSession("s2", bytes).ok());
+  EXPECT_EQ(
+      engine.RestoreSession("s3", bytes.substr(0, bytes.size() / 2)).code(),
+      absl::StatusCode::kDataLoss);
+  EXPECT_EQ(engine.ListSessions(), (std::vector<std::string>{"s1", "s2"}));
+}
+
+TEST(MemoryStateStoreTest, PutGetDeleteList) {
+  MemoryStateStore store;
+  EXPECT_EQ(store.Get("a").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store.Put("b", "2").ok());
+  ASSERT_TRUE(store.Put("a", "1").ok());
+  ASSERT_TRUE(store.Put("a", "one").ok());
+  EXPECT_EQ(*store.Get("a"), "one");
+  EXPECT_EQ(*store.List(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(store.Delete("a").ok());
+  EXPECT_TRUE(store.Delete("a").ok());  // absent: still OK
+  EXPECT_EQ(*store.List(), (std::vector<std::string>{"b"}));
+}
+
+}  // namespace
+}  // namespace cka::core::testing

@@ -1,0 +1,163 @@
+// Session::Serialize → Session::Restore: identical answers and counters,
+// pending batches kept, and damaged bytes rejected with DataLoss, never a
+// crash.
+#include <cmath>
+#include <string>
+
+#include "cka/core/session.h"
+#include "gtest/gtest.h"
+#include "test_data.h"
+
+namespace cka::core::testing {
+namespace {
+
+void ExpectSameInfo(const SessionInfo& a, const SessionInfo& b) {
+  EXPECT_TRUE(a.config == b.config);
+  EXPECT_EQ(a.streams, b.streams);
+  EXPECT_EQ(a.batches_applied, b.batches_applied);
+  EXPECT_EQ(a.batches_pending, b.batches_pending);
+  EXPECT_EQ(a.batches_evicted, b.batches_evicted);
+  EXPECT_EQ(a.pending_bytes, b.pending_bytes);
+  EXPECT_EQ(a.state_bytes, b.state_bytes);
+}
+
+void ExpectSameAnswers(const Session& a, const Session& b, const Scenario& s) {
+  const std::vector<SimilarityMatrix> want = AllAnswers(a, s);
+  const std::vector<SimilarityMatrix> got = AllAnswers(b, s);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ExpectMatricesIdentical(got[i], want[i], "answer " + std::to_string(i));
+  }
+}
+
+class RoundTripTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RoundTripTest, RestoredSessionAnswersBitIdentically) {
+  const Scenario& s = LoadScenario(GetParam());
+  std::unique_ptr<Session> original = SessionWithAll(s);
+  ASSERT_NE(original, nullptr);
+  const std::string bytes = original->Serialize();
+  auto restored = Session::Restore(bytes);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ExpectSameInfo((*restored)->Info(), original->Info());
+  ExpectSameAnswers(*original, **restored, s);
+  // Serialising the restored session gives the same bytes.
+  EXPECT_EQ((*restored)->Serialize(), bytes);
+}
+
+TEST_P(RoundTripTest, RestoredSessionRemembersAppliedBatches) {
+  const Scenario& s = LoadScenario(GetParam());
+  std::unique_ptr<Session> original = SessionWithAll(s);
+  ASSERT_NE(original, nullptr);
+  auto restored = Session::Restore(original->Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  const BatchInput again = MessagesPerSource(s, s.batches[0])[0];
+  auto r = (*restored)->Ingest(again);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->duplicate());
+  ExpectSameAnswers(*original, **restored, s);
+}
+
+INSTANTIATE_TEST_SUITE_P(Scenarios, RoundTripTest,
+                         ::testing::Values("multibatch.json", "exact.json",
+                                           "golden.json"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           return name.substr(0, name.find('.'));
+                         });
+
+// exact.json with the last batch's dec/out held back: serialise with that batch
+// pending, then complete it in the original and in the restored session.
+TEST(SerializationTest, PendingBatchCompletesAfterRestore) {
+  const Scenario& s = LoadScenario("exact.json");
+  auto original = Session::Create(s.Config());
+  ASSERT_TRUE(original.ok()) << original.status();
+  BatchInput held;
+  for (const BatchData& b : s.batches) {
+    for (const BatchInput& m : MessagesPerSource(s, b)) {
+      if (b.batch_id == "x4" && m.source == "dec") {
+        held = m;
+        continue;
+      }
+      ASSERT_TRUE((*original)->Ingest(m).ok());
+    }
+  }
+  ASSERT_EQ(held.batch_id, "x4");
+  EXPECT_EQ((*original)->Info().batches_pending,
+            2);  // x2 (never complete) and x4
+  auto restored = Session::Restore((*original)->Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ExpectSameInfo((*restored)->Info(), (*original)->Info());
+  ASSERT_TRUE((*original)->Ingest(held).ok());
+  auto r = (*restored)->Ingest(held);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->layers_applied, 1);
+  ExpectSameInfo((*restored)->Info(), (*original)->Info());
+  ExpectSameAnswers(**original, **restored, s);
+  // And both equal the numpy oracle (which counts x4).
+  for (const Measure& m : s.measures) {
+    ExpectMatrixNear(QueryOrDie(**restored, FullQuery(s, m.name)),
+                     s.expected.at(m.name), 1e-10, 1e-10,
+                     m.name);  // float64 tolerance as in exact_cka_test.cc
+  }
+}
+
+// A small session so that every truncation and every byte flip can be tried.
+std::string SmallSessionBytes() {
+  const Scenario& s = LoadScenario("equal_n.json");
+  SessionConfig config = s.Config();
+  config.step_bucket = 2;
+  auto session = Session::Create(config);
+  EXPECT_TRUE(session.ok());
+  for (int b = 0; b < 2; ++b) {
+    for (const BatchInput& m : MessagesPerLayer(s, s.batches[b])) {
+      if (b == 1 && m.layers[0].layer == "c") continue;  // leave e1 pending
+      EXPECT_TRUE((*session)->Ingest(m).ok());
+    }
+  }
+  return (*session)->Serialize();
+}
+
+TEST(SerializationTest, EveryTruncationIsDataLoss) {
+  const std::string bytes = SmallSessionBytes();
+  ASSERT_TRUE(Session::Restore(bytes).ok());
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    auto r = Session::Restore(std::string_view(bytes.data(), len));
+    ASSERT_FALSE(r.ok()) << "truncated to " << len << " of " << bytes.size();
+    ASSERT_EQ(r.status().code(), absl::StatusCode::kDataLoss)
+        << len << ": " << r.status();
+  }
+}
+
+TEST(SerializationTest, EveryFlippedByteIsDataLoss) {
+  const std::string bytes = SmallSessionBytes();
+  int accepted = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string damaged = bytes;
+    damaged[i] = static_cast<char>(damaged[i] ^ 0x5a);
+    auto r = Session::Restore(damaged);
+    if (r.ok()) {
+      ++accepted;
+      ADD_FAILURE() << "flipped byte " << i << " of " << bytes.size()
+                    << " was accepted";
+      if (accepted > 5) break;
+      continue;
+    }
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss)
+        << i << ": " << r.status();
+  }
+}
+
+TEST(SerializationTest, TrailingAndForeignBytesAreDataLoss) {
+  const std::string bytes = SmallSessionBytes();
+  for (const std::string& damaged :
+       {bytes + std::string(1, '\0'), bytes + bytes,
+        std::string("not a session"), std::string(64, '\xff')}) {
+    auto r = Session::Restore(damaged);
+    ASSERT_FALSE(r.ok()) << damaged.size();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  }
+}
+
+}  // namespace
+}  // namespace cka::core::testing

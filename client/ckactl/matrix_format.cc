@@ -1,0 +1,155 @@
+#include "ckactl/matrix_format.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "ckactl/measure_spec.h"
+
+namespace cka::ckactl {
+namespace {
+
+std::string Value(double v, int precision, const char* nan_text) {
+  if (std::isnan(v)) return nan_text;
+  return absl::StrFormat("%.*f", precision, v);
+}
+
+double At(const v1::SimilarityMatrix& m, int i, int j) {
+  const int index = i * m.cols_size() + j;
+  return index < m.values_size() ? m.values(index) : std::nan("");
+}
+
+}  // namespace
+
+std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision) {
+  size_t name_width = 0;
+  for (const std::string& row : matrix.rows())
+    name_width = std::max(name_width, row.size());
+  std::vector<std::vector<std::string>> cells(matrix.rows_size());
+  std::vector<size_t> widths(matrix.cols_size());
+  for (int j = 0; j < matrix.cols_size(); ++j)
+    widths[j] = matrix.cols(j).size();
+  for (int i = 0; i < matrix.rows_size(); ++i) {
+    for (int j = 0; j < matrix.cols_size(); ++j) {
+      cells[i].push_back(Value(At(matrix, i, j), precision, "-"));
+      widths[j] = std::max(widths[j], cells[i].back().size());
+    }
+  }
+  std::string out = std::string(name_width, ' ');
+  for (int j = 0; j < matrix.cols_size(); ++j) {
+    absl::StrAppend(
+        &out, "  ",
+        absl::StrFormat("%*s", static_cast<int>(widths[j]), matrix.cols(j)));
+  }
+  out += "\n";
+  for (int i = 0; i < matrix.rows_size(); ++i) {
+    out +=
+        absl::StrFormat("%-*s", static_cast<int>(name_width), matrix.rows(i));
+    for (int j = 0; j < matrix.cols_size(); ++j) {
+      absl::StrAppend(
+          &out, "  ",
+          absl::StrFormat("%*s", static_cast<int>(widths[j]), cells[i][j]));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision) {
+  std::string out = "row";
+  for (const std::string& col : matrix.cols()) absl::StrAppend(&out, ",", col);
+  out += "\n";
+  for (int i = 0; i < matrix.rows_size(); ++i) {
+    out += matrix.rows(i);
+    for (int j = 0; j < matrix.cols_size(); ++j) {
+      absl::StrAppend(&out, ",", Value(At(matrix, i, j), precision, "nan"));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix) {
+  nlohmann::json values = nlohmann::json::array();
+  nlohmann::json batches = nlohmann::json::array();
+  for (int i = 0; i < matrix.rows_size(); ++i) {
+    nlohmann::json row = nlohmann::json::array();
+    nlohmann::json row_batches = nlohmann::json::array();
+    for (int j = 0; j < matrix.cols_size(); ++j) {
+      const double v = At(matrix, i, j);
+      row.push_back(std::isnan(v) ? nlohmann::json(nullptr)
+                                  : nlohmann::json(v));
+      const int index = i * matrix.cols_size() + j;
+      row_batches.push_back(
+          index < matrix.batches_size() ? matrix.batches(index) : 0);
+    }
+    values.push_back(std::move(row));
+    batches.push_back(std::move(row_batches));
+  }
+  return {{"session_id", matrix.session_id()},
+          {"measure", matrix.measure()},
+          {"rows", std::vector<std::string>(matrix.rows().begin(),
+                                            matrix.rows().end())},
+          {"cols", std::vector<std::string>(matrix.cols().begin(),
+                                            matrix.cols().end())},
+          {"values", std::move(values)},
+          {"batches", std::move(batches)}};
+}
+
+nlohmann::json SessionJson(const v1::Session& session) {
+  std::vector<std::string> measures;
+  for (const v1::Measure& m : session.config().measures())
+    measures.push_back(MeasureSpec(m));
+  return {{"session_id", session.session_id()},
+          {"measures", measures},
+          {"declared_streams",
+           std::vector<std::string>(session.config().streams().begin(),
+                                    session.config().streams().end())},
+          {"step_bucket", session.config().step_bucket()},
+          {"streams", std::vector<std::string>(session.streams().begin(),
+                                               session.streams().end())},
+          {"batches_applied", session.batches_applied()},
+          {"batches_pending", session.batches_pending()},
+          {"batches_evicted", session.batches_evicted()}};
+}
+
+std::string FormatSession(const v1::Session& session) {
+  std::vector<std::string> measures;
+  for (const v1::Measure& m : session.config().measures())
+    measures.push_back(MeasureSpec(m));
+  std::string out = absl::StrCat("session ", session.session_id(), "\n");
+  absl::StrAppend(&out, "  measures:        ", absl::StrJoin(measures, " "),
+                  "\n");
+  if (session.config().streams_size() > 0) {
+    absl::StrAppend(&out, "  declared:        ",
+                    absl::StrJoin(session.config().streams(), " "), "\n");
+  }
+  absl::StrAppend(&out, "  step bucket:     ", session.config().step_bucket(),
+                  "\n");
+  absl::StrAppend(
+      &out, "  streams:         ", absl::StrJoin(session.streams(), " "), "\n");
+  absl::StrAppend(&out, "  batches applied: ", session.batches_applied(), "\n");
+  absl::StrAppend(&out, "  batches pending: ", session.batches_pending(), "\n");
+  absl::StrAppend(&out, "  batches evicted: ", session.batches_evicted(), "\n");
+  return out;
+}
+
+std::string FormatSessionList(const std::vector<v1::Session>& sessions) {
+  size_t width = std::string("SESSION").size();
+  for (const v1::Session& s : sessions)
+    width = std::max(width, s.session_id().size());
+  std::string out =
+      absl::StrFormat("%-*s  %7s  %8s  %7s  %7s\n", static_cast<int>(width),
+                      "SESSION", "STREAMS", "APPLIED", "PENDING", "EVICTED");
+  for (const v1::Session& s : sessions) {
+    out +=
+        absl::StrFormat("%-*s  %7d  %8d  %7d  %7d\n", static_cast<int>(width),
+                        s.session_id(), s.streams_size(), s.batches_applied(),
+                        s.batches_pending(), s.batches_evicted());
+  }
+  return out;
+}
+
+}  // namespace cka::ckactl

@@ -1,0 +1,36 @@
+// Text renderings of a SimilarityMatrix and of sessions for ckactl: an aligned
+// table, CSV and JSON. NaN (no value) prints as "-" in tables, "nan" in CSV and
+// null in JSON.
+#ifndef CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_
+#define CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "cka/v1/similarity.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace cka::ckactl {
+
+// Returns the matrix as a table: a header line of column names, then one line
+// per row starting with the row name, values with `precision` decimals, columns
+// right-aligned.
+std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision);
+// Returns "row,col1,col2..." then one line per row; values with `precision`
+// decimals.
+std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision);
+// Returns
+// {"session_id","measure","rows","cols","values":[[...]],"batches":[[...]]}.
+nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix);
+
+// Returns a session as JSON: id, measures (specs), declared streams, streams,
+// counters.
+nlohmann::json SessionJson(const v1::Session& session);
+// Returns a human-readable description of a session, several lines.
+std::string FormatSession(const v1::Session& session);
+// Returns one aligned line per session under a header.
+std::string FormatSessionList(const std::vector<v1::Session>& sessions);
+
+}  // namespace cka::ckactl
+
+#endif  // CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_

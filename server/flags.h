@@ -1,0 +1,30 @@
+// ckad's command line.
+#ifndef CKA_SERVER_FLAGS_H_
+#define CKA_SERVER_FLAGS_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cka/server/server.h"
+
+namespace cka::server {
+
+// What ckad's command line asks for.
+struct CommandLine {
+  ServerOptions options;
+  std::string log_level =
+      "info";  // trace, debug, info, warn, error, critical or off
+  // True when the command line asked for --help: print `help` and exit 0
+  // without serving.
+  bool help_requested = false;
+  std::string help;
+};
+
+// Parses ckad's flags (argv[0] is the program name). InvalidArgument with a
+// message naming the flag for an unknown flag, a malformed or out-of-range
+// value, or a stray argument. Thread-safe.
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
+
+}  // namespace cka::server
+
+#endif  // CKA_SERVER_FLAGS_H_

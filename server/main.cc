@@ -1,0 +1,42 @@
+// ckad: parses flags, starts the server, and serves until SIGTERM or SIGINT.
+#include <csignal>
+#include <cstdio>
+
+#include "cka/server/server.h"
+#include "server/flags.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  absl::StatusOr<cka::server::CommandLine> cl =
+      cka::server::ParseCommandLine(argc, argv);
+  if (!cl.ok()) {
+    std::fprintf(stderr, "ckad: %s\nRun 'ckad --help' for the flags.\n",
+                 std::string(cl.status().message()).c_str());
+    return 2;
+  }
+  if (cl->help_requested) {
+    std::fputs(cl->help.c_str(), stdout);
+    return 0;
+  }
+  spdlog::set_level(spdlog::level::from_str(cl->log_level));
+
+  // Blocked before any thread starts, so that every thread inherits the mask
+  // and the signals are taken only by sigwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<cka::server::Server>> server =
+      cka::server::Server::BuildAndStart(cl->options);
+  if (!server.ok()) {
+    spdlog::critical("ckad cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("received {}", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,670 @@
+#include "server/similarity_service_impl.h"
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cka/core/config.h"
+#include "grpcpp/alarm.h"
+#include "server/proto_convert.h"
+#include "server/status_mapping.h"
+#include "spdlog/spdlog.h"
+
+namespace cka::server {
+namespace {
+
+constexpr int kRejectedLogLinesPerSecond = 5;
+
+const grpc::Status& ShuttingDownStatus() {
+  static const grpc::Status* status = new grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      "ckad is shutting down; resend unacknowledged batches after it restarts");
+  return *status;
+}
+
+std::string DescribeConfig(const core::SessionConfig& config) {
+  std::vector<std::string> measures;
+  for (const core::Measure& m : config.measures) {
+    measures.push_back(absl::StrCat(m.name, " (", core::KernelName(m.kernel),
+                                    ", ", core::EstimatorName(m.estimator),
+                                    ")"));
+  }
+  return absl::StrCat("measures [", absl::StrJoin(measures, ", "), "], ",
+                      config.streams.size(), " declared streams, step bucket ",
+                      config.step_bucket);
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------
+// StreamActivations
+//
+// State machine, all under mu_. Slots hold batches read and not yet acked, in
+// read order; a pool task fills in each slot's ack. Every gRPC operation is
+// decided under mu_ (NextActionsLocked) and started after mu_ is released,
+// because a started operation may run a reaction inline. refs_ counts gRPC
+// (released in OnDone) and every pool task still working on a slot, so a
+// cancelled stream lives until its work is done.
+class SimilarityServiceImpl::ActivationStream final
+    : public grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck> {
+ public:
+  ActivationStream(SimilarityServiceImpl* service, std::string peer)
+      : service_(service), peer_(std::move(peer)) {}
+
+  ~ActivationStream() override { service_->Unregister(this); }
+
+  // Issues the first read, or refuses the stream when the server is shutting
+  // down.
+  void Start(bool shutting_down) {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      draining_ = shutting_down;
+      actions = NextActionsLocked();
+    }
+    Perform(actions);
+  }
+
+  void OnReadDone(bool ok) override {
+    Slot* to_process = nullptr;
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      read_outstanding_ = false;
+      if (ok && (finished_ || broken_)) {
+        // A read that raced with Finish or a cancellation: its ack could never
+        // be sent, so the batch is not applied either; the client resends it.
+        reading_.reset();
+      } else if (ok) {
+        to_process = reading_.get();
+        slots_.push_back(std::move(reading_));
+        ++refs_;
+      } else {
+        reads_done_ = true;  // client half-closed, or the call is over
+        reading_.reset();
+      }
+      actions = NextActionsLocked();
+    }
+    if (to_process != nullptr) {
+      service_->pool_->Schedule([this, to_process] { Process(to_process); });
+    }
+    Perform(actions);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      write_outstanding_ = false;
+      slots_.pop_front();
+      if (!ok) broken_ = true;  // no later ack can reach the client
+      actions = NextActionsLocked();
+    }
+    Perform(actions);
+  }
+
+  void OnCancel() override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+      actions = NextActionsLocked();
+    }
+    Perform(actions);
+  }
+
+  void OnDone() override { Unref(); }
+
+  // Stops reading; the stream ends once what it has read is acked.
+  void Drain() {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      draining_ = true;
+      actions = NextActionsLocked();
+    }
+    Perform(actions);
+  }
+
+  // Takes a reference unless the stream is already being destroyed.
+  bool TryRef() {
+    absl::MutexLock lock(&mu_);
+    if (refs_ == 0) return false;
+    ++refs_;
+    return true;
+  }
+
+  void Unref() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      ABSL_RAW_CHECK(refs_ > 0, "reactor released more often than referenced");
+      last = --refs_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  struct Slot {
+    v1::ActivationBatch batch;
+    v1::BatchAck ack;
+    bool done = false;  // ack filled in
+  };
+
+  struct Actions {
+    v1::ActivationBatch* read = nullptr;
+    const v1::BatchAck* write = nullptr;
+    std::optional<grpc::Status> finish;
+  };
+
+  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Actions actions;
+    if (finished_) return actions;
+    if (broken_) {
+      // Finish is not combined with an outstanding write; the write fails fast
+      // on a broken call.
+      if (!write_outstanding_) {
+        finished_ = true;
+        actions.finish =
+            grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+      }
+      return actions;
+    }
+    if (!write_outstanding_ && !slots_.empty() && slots_.front()->done) {
+      write_outstanding_ = true;
+      actions.write = &slots_.front()->ack;
+    }
+    if (!read_outstanding_ && !reads_done_ && !draining_ &&
+        slots_.size() < static_cast<size_t>(kStreamWindow)) {
+      read_outstanding_ = true;
+      reading_ = std::make_unique<Slot>();
+      actions.read = &reading_->batch;
+    }
+    if (slots_.empty() && !write_outstanding_ && (reads_done_ || draining_)) {
+      finished_ = true;
+      actions.finish = reads_done_ ? grpc::Status::OK : ShuttingDownStatus();
+    }
+    return actions;
+  }
+
+  void Perform(const Actions& actions) {
+    if (actions.write != nullptr) StartWrite(actions.write);
+    if (actions.read != nullptr) StartRead(actions.read);
+    if (actions.finish.has_value()) Finish(*actions.finish);
+  }
+
+  // Runs on the pool: decode, prepare, commit, and fill in the slot's ack.
+  void Process(Slot* slot) {
+    const v1::ActivationBatch& batch = slot->batch;
+    v1::BatchAck& ack = slot->ack;
+    ack.set_session_id(batch.session_id());
+    ack.set_source(batch.source());
+    ack.set_batch_id(batch.batch_id());
+    absl::StatusOr<core::IngestResult> result = Apply(batch);
+    if (result.ok()) {
+      ack.set_code(0);
+      ack.set_duplicate(result->duplicate());
+      if (!result->duplicate() && service_->saver_ != nullptr) {
+        service_->saver_->MarkChanged(batch.session_id());
+      }
+    } else {
+      const absl::Status& status = result.status();
+      ack.set_code(
+          ToRpcCode(status, absl::StrCat("batch '", batch.batch_id(), "'")));
+      ack.set_message(std::string(status.message()));
+      service_->LogRejectedBatch(batch, peer_, ack.code(), ack.message());
+    }
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      slot->done = true;
+      actions = NextActionsLocked();
+    }
+    Perform(actions);
+    Unref();
+  }
+
+  absl::StatusOr<core::IngestResult> Apply(const v1::ActivationBatch& batch) {
+    if (batch.session_id().empty()) {
+      return absl::InvalidArgumentError(
+          "session_id: empty; expected the id of a session");
+    }
+    absl::StatusOr<std::shared_ptr<core::Session>> session =
+        service_->engine_->GetSession(batch.session_id());
+    if (!session.ok()) return session.status();
+    absl::StatusOr<core::BatchInput> input = BatchInputFromProto(batch);
+    if (!input.ok()) return input.status();
+    absl::StatusOr<core::PreparedBatch> prepared =
+        (*session)->Prepare(*input, service_->pool_);
+    if (!prepared.ok()) return prepared.status();
+    return (*session)->Commit(*std::move(prepared));
+  }
+
+  SimilarityServiceImpl* const service_;
+  const std::string peer_;
+
+  absl::Mutex mu_;
+  int refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's, released in OnDone
+  std::deque<std::unique_ptr<Slot>> slots_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Slot> reading_
+      ABSL_GUARDED_BY(mu_);  // target of the outstanding read
+  bool read_outstanding_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_outstanding_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// -----------------------------------------------------------------------------
+// WatchSimilarity
+//
+// A chain of ticks on the pool, each armed by a grpc::Alarm from the previous
+// one, polls the session every kWatchPollPeriod (or the interval, if shorter).
+// A tick sends a new matrix when the session's counters changed since the last
+// one sent, the previous write is complete and the interval has passed: a slow
+// consumer holds at most the one matrix being written, and what it missed
+// meanwhile is folded into the next. refs_ counts gRPC (released in OnDone) and
+// the tick chain (released by the tick that finds the RPC finished).
+class SimilarityServiceImpl::SimilarityWatch final
+    : public grpc::ServerWriteReactor<v1::SimilarityMatrix> {
+ public:
+  SimilarityWatch(SimilarityServiceImpl* service,
+                  const v1::WatchSimilarityRequest& request)
+      : service_(service),
+        session_id_(request.query().session_id()),
+        query_(SimilarityQueryFromProto(request.query())),
+        interval_(
+            request.min_interval_ms() <= 0
+                ? kDefaultWatchInterval
+                : std::max(kMinWatchInterval,
+                           absl::Milliseconds(request.min_interval_ms()))),
+        poll_period_(std::min(interval_, kWatchPollPeriod)) {}
+
+  ~SimilarityWatch() override { service_->Unregister(this); }
+
+  // Starts the tick chain (its first tick sends the matrix at once), or refuses
+  // the watch when the server is shutting down.
+  void Start(bool shutting_down) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++refs_;  // the tick chain's
+      if (shutting_down) finish_wanted_ = ShuttingDownStatus();
+    }
+    service_->pool_->Schedule([this] { Tick(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      write_outstanding_ = false;
+      if (!ok && !finish_wanted_.has_value()) {
+        finish_wanted_ =
+            grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+      }
+      finish = FinishLocked();
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+  void OnCancel() override {
+    WantFinish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+  }
+
+  void OnDone() override { Unref(); }
+
+  void Drain() { WantFinish(ShuttingDownStatus()); }
+
+  bool TryRef() {
+    absl::MutexLock lock(&mu_);
+    if (refs_ == 0) return false;
+    ++refs_;
+    return true;
+  }
+
+  void Unref() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      ABSL_RAW_CHECK(refs_ > 0, "reactor released more often than referenced");
+      last = --refs_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  // Returns the status to finish with when a finish is wanted and possible now,
+  // and records that the RPC is finished.
+  std::optional<grpc::Status> FinishLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || write_outstanding_ || !finish_wanted_.has_value())
+      return std::nullopt;
+    finished_ = true;
+    return finish_wanted_;
+  }
+
+  void WantFinish(grpc::Status status) {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finish_wanted_.has_value()) finish_wanted_ = std::move(status);
+      finish = FinishLocked();
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+  // Runs on the pool.
+  void Tick() {
+    bool finished;
+    bool may_send;
+    {
+      absl::MutexLock lock(&mu_);
+      finished = finished_;
+      may_send = !write_outstanding_ && !finish_wanted_.has_value() &&
+                 absl::Now() >= next_send_allowed_;
+    }
+    if (finished) {
+      Unref();  // the chain ends here
+      return;
+    }
+    if (may_send) Poll();
+    {
+      absl::MutexLock lock(&mu_);
+      // Replacing the alarm destroys the previous one, which has fired: it
+      // scheduled this tick.
+      alarm_ = std::make_unique<grpc::Alarm>();
+      alarm_->Set(absl::ToChronoTime(absl::Now() + poll_period_),
+                  [this](bool /*fired*/) {
+                    service_->pool_->Schedule([this] { Tick(); });
+                  });
+    }
+  }
+
+  // Sends the matrix when the session changed; asks to finish when it is gone
+  // or the query fails.
+  void Poll() {
+    absl::StatusOr<std::shared_ptr<core::Session>> session =
+        service_->engine_->GetSession(session_id_);
+    if (!session.ok()) {
+      WantFinish(ToGrpcStatus(session.status(), "WatchSimilarity"));
+      return;
+    }
+    const core::SessionInfo info = (*session)->Info();
+    const Counters counters{info.batches_applied, info.batches_evicted};
+    if (sent_any_ && counters == last_sent_) return;
+    absl::StatusOr<core::SimilarityMatrix> matrix = (*session)->Query(query_);
+    if (!matrix.ok()) {
+      WantFinish(ToGrpcStatus(matrix.status(), "WatchSimilarity"));
+      return;
+    }
+    bool start_write = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finished_ && !finish_wanted_.has_value()) {
+        SimilarityMatrixToProto(session_id_, *matrix, &response_);
+        write_outstanding_ = true;
+        start_write = true;
+        sent_any_ = true;
+        last_sent_ = counters;
+        next_send_allowed_ = absl::Now() + interval_;
+      }
+    }
+    if (start_write) StartWrite(&response_);
+  }
+
+  struct Counters {
+    int64_t batches_applied = -1;
+    int64_t batches_evicted = -1;
+    bool operator==(const Counters& o) const {
+      return batches_applied == o.batches_applied &&
+             batches_evicted == o.batches_evicted;
+    }
+  };
+
+  SimilarityServiceImpl* const service_;
+  const std::string session_id_;
+  const core::SimilarityQuery query_;
+  const absl::Duration interval_;
+  const absl::Duration poll_period_;
+
+  absl::Mutex mu_;
+  int refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's, released in OnDone
+  std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
+  v1::SimilarityMatrix
+      response_;  // written under mu_ only while no write is outstanding
+  bool write_outstanding_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> finish_wanted_ ABSL_GUARDED_BY(mu_);
+  // Touched only by the tick chain, one tick at a time.
+  bool sent_any_ = false;
+  Counters last_sent_;
+  absl::Time next_send_allowed_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+// -----------------------------------------------------------------------------
+// The service.
+
+SimilarityServiceImpl::SimilarityServiceImpl(core::Engine* engine,
+                                             core::ThreadPool* pool,
+                                             SessionSaver* saver)
+    : engine_(engine),
+      pool_(pool),
+      saver_(saver),
+      rejected_log_limiter_(kRejectedLogLinesPerSecond) {}
+
+SimilarityServiceImpl::~SimilarityServiceImpl() {
+  absl::MutexLock lock(&mu_);
+  ABSL_RAW_CHECK(streams_.empty() && watches_.empty(),
+                 "SimilarityServiceImpl destroyed while RPCs are alive");
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::CreateSession(
+    grpc::CallbackServerContext* context,
+    const v1::CreateSessionRequest* request, v1::Session* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<core::SessionConfig> config =
+      SessionConfigFromProto(request->config());
+  if (!config.ok()) {
+    reactor->Finish(ToGrpcStatus(config.status(), "CreateSession"));
+    return reactor;
+  }
+  bool created = false;
+  absl::StatusOr<std::shared_ptr<core::Session>> session =
+      engine_->CreateSession(request->session_id(), *std::move(config),
+                             &created);
+  if (!session.ok()) {
+    reactor->Finish(ToGrpcStatus(session.status(), "CreateSession"));
+    return reactor;
+  }
+  const core::SessionInfo info = (*session)->Info();
+  if (created) {
+    spdlog::info("session '{}' created by {}: {}", request->session_id(),
+                 context->peer(), DescribeConfig(info.config));
+    if (saver_ != nullptr) saver_->MarkChanged(request->session_id());
+  }
+  SessionToProto(request->session_id(), info, response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSession(
+    grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
+    v1::Session* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::shared_ptr<core::Session>> session =
+      engine_->GetSession(request->session_id());
+  if (!session.ok()) {
+    reactor->Finish(ToGrpcStatus(session.status(), "GetSession"));
+    return reactor;
+  }
+  SessionToProto(request->session_id(), (*session)->Info(), response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::ListSessions(
+    grpc::CallbackServerContext* context,
+    const v1::ListSessionsRequest* /*request*/,
+    v1::ListSessionsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  for (const std::string& id : engine_->ListSessions()) {
+    absl::StatusOr<std::shared_ptr<core::Session>> session =
+        engine_->GetSession(id);
+    if (!session.ok()) continue;  // deleted since the listing
+    SessionToProto(id, (*session)->Info(), response->add_sessions());
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
+    grpc::CallbackServerContext* context,
+    const v1::DeleteSessionRequest* request,
+    v1::DeleteSessionResponse* /*response*/) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = engine_->DeleteSession(request->session_id());
+  if (status.ok()) {
+    spdlog::info("session '{}' deleted by {}", request->session_id(),
+                 context->peer());
+    if (saver_ != nullptr) saver_->MarkDeleted(request->session_id());
+  }
+  reactor->Finish(ToGrpcStatus(status, "DeleteSession"));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck>*
+SimilarityServiceImpl::StreamActivations(grpc::CallbackServerContext* context) {
+  auto* stream = new ActivationStream(this, context->peer());
+  bool shutting_down;
+  {
+    absl::MutexLock lock(&mu_);
+    streams_.insert(stream);
+    shutting_down = shutting_down_;
+  }
+  stream->Start(shutting_down);
+  return stream;
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
+    grpc::CallbackServerContext* context,
+    const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::shared_ptr<core::Session>> session =
+      engine_->GetSession(request->session_id());
+  if (!session.ok()) {
+    reactor->Finish(ToGrpcStatus(session.status(), "GetSimilarity"));
+    return reactor;
+  }
+  absl::StatusOr<core::SimilarityMatrix> matrix =
+      (*session)->Query(SimilarityQueryFromProto(*request));
+  if (!matrix.ok()) {
+    reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
+    return reactor;
+  }
+  SimilarityMatrixToProto(request->session_id(), *matrix, response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::SimilarityMatrix>*
+SimilarityServiceImpl::WatchSimilarity(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::WatchSimilarityRequest* request) {
+  auto* watch = new SimilarityWatch(this, *request);
+  bool shutting_down;
+  {
+    absl::MutexLock lock(&mu_);
+    watches_.insert(watch);
+    shutting_down = shutting_down_;
+  }
+  watch->Start(shutting_down);
+  return watch;
+}
+
+void SimilarityServiceImpl::BeginShutdown() {
+  std::vector<ActivationStream*> streams;
+  std::vector<SimilarityWatch*> watches;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    // A reactor whose last reference is gone is being destroyed (its destructor
+    // waits for mu_ to unregister); TryRef skips it.
+    for (ActivationStream* s : streams_) {
+      if (s->TryRef()) streams.push_back(s);
+    }
+    for (SimilarityWatch* w : watches_) {
+      if (w->TryRef()) watches.push_back(w);
+    }
+  }
+  for (ActivationStream* s : streams) {
+    s->Drain();
+    s->Unref();
+  }
+  for (SimilarityWatch* w : watches) {
+    w->Drain();
+    w->Unref();
+  }
+}
+
+bool SimilarityServiceImpl::WaitForStreamsDrained(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithDeadline(absl::Condition(
+                                   +[](std::set<ActivationStream*>* streams) {
+                                     return streams->empty();
+                                   },
+                                   &streams_),
+                               deadline);
+}
+
+void SimilarityServiceImpl::WaitForReactors() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](SimilarityServiceImpl* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+        return s->streams_.empty() && s->watches_.empty();
+      },
+      this));
+}
+
+void SimilarityServiceImpl::Unregister(ActivationStream* stream) {
+  absl::MutexLock lock(&mu_);
+  streams_.erase(stream);
+}
+
+void SimilarityServiceImpl::Unregister(SimilarityWatch* watch) {
+  absl::MutexLock lock(&mu_);
+  watches_.erase(watch);
+}
+
+void SimilarityServiceImpl::LogRejectedBatch(const v1::ActivationBatch& batch,
+                                             const std::string& peer, int code,
+                                             const std::string& message) {
+  int64_t suppressed = 0;
+  if (!rejected_log_limiter_.Allow(&suppressed)) return;
+  const std::string code_name =
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  if (suppressed > 0) {
+    spdlog::info(
+        "rejected batch '{}' of source '{}' in session '{}' from {}: {}: {} "
+        "({} more "
+        "rejections not logged)",
+        batch.batch_id(), batch.source(), batch.session_id(), peer, code_name,
+        message, suppressed);
+  } else {
+    spdlog::info(
+        "rejected batch '{}' of source '{}' in session '{}' from {}: {}: {}",
+        batch.batch_id(), batch.source(), batch.session_id(), peer, code_name,
+        message);
+  }
+}
+
+}  // namespace cka::server

@@ -1,0 +1,199 @@
+// The real ckactl binary against the real server in-process: every subcommand,
+// its output formats and its exit codes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "cka/client/client.h"
+#include "nlohmann/json.hpp"
+#include "reference_cka.h"
+#include "test_util.h"
+
+namespace cka::testing {
+namespace {
+
+class CkactlE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartServer();
+    ASSERT_NE(server_, nullptr);
+    client_ = ConnectClient(server_->port());
+    dir_ = MakeTempDir(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  ProcessResult Ckactl(std::vector<std::string> args) {
+    args.insert(args.begin(), {CKACTL_BINARY, "--server",
+                               absl::StrCat("127.0.0.1:", server_->port()),
+                               "--timeout", "20"});
+    return RunProcess(args);
+  }
+
+  // Writes batch `b`'s layers of model "m" as <dir>/b<b>/<layer>.npy (float32)
+  // and returns the directory.
+  std::string WriteBatch(int b, std::vector<ReferenceBatch>* batches) {
+    const std::string batch_dir = absl::StrCat(dir_, "/b", b);
+    std::filesystem::create_directories(batch_dir);
+    const Activations x = RandomActivations(10, 6, 900 + b);
+    const Activations y = RandomActivations(10, 4, 950 + b, &x, 1.0);
+    WriteNpy(batch_dir + "/conv.npy", x, /*as_float32=*/true);
+    WriteNpy(batch_dir + "/fc.npy", y, /*as_float32=*/true);
+    batches->push_back(
+        {{"m/conv", RoundToFloat(x)}, {"m/fc", RoundToFloat(y)}});
+    return batch_dir;
+  }
+
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<client::Client> client_;
+  std::string dir_;
+};
+
+TEST_F(CkactlE2eTest, CreateSendMatrixGetListDeleteRoundTrip) {
+  ProcessResult r =
+      Ckactl({"create", "exp", "--measure", "lin:linear:unbiased", "--measure",
+              "rbf05:rbf:biased:0.5", "--step-bucket", "100"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("rbf05:rbf:biased:0.5"), std::string::npos) << r.out;
+  // Idempotent; another config for the same id is the server's ALREADY_EXISTS.
+  EXPECT_EQ(
+      Ckactl({"create", "exp", "--measure", "lin:linear:unbiased", "--measure",
+              "rbf05:rbf:biased:0.5", "--step-bucket", "100"})
+          .exit_code,
+      0);
+  r = Ckactl({"create", "exp", "--measure", "lin:linear:biased"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("ALREADY_EXISTS"), std::string::npos) << r.err;
+
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < 2; ++b) {
+    const std::string batch_dir = WriteBatch(b, &batches);
+    r = Ckactl({"send", "--session", "exp", "--source", "m", "--batch-id",
+                absl::StrCat("b", b), "--step", absl::StrCat(b * 10),
+                batch_dir});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("conv, fc"), std::string::npos) << r.out;
+  }
+  // Sending b0 again is acked as a duplicate and changes nothing.
+  r = Ckactl({"send", "--session", "exp", "--source", "m", "--batch-id", "b0",
+              absl::StrCat(dir_, "/b0")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("duplicate"), std::string::npos) << r.out;
+
+  r = Ckactl({"matrix", "exp", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["measure"], "lin");
+  ASSERT_EQ(j["rows"].size(), 2u);
+  v1::GetSimilarityRequest query;
+  query.set_session_id("exp");
+  absl::StatusOr<v1::SimilarityMatrix> direct = client_->GetSimilarity(query);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  for (int i = 0; i < 2; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      // JSON prints doubles with round-trip precision.
+      EXPECT_EQ(j["values"][i][k].get<double>(), direct->values(i * 2 + k));
+      EXPECT_EQ(j["batches"][i][k].get<int64_t>(), 2);
+      const double reference =
+          ReferenceMinibatchCka(batches, j["rows"][i], j["cols"][k], true);
+      // float32 activations, float32 Grams on the server: MATH.md's 1e-6
+      // relative.
+      EXPECT_NEAR(j["values"][i][k].get<double>(), reference,
+                  1e-6 * std::abs(reference));
+    }
+  }
+
+  r = Ckactl({"matrix", "exp", "--format", "csv", "--precision", "4", "--rows",
+              "m/fc", "--cols", "m/conv,m/fc"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[0], "row,m/conv,m/fc");
+  EXPECT_EQ(lines[1], absl::StrFormat("m/fc,%.4f,1.0000", direct->values(2)));
+
+  r = Ckactl({"matrix", "exp", "--measure", "rbf05", "--step-min", "0",
+              "--step-max", "99"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("measure rbf05"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("m/conv"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1.000"), std::string::npos) << r.out;
+
+  r = Ckactl({"get", "exp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("batches applied: 2"), std::string::npos) << r.out;
+  r = Ckactl({"list", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0]["session_id"], "exp");
+  r = Ckactl({"list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("exp"), std::string::npos);
+
+  r = Ckactl({"watch", "exp", "--count", "1", "--format", "csv"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("row,m/conv,m/fc"), std::string::npos) << r.out;
+
+  EXPECT_EQ(Ckactl({"delete", "exp"}).exit_code, 0);
+  r = Ckactl({"get", "exp"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+  EXPECT_EQ(Ckactl({"delete", "exp"}).exit_code, 1);
+}
+
+TEST_F(CkactlE2eTest, ErrorsPrintTheMessageAndExitNonZero) {
+  ASSERT_EQ(Ckactl({"create", "e"}).exit_code, 0);
+  // A bad measure spec never reaches the server.
+  ProcessResult r = Ckactl({"create", "e2", "--measure", "x:cosine"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cosine"), std::string::npos) << r.err;
+  // An unsupported .npy dtype is named.
+  {
+    std::ofstream out(dir_ + "/ints.npy", std::ios::binary);
+    std::string header =
+        "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }";
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    out.write("\x93NUMPY\x01\x00", 8);
+    out.put(static_cast<char>(header.size()));
+    out.put(0);
+    out << header << std::string(16, '\0');
+  }
+  r = Ckactl({"send", "--session", "e", "--batch-id", "b", dir_ + "/ints.npy"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("'<i4'"), std::string::npos) << r.err;
+  // A batch the server rejects: NaN activations, with the server's message.
+  Activations nan = RandomActivations(6, 3, 1);
+  nan.x[4] = std::nan("");
+  WriteNpy(dir_ + "/nan.npy", nan);
+  r = Ckactl({"send", "--session", "e", "--batch-id", "b", "--layer", "fc",
+              dir_ + "/nan.npy"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  // Unknown session.
+  r = Ckactl({"matrix", "absent"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+  // Usage errors are CLI11's (non-zero, not 1).
+  EXPECT_NE(Ckactl({"matrix"}).exit_code, 0);
+}
+
+TEST_F(CkactlE2eTest, HealthPrintsServingAndFailsWhenNothingListens) {
+  ProcessResult r = Ckactl({"health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = RunProcess(
+      {CKACTL_BINARY, "--server", "127.0.0.1:1", "--timeout", "2", "health"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace cka::testing

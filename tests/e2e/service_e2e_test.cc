@@ -1,0 +1,599 @@
+// The real server in-process on 127.0.0.1:0 and the real client library, over
+// gRPC.
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cka/client/activation_streamer.h"
+#include "cka/client/client.h"
+#include "cka/core/engine.h"
+#include "cka/server/server.h"
+#include "reference_cka.h"
+#include "test_util.h"
+
+namespace cka::testing {
+namespace {
+
+using client::ActivationStreamer;
+using client::Batch;
+using client::BatchError;
+using client::StreamerOptions;
+
+absl::Time Soon() { return absl::Now() + absl::Seconds(30); }
+
+v1::Measure MakeMeasure(const std::string& name, v1::Estimator estimator,
+                        v1::Kernel kernel = v1::LINEAR, double threshold = 0) {
+  v1::Measure m;
+  m.set_name(name);
+  m.set_kernel(kernel);
+  m.set_estimator(estimator);
+  m.set_rbf_threshold(threshold);
+  return m;
+}
+
+// Returns the index of `name` in `names`, or -1.
+int IndexOf(const google::protobuf::RepeatedPtrField<std::string>& names,
+            const std::string& name) {
+  for (int i = 0; i < names.size(); ++i) {
+    if (names[i] == name) return i;
+  }
+  return -1;
+}
+
+class ServiceE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartServer();
+    ASSERT_NE(server_, nullptr);
+    client_ = ConnectClient(server_->port());
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  std::unique_ptr<ActivationStreamer> Streamer(const std::string& session,
+                                               const std::string& source,
+                                               bool reduce_to_gram = false) {
+    StreamerOptions options;
+    options.session_id = session;
+    options.source = source;
+    options.reduce_to_gram = reduce_to_gram;
+    options.initial_backoff = absl::Milliseconds(20);
+    options.max_backoff = absl::Milliseconds(200);
+    absl::StatusOr<std::unique_ptr<ActivationStreamer>> s =
+        ActivationStreamer::Create(*client_, options);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  }
+
+  // Creates session `id`. Streams of several sources must be declared: an
+  // undeclared session completes a batch with the streams it has seen so far,
+  // so a source whose first batch arrives late would miss the join.
+  void CreateSession(const std::string& id, std::vector<v1::Measure> measures,
+                     std::vector<std::string> streams = {}) {
+    v1::SessionConfig config;
+    for (v1::Measure& m : measures) *config.add_measures() = std::move(m);
+    for (const std::string& s : streams) config.add_streams(s);
+    absl::StatusOr<v1::Session> s = client_->CreateSession(id, config);
+    ASSERT_TRUE(s.ok()) << s.status();
+  }
+
+  // Sends `batches` (stream names "source/layer") from one streamer per source,
+  // as float64 (or float32 when `as_float32`), and expects every batch acked
+  // without error.
+  void SendBatches(const std::string& session,
+                   const std::vector<ReferenceBatch>& batches,
+                   bool as_float32 = false, bool reduce_to_gram = false) {
+    std::map<std::string, std::unique_ptr<ActivationStreamer>> streamers;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      std::map<std::string, Batch> per_source;
+      for (const auto& [stream, a] : batches[b]) {
+        const std::string source = stream.substr(0, stream.find('/'));
+        const std::string layer = stream.substr(stream.find('/') + 1);
+        auto it =
+            per_source.try_emplace(source, absl::StrCat("b", b), 100 + b).first;
+        if (as_float32) {
+          it->second.AddActivations(layer, ToFloat(a), {a.n, a.d});
+        } else {
+          it->second.AddActivations(layer, std::vector<double>(a.x),
+                                    {a.n, a.d});
+        }
+      }
+      for (auto& [source, batch] : per_source) {
+        auto& streamer = streamers[source];
+        if (streamer == nullptr)
+          streamer = Streamer(session, source, reduce_to_gram);
+        ASSERT_TRUE(streamer->Submit(std::move(batch)).ok());
+      }
+    }
+    for (auto& [source, streamer] : streamers) {
+      absl::StatusOr<std::vector<BatchError>> errors = streamer->Close(Soon());
+      ASSERT_TRUE(errors.ok()) << errors.status();
+      for (const BatchError& e : *errors)
+        ADD_FAILURE() << e.batch_id << ": " << e.message;
+    }
+  }
+
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+const std::vector<std::string> kThreeStreams = {"a/l1", "a/l2", "b/m1"};
+
+// Three streams: two layers of model a (the second related to the first) and
+// one layer of model b (related to a/l1), over `count` batches of `n` examples.
+std::vector<ReferenceBatch> ThreeStreams(int count, int n = 12,
+                                         unsigned seed = 1) {
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < count; ++b) {
+    const Activations l1 = RandomActivations(n, 5, seed + 10 * b);
+    ReferenceBatch batch;
+    batch["a/l1"] = l1;
+    batch["a/l2"] = RandomActivations(n, 8, seed + 10 * b + 1, &l1, 1.5);
+    batch["b/m1"] = RandomActivations(n, 6, seed + 10 * b + 2, &l1, 0.7);
+    batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+TEST_F(ServiceE2eTest, EveryUnaryRpcAnswersWithTheDocumentedCodes) {
+  v1::SessionConfig config;
+  *config.add_measures() = MakeMeasure("lin", v1::UNBIASED);
+  config.set_step_bucket(10);
+  absl::StatusOr<v1::Session> created = client_->CreateSession("s1", config);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->session_id(), "s1");
+  EXPECT_EQ(created->config().step_bucket(), 10);
+  // Idempotent for the same config; AlreadyExists for another.
+  EXPECT_TRUE(client_->CreateSession("s1", config).ok());
+  v1::SessionConfig other = config;
+  other.set_step_bucket(20);
+  EXPECT_EQ(client_->CreateSession("s1", other).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  v1::SessionConfig bad;
+  *bad.add_measures() = MakeMeasure("r", v1::UNBIASED, v1::RBF, -1.0);
+  absl::Status bad_status = client_->CreateSession("s2", bad).status();
+  EXPECT_EQ(bad_status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(bad_status.message().empty());
+
+  absl::StatusOr<v1::Session> got = client_->GetSession("s1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->config().measures(0).name(), "lin");
+  absl::StatusOr<std::vector<v1::Session>> listed = client_->ListSessions();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].session_id(), "s1");
+
+  v1::GetSimilarityRequest query;
+  query.set_session_id("s1");
+  absl::StatusOr<v1::SimilarityMatrix> empty = client_->GetSimilarity(query);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->rows_size(), 0);
+  query.set_measure("nope");
+  EXPECT_EQ(client_->GetSimilarity(query).status().code(),
+            absl::StatusCode::kNotFound);
+
+  EXPECT_TRUE(client_->DeleteSession("s1").ok());
+  EXPECT_EQ(client_->GetSession("s1").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->DeleteSession("s1").code(), absl::StatusCode::kNotFound);
+  query.set_measure("");
+  EXPECT_EQ(client_->GetSimilarity(query).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServiceE2eTest, MatrixOverGrpcEqualsTheEngineAndAFloat64Reference) {
+  CreateSession("s",
+                {MakeMeasure("unbiased", v1::UNBIASED),
+                 MakeMeasure("biased", v1::BIASED)},
+                kThreeStreams);
+  const std::vector<ReferenceBatch> batches = ThreeStreams(3);
+  SendBatches("s", batches);
+
+  for (const char* measure : {"unbiased", "biased"}) {
+    SCOPED_TRACE(measure);
+    v1::GetSimilarityRequest query;
+    query.set_session_id("s");
+    query.set_measure(measure);
+    absl::StatusOr<v1::SimilarityMatrix> wire = client_->GetSimilarity(query);
+    ASSERT_TRUE(wire.ok()) << wire.status();
+    ASSERT_EQ(wire->rows_size(), 3);
+    ASSERT_EQ(wire->cols_size(), 3);
+    ASSERT_EQ(wire->values_size(), 9);
+
+    absl::StatusOr<std::shared_ptr<core::Session>> session =
+        server_->engine().GetSession("s");
+    ASSERT_TRUE(session.ok());
+    core::SimilarityQuery core_query;
+    core_query.measure = measure;
+    absl::StatusOr<core::SimilarityMatrix> engine =
+        (*session)->Query(core_query);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ(engine->values.size(), 9u);
+
+    for (int i = 0; i < 3; ++i) {
+      for (int j = 0; j < 3; ++j) {
+        const int k = i * 3 + j;
+        // gRPC carries doubles bit for bit: the wire answer is the engine's
+        // answer.
+        EXPECT_EQ(wire->values(k), engine->values[k]);
+        EXPECT_EQ(wire->rows(i), engine->rows[i]);
+        EXPECT_EQ(wire->batches(k), 3);
+        const double reference =
+            ReferenceMinibatchCka(batches, wire->rows(i), wire->cols(j),
+                                  std::string(measure) == "unbiased");
+        // float64 activations, float64 Grams on both sides: only summation
+        // order differs.
+        EXPECT_NEAR(wire->values(k), reference, 1e-10 * std::abs(reference))
+            << wire->rows(i) << " x " << wire->cols(j);
+      }
+    }
+    // The diagonal is 1 and the matrix symmetric (MATH.md's properties).
+    EXPECT_NEAR(wire->values(0), 1.0, 1e-12);
+    EXPECT_DOUBLE_EQ(wire->values(1), wire->values(3));
+  }
+
+  // Rows and cols select the rectangular block; it equals the square matrix's
+  // block.
+  v1::GetSimilarityRequest block;
+  block.set_session_id("s");
+  block.add_rows("a/l1");
+  block.add_rows("a/l2");
+  block.add_cols("b/m1");
+  absl::StatusOr<v1::SimilarityMatrix> rect = client_->GetSimilarity(block);
+  ASSERT_TRUE(rect.ok()) << rect.status();
+  ASSERT_EQ(rect->values_size(), 2);
+  EXPECT_NEAR(rect->values(1),
+              ReferenceMinibatchCka(batches, "a/l2", "b/m1", true), 1e-10);
+}
+
+TEST_F(ServiceE2eTest,
+       TwoSourcesInTwoProcessesJoinByBatchIdIntoTheCrossModelBlock) {
+  CreateSession("cross", {MakeMeasure("lin", v1::UNBIASED)}, kThreeStreams);
+  const std::vector<ReferenceBatch> batches = ThreeStreams(3, 16, 7);
+  const std::string dir = MakeTempDir("cross");
+  for (size_t b = 0; b < batches.size(); ++b) {
+    for (const char* source : {"a", "b"}) {
+      std::filesystem::create_directories(absl::StrCat(dir, "/", source, b));
+    }
+    for (const auto& [stream, a] : batches[b]) {
+      const std::string source = stream.substr(0, 1);
+      WriteNpy(absl::StrCat(dir, "/", source, b, "/", stream.substr(2), ".npy"),
+               a);
+    }
+  }
+  const std::string server = absl::StrCat("127.0.0.1:", server_->port());
+  for (size_t b = 0; b < batches.size(); ++b) {
+    // Both models' processes run at the same time, as two training jobs would.
+    std::vector<std::unique_ptr<Subprocess>> jobs;
+    for (const char* source : {"a", "b"}) {
+      jobs.push_back(std::make_unique<Subprocess>(std::vector<std::string>{
+          CKACTL_BINARY, "--server", server, "send", "--session", "cross",
+          "--source", source, "--batch-id", absl::StrCat("batch-", b), "--step",
+          absl::StrCat(b), absl::StrCat(dir, "/", source, b)}));
+    }
+    for (auto& job : jobs) {
+      const ProcessResult result = job->Wait();
+      ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+      EXPECT_NE(result.out.find("acked"), std::string::npos) << result.out;
+    }
+  }
+  v1::GetSimilarityRequest query;
+  query.set_session_id("cross");
+  query.add_rows("a/l1");
+  query.add_rows("a/l2");
+  query.add_cols("b/m1");
+  absl::StatusOr<v1::SimilarityMatrix> block = client_->GetSimilarity(query);
+  ASSERT_TRUE(block.ok()) << block.status();
+  ASSERT_EQ(block->values_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(block->batches(i), 3);
+    const double reference =
+        ReferenceMinibatchCka(batches, block->rows(i), "b/m1", true);
+    EXPECT_NEAR(block->values(i), reference, 1e-10 * std::abs(reference));
+  }
+}
+
+TEST_F(ServiceE2eTest,
+       BadBatchMidStreamGetsItsCodeWhileLaterBatchesAreApplied) {
+  CreateSession("bad", {MakeMeasure("lin", v1::UNBIASED)});
+  std::unique_ptr<ActivationStreamer> streamer = Streamer("bad", "m");
+  for (int b = 0; b < 5; ++b) {
+    Activations a = RandomActivations(8, 4, 100 + b);
+    if (b == 2) a.x[5] = std::nan("");  // NaN activations are InvalidArgument
+    Batch batch(absl::StrCat("b", b), b);
+    batch.AddActivations("fc", std::vector<double>(a.x), {a.n, a.d});
+    ASSERT_TRUE(streamer->Submit(std::move(batch)).ok());
+  }
+  absl::StatusOr<std::vector<BatchError>> errors = streamer->Flush(Soon());
+  ASSERT_TRUE(errors.ok()) << errors.status();
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_EQ((*errors)[0].batch_id, "b2");
+  EXPECT_EQ((*errors)[0].code, absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE((*errors)[0].message.empty());
+  EXPECT_EQ(streamer->stats().acked, 4);
+  EXPECT_EQ(streamer->stats().reconnects, 0)
+      << "a bad batch must not end the stream";
+  absl::StatusOr<v1::Session> session = client_->GetSession("bad");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->batches_applied(), 4);
+}
+
+TEST_F(ServiceE2eTest,
+       DuplicatesResentAfterAForcedReconnectAreNotCountedTwice) {
+  CreateSession("dup", {MakeMeasure("lin", v1::UNBIASED)});
+  const std::vector<ReferenceBatch> batches = ThreeStreams(3);
+  std::unique_ptr<ActivationStreamer> streamer = Streamer("dup", "a");
+  streamer->DiscardAcksForTesting(
+      true);  // the acks are "lost": the streamer will resend
+  for (size_t b = 0; b < batches.size(); ++b) {
+    Batch batch(absl::StrCat("b", b), 0);
+    for (const char* layer : {"l1", "l2"}) {
+      const Activations& a = batches[b].at(absl::StrCat("a/", layer));
+      batch.AddActivations(layer, std::vector<double>(a.x), {a.n, a.d});
+    }
+    ASSERT_TRUE(streamer->Submit(std::move(batch)).ok());
+  }
+  const absl::Time give_up = Soon();
+  while (absl::Now() < give_up) {
+    absl::StatusOr<v1::Session> s = client_->GetSession("dup");
+    if (s.ok() && s->batches_applied() == 3) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(client_->GetSession("dup")->batches_applied(), 3);
+  streamer->BreakStreamForTesting();
+  absl::StatusOr<std::vector<BatchError>> errors = streamer->Flush(Soon());
+  ASSERT_TRUE(errors.ok()) << errors.status();
+  EXPECT_TRUE(errors->empty());
+  EXPECT_EQ(streamer->stats().reconnects, 1);
+  EXPECT_EQ(streamer->stats().resent, 3);
+  EXPECT_EQ(streamer->stats().duplicates, 3);
+  EXPECT_EQ(client_->GetSession("dup")->batches_applied(), 3);
+
+  v1::GetSimilarityRequest query;
+  query.set_session_id("dup");
+  query.add_rows("a/l1");
+  query.add_cols("a/l2");
+  absl::StatusOr<v1::SimilarityMatrix> m = client_->GetSimilarity(query);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->batches(0), 3);
+  EXPECT_NEAR(m->values(0),
+              ReferenceMinibatchCka(batches, "a/l1", "a/l2", true), 1e-10);
+}
+
+TEST_F(ServiceE2eTest, GramReductionGivesTheServersResultOnActivations) {
+  CreateSession("raw", {MakeMeasure("lin", v1::UNBIASED)});
+  CreateSession("gram", {MakeMeasure("lin", v1::UNBIASED)});
+  // Wide layers (d > n) so that the reduction applies; float32 as a training
+  // job sends.
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < 3; ++b) {
+    const Activations x = RandomActivations(16, 200, 300 + b);
+    ReferenceBatch batch;
+    batch["a/wide"] = x;
+    batch["a/wider"] = RandomActivations(16, 300, 400 + b, &x, 0.8);
+    batches.push_back(std::move(batch));
+  }
+  SendBatches("raw", batches, /*as_float32=*/true);
+  SendBatches("gram", batches, /*as_float32=*/true, /*reduce_to_gram=*/true);
+  v1::GetSimilarityRequest query;
+  query.add_rows("a/wide");
+  query.add_cols("a/wider");
+  query.set_session_id("raw");
+  absl::StatusOr<v1::SimilarityMatrix> raw = client_->GetSimilarity(query);
+  query.set_session_id("gram");
+  absl::StatusOr<v1::SimilarityMatrix> gram = client_->GetSimilarity(query);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  ASSERT_TRUE(gram.ok()) << gram.status();
+  // MATH.md: float32 Grams with float64 centring stay within 1e-6 relative of
+  // float64.
+  EXPECT_NEAR(gram->values(0), raw->values(0), 1e-6 * std::abs(raw->values(0)));
+  std::vector<ReferenceBatch> rounded = batches;
+  for (ReferenceBatch& b : rounded) {
+    for (auto& [stream, a] : b) a = RoundToFloat(a);
+  }
+  const double reference =
+      ReferenceMinibatchCka(rounded, "a/wide", "a/wider", true);
+  EXPECT_NEAR(gram->values(0), reference, 1e-6 * std::abs(reference));
+}
+
+TEST_F(ServiceE2eTest, WatchDeliversTheMatrixAndEveryUpdate) {
+  CreateSession("w", {MakeMeasure("lin", v1::UNBIASED)}, kThreeStreams);
+  v1::WatchSimilarityRequest request;
+  request.mutable_query()->set_session_id("w");
+  request.set_min_interval_ms(0);
+  std::unique_ptr<client::SimilarityWatch> watch =
+      client_->StartWatch(request, absl::Seconds(30));
+  v1::SimilarityMatrix matrix;
+  ASSERT_TRUE(watch->Next(&matrix))
+      << watch->Finish();  // the current matrix, at once
+  EXPECT_EQ(matrix.session_id(), "w");
+
+  const std::vector<ReferenceBatch> batches = ThreeStreams(1);
+  std::thread sender([&] { SendBatches("w", batches); });
+  // Updates arrive until the matrix holds the batch.
+  bool complete = false;
+  while (!complete && watch->Next(&matrix)) {
+    complete = matrix.rows_size() == 3 && matrix.batches_size() == 9 &&
+               matrix.batches(0) == 1 && matrix.batches(8) == 1;
+  }
+  sender.join();
+  EXPECT_TRUE(complete) << watch->Finish();
+  const int i = IndexOf(matrix.rows(), "a/l1");
+  const int j = IndexOf(matrix.cols(), "b/m1");
+  ASSERT_GE(i, 0);
+  ASSERT_GE(j, 0);
+  EXPECT_NEAR(matrix.values(i * 3 + j),
+              ReferenceMinibatchCka(batches, "a/l1", "b/m1", true), 1e-10);
+  watch->Cancel();
+  EXPECT_EQ(watch->Finish().code(), absl::StatusCode::kCancelled);
+
+  // The callback style stops when the callback says so.
+  int calls = 0;
+  absl::Status status = client_->WatchSimilarity(
+      request, [&](const v1::SimilarityMatrix&) { return ++calls < 1; },
+      absl::Seconds(30));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(calls, 1);
+  request.mutable_query()->set_session_id("absent");
+  EXPECT_EQ(client_
+                ->WatchSimilarity(
+                    request, [](const v1::SimilarityMatrix&) { return true; },
+                    absl::Seconds(30))
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+// Returns the length-delimited fields numbered `field` of a protobuf message's
+// bytes.
+std::vector<std::string> LengthDelimitedFields(const std::string& bytes,
+                                               int field) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  auto varint = [&](uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; i < bytes.size() && shift < 64; shift += 7) {
+      const uint8_t b = static_cast<uint8_t>(bytes[i++]);
+      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return true;
+    }
+    return false;
+  };
+  while (i < bytes.size()) {
+    uint64_t tag = 0, value = 0;
+    if (!varint(&tag)) break;
+    switch (tag & 7) {
+      case 0:
+        varint(&value);
+        break;
+      case 1:
+        i += 8;
+        break;
+      case 5:
+        i += 4;
+        break;
+      case 2:
+        if (!varint(&value) || i + value > bytes.size()) return out;
+        if (static_cast<int>(tag >> 3) == field)
+          out.push_back(bytes.substr(i, value));
+        i += value;
+        break;
+      default:
+        return out;
+    }
+  }
+  return out;
+}
+
+// Asks grpc.reflection.v1alpha.ServerReflection for the service list, with
+// hand-encoded messages: the reflection protos are not installed with gRPC.
+std::vector<std::string> ReflectedServices(
+    const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  grpc::CompletionQueue cq;
+  void* tag = nullptr;
+  bool ok = false;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  EXPECT_TRUE(cq.Next(&tag, &ok) && ok);
+  const std::string request("\x3a\x00", 2);  // field 7 list_services = ""
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  call->Write(request_buffer, reinterpret_cast<void*>(2));
+  EXPECT_TRUE(cq.Next(&tag, &ok) && ok);
+  grpc::ByteBuffer response_buffer;
+  call->Read(&response_buffer, reinterpret_cast<void*>(3));
+  EXPECT_TRUE(cq.Next(&tag, &ok) && ok);
+  call->WritesDone(reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  cq.Next(&tag, &ok);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response_buffer.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices)
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  std::vector<std::string> names;
+  // ServerReflectionResponse.list_services_response = 6 { repeated
+  // ServiceResponse service = 1 { string name = 1 } }
+  for (const std::string& list : LengthDelimitedFields(bytes, 6)) {
+    for (const std::string& service : LengthDelimitedFields(list, 1)) {
+      for (const std::string& name : LengthDelimitedFields(service, 1))
+        names.push_back(name);
+    }
+  }
+  return names;
+}
+
+TEST_F(ServiceE2eTest, HealthAndReflectionAnswer) {
+  absl::StatusOr<client::ServingStatus> health = client_->Health();
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, client::ServingStatus::kServing);
+  EXPECT_EQ(client_->Health("no.such.Service").status().code(),
+            absl::StatusCode::kNotFound);
+
+  const std::vector<std::string> services =
+      ReflectedServices(client_->channel());
+  EXPECT_NE(std::find(services.begin(), services.end(), "cka.v1.Similarity"),
+            services.end())
+      << services.size() << " services listed";
+  EXPECT_NE(
+      std::find(services.begin(), services.end(), "grpc.health.v1.Health"),
+      services.end());
+}
+
+TEST_F(ServiceE2eTest, GracefulShutdownAcksEveryBatchItApplied) {
+  CreateSession("g", {MakeMeasure("lin", v1::UNBIASED)});
+  std::unique_ptr<ActivationStreamer> streamer = Streamer("g", "m");
+  constexpr int kBatches = 40;
+  for (int b = 0; b < kBatches; ++b) {
+    const Activations a = RandomActivations(64, 256, 500 + b);
+    Batch batch(absl::StrCat("b", b), b);
+    batch.AddActivations("fc", ToFloat(a), {a.n, a.d});
+    ASSERT_TRUE(streamer->Submit(std::move(batch)).ok());
+  }
+  // Shut down while batches are on the wire.
+  const absl::Time give_up = Soon();
+  while (streamer->stats().acked < 5 && absl::Now() < give_up)
+    absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_GE(streamer->stats().acked, 5);
+  const absl::Time start = absl::Now();
+  server_->Shutdown();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6)) << "shutdown_grace is 5 s";
+  // Whatever the server applied, it acked: give the last acks a moment to
+  // arrive, then the client's count of OK acks must equal the engine's count of
+  // applied batches.
+  const auto last_acks = streamer->Flush(absl::Now() + absl::Milliseconds(500));
+  (void)last_acks;
+  absl::StatusOr<std::shared_ptr<core::Session>> session =
+      server_->engine().GetSession("g");
+  ASSERT_TRUE(session.ok());
+  const client::StreamerStats stats = streamer->stats();
+  EXPECT_EQ(stats.acked, (*session)->Info().batches_applied);
+  EXPECT_EQ(stats.rejected, 0);
+  server_.reset();
+}
+
+}  // namespace
+}  // namespace cka::testing

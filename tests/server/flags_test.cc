@@ -1,0 +1,102 @@
+#include "server/flags.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace cka::server {
+namespace {
+
+absl::StatusOr<CommandLine> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "ckad");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return ParseCommandLine(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(FlagsTest, NoFlagsGiveTheDocumentedDefaults) {
+  absl::StatusOr<CommandLine> cl = Parse({});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  const ServerOptions& o = cl->options;
+  const core::EngineLimits limits;
+  EXPECT_EQ(o.listen, "127.0.0.1:50051");
+  EXPECT_EQ(o.data_dir, "");
+  EXPECT_EQ(o.threads, 0);
+  EXPECT_EQ(o.max_message_mb, 64);
+  EXPECT_EQ(o.shutdown_grace, absl::Seconds(10));
+  EXPECT_EQ(o.limits.max_sessions, limits.max_sessions);
+  EXPECT_EQ(o.limits.session.max_streams, limits.session.max_streams);
+  EXPECT_EQ(o.limits.session.max_pending_bytes,
+            limits.session.max_pending_bytes);
+  EXPECT_EQ(o.limits.session.max_exact_bytes, limits.session.max_exact_bytes);
+  EXPECT_EQ(cl->log_level, "info");
+  EXPECT_FALSE(cl->help_requested);
+}
+
+TEST(FlagsTest, EveryFlagReachesItsOption) {
+  absl::StatusOr<CommandLine> cl = Parse(
+      {"--listen", "0.0.0.0:7000", "--data-dir=/var/lib/ckad", "--threads", "3",
+       "--max-message-mb", "128", "--log-level", "debug", "--max-sessions", "5",
+       "--max-streams-per-session", "6", "--max-pending-mb", "7",
+       "--max-exact-mb", "8", "--shutdown-grace-s", "2.5"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  const ServerOptions& o = cl->options;
+  EXPECT_EQ(o.listen, "0.0.0.0:7000");
+  EXPECT_EQ(o.data_dir, "/var/lib/ckad");
+  EXPECT_EQ(o.threads, 3);
+  EXPECT_EQ(o.max_message_mb, 128);
+  EXPECT_EQ(cl->log_level, "debug");
+  EXPECT_EQ(o.limits.max_sessions, 5);
+  EXPECT_EQ(o.limits.session.max_streams, 6);
+  EXPECT_EQ(o.limits.session.max_pending_bytes, int64_t{7} << 20);
+  EXPECT_EQ(o.limits.session.max_exact_bytes, int64_t{8} << 20);
+  EXPECT_EQ(o.shutdown_grace, absl::Milliseconds(2500));
+}
+
+TEST(FlagsTest, HelpIsRequestedAndDescribesEveryFlag) {
+  absl::StatusOr<CommandLine> cl = Parse({"--help"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_TRUE(cl->help_requested);
+  for (const char* flag :
+       {"--listen", "--data-dir", "--threads", "--max-message-mb",
+        "--log-level", "--max-sessions", "--max-streams-per-session",
+        "--max-pending-mb", "--max-exact-mb", "--shutdown-grace-s"}) {
+    EXPECT_NE(cl->help.find(flag), std::string::npos) << flag;
+  }
+}
+
+struct BadFlagCase {
+  std::vector<std::string> args;
+  std::string mentions;  // the message must name the flag or the value
+};
+
+TEST(FlagsTest, BadValuesAreInvalidArgumentNamingTheFlag) {
+  const BadFlagCase cases[] = {
+      {{"--threads", "-1"}, "threads"},
+      {{"--threads", "many"}, "threads"},
+      {{"--max-message-mb", "0"}, "max-message-mb"},
+      {{"--max-message-mb", "4096"}, "max-message-mb"},
+      {{"--log-level", "loud"}, "log-level"},
+      {{"--max-sessions", "0"}, "max-sessions"},
+      {{"--max-pending-mb", "x"}, "max-pending-mb"},
+      {{"--shutdown-grace-s", "-3"}, "shutdown-grace-s"},
+      {{"--no-such-flag"}, "no-such-flag"},
+      {{"stray"}, "stray"},
+      {{"--listen"}, "listen"},
+  };
+  for (const BadFlagCase& c : cases) {
+    SCOPED_TRACE(c.args.front());
+    absl::StatusOr<CommandLine> cl = Parse(c.args);
+    ASSERT_FALSE(cl.ok());
+    EXPECT_EQ(cl.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(cl.status().message()).find(c.mentions),
+              std::string::npos)
+        << cl.status();
+  }
+}
+
+}  // namespace
+}  // namespace cka::server

@@ -18,10 +18,13 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "cka/core/hsic.h"
 #include "cka/core/session.h"
+#include "cka/core/thread_pool.h"
 
 namespace {
 
@@ -53,8 +56,20 @@ struct Workload {
   int streams, n, d;
 };
 
+// How the layers of a batch share the cores.
+enum class Mode {
+  kBlasThreads,  // layers one after another, each BLAS call on every core
+  kLayerPool,    // layers in parallel on a pool of one thread per core, BLAS
+                 // single-threaded
+};
+
+const char* ModeName(Mode m) {
+  return m == Mode::kBlasThreads ? "blas-threads" : "layer-pool";
+}
+
 struct Result {
   Workload w;
+  Mode mode;
   double seconds_per_batch = 0;
   double gflops = 0;
 };
@@ -68,7 +83,12 @@ std::vector<float> Activations(int n, int d, unsigned seed) {
   return x;
 }
 
-Result RunWorkload(const Workload& w, int batches) {
+Result RunWorkload(const Workload& w, Mode mode, int batches) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  cka::core::SetBlasThreads(mode == Mode::kBlasThreads ? cores : 1);
+  std::unique_ptr<cka::core::ThreadPool> pool;
+  if (mode == Mode::kLayerPool)
+    pool = std::make_unique<cka::core::ThreadPool>(cores);
   std::vector<std::vector<float>> data;
   for (int s = 0; s < w.streams; ++s)
     data.push_back(Activations(w.n, w.d, 100 + s));
@@ -86,7 +106,7 @@ Result RunWorkload(const Workload& w, int batches) {
   }
   auto ingest = [&](int i) {
     batch.batch_id = absl::StrFormat("b%d", i);
-    if (!(*session)->Ingest(batch).ok()) std::abort();
+    if (!(*session)->Ingest(batch, pool.get()).ok()) std::abort();
   };
   ingest(-1);  // warm-up: allocations, BLAS thread start
   auto t0 = Clock::now();
@@ -96,7 +116,7 @@ Result RunWorkload(const Workload& w, int batches) {
   // pairs once.
   const double n = w.n, s = w.streams;
   const double flops = s * n * (n + 1) * w.d + s * (s + 1) * n * n;
-  return {w, per_batch, flops / per_batch / 1e9};
+  return {w, mode, per_batch, flops / per_batch / 1e9};
 }
 
 }  // namespace
@@ -115,6 +135,8 @@ int main(int argc, char** argv) {
     }
   }
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  cka::core::SetBlasThreads(
+      static_cast<int>(std::thread::hardware_concurrency()));
   const double sgemm = quick ? SgemmGflops(512, 1) : SgemmGflops(2048, 3);
   std::vector<Workload> workloads =
       quick ? std::vector<Workload>{{"W1-quick", 4, 64, 256}}
@@ -125,19 +147,19 @@ int main(int argc, char** argv) {
               openblas_get_config(), coretype ? coretype : "(unset)");
   std::printf("sgemm %d^3: %.1f GFLOP/s (baseline)\n\n", quick ? 512 : 2048,
               sgemm);
-  std::printf("%-9s %8s %6s %7s %12s %10s %8s\n", "workload", "streams", "n",
-              "d", "ms/batch", "GFLOP/s", "ratio");
+  std::printf("%-9s %-13s %8s %6s %7s %12s %10s %8s\n", "workload", "mode",
+              "streams", "n", "d", "ms/batch", "GFLOP/s", "ratio");
   std::vector<Result> results;
   for (const Workload& w : workloads) {
-    const int batches =
-        quick ? 2
-              : std::max(3, static_cast<int>(
-                                2e9 / (1.0 * w.streams * w.n * w.n * w.d) * 4));
-    Result r = RunWorkload(w, batches);
-    std::printf("%-9s %8d %6d %7d %12.2f %10.1f %8.2f\n", w.name, w.streams,
-                w.n, w.d, r.seconds_per_batch * 1e3, r.gflops,
-                r.gflops / sgemm);
-    results.push_back(r);
+    const double flops = 1.0 * w.streams * w.n * w.n * w.d;
+    const int batches = quick ? 2 : std::max(3, static_cast<int>(8e9 / flops));
+    for (Mode mode : {Mode::kBlasThreads, Mode::kLayerPool}) {
+      Result r = RunWorkload(w, mode, batches);
+      std::printf("%-9s %-13s %8d %6d %7d %12.2f %10.1f %8.2f\n", w.name,
+                  ModeName(mode), w.streams, w.n, w.d,
+                  r.seconds_per_batch * 1e3, r.gflops, r.gflops / sgemm);
+      results.push_back(r);
+    }
   }
   if (!json_path.empty()) {
     std::ofstream out(json_path);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cka/core/engine.h"
+#include "cka/core/hsic.h"
 #include "cka/core/thread_pool.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -128,6 +129,9 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
           ? options.threads
           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   pool_ = std::make_unique<core::ThreadPool>(threads);
+  // Layers and streams run in parallel on the pool; a multi-threaded BLAS call
+  // inside each would oversubscribe the cores (bench/core_bench: layer-pool).
+  if (threads > 1) core::SetBlasThreads(1);
   service_ = std::make_unique<SimilarityServiceImpl>(engine_.get(), pool_.get(),
                                                      saver_.get());
 

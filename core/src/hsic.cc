@@ -122,4 +122,8 @@ void DoubleCenterScaled(const double* k, int64_t n, double* out) {
   }
 }
 
+void SetBlasThreads(int threads) { openblas_set_num_threads(threads); }
+
+int BlasThreads() { return openblas_get_num_threads(); }
+
 }  // namespace cka::core

@@ -69,6 +69,7 @@ int SessionState::AddStream(const std::string& name, int64_t width) {
 void SessionState::DropPending(const std::string& batch_id) {
   auto it = pending.find(batch_id);
   if (it == pending.end()) return;
+  dirty.insert(PendingKey(batch_id));
   pending_bytes -= it->second.bytes();
   pending_order.erase(it->second.seq);
   pending.erase(it);
@@ -277,7 +278,10 @@ struct PreparedBatch::Rep {
   std::vector<std::string> streams;          // per layer
   std::vector<int64_t> widths;               // per layer; 0 for a Gram
   std::vector<std::vector<double>> kernels;  // per minibatch measure: k × n²
-  std::vector<std::vector<double>> self;     // per minibatch measure: k values
+  // Per minibatch measure: k × k, (i, j) = HSIC(K_i, K_j) for j >= i (upper
+  // triangle only). Computed in Prepare so that Commit's lock covers only the
+  // pairs with layers of earlier messages.
+  std::vector<std::vector<double>> pairs;
   std::vector<std::vector<double>>
       activations;  // exact sessions: per layer, n × d
 };
@@ -302,6 +306,7 @@ Session::Session(SessionConfig config, SessionLimits limits)
       limits_(limits),
       state_(std::make_unique<SessionState>()) {
   state_->buckets.resize(MinibatchMeasures(config_).size());
+  state_->dirty = {kConfigKey, kMetaKey};
   for (size_t i = 0; i < config_.streams.size(); ++i) {
     state_->AddStream(config_.streams[i], config_.stream_widths.empty()
                                               ? 0
@@ -435,7 +440,7 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   const size_t n2 = static_cast<size_t>(n * n);
   rep.kernels.resize(measures.size());
   for (auto& kernels : rep.kernels) kernels.resize(k * n2);
-  rep.self.assign(measures.size(), std::vector<double>(k));
+  rep.pairs.assign(measures.size(), std::vector<double>(k * k));
   if (exact) rep.activations.resize(k);
   std::vector<absl::Status> errors(k);
 
@@ -540,7 +545,6 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
       } else {
         DoubleCenterScaled(base, n, out);
       }
-      rep.self[m][i] = cblas_ddot(static_cast<int>(n2), out, 1, out, 1);
     }
   };
   auto work = [&](int i) {
@@ -555,6 +559,14 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   }
   for (const absl::Status& s : errors) {
     if (!s.ok()) return s;
+  }
+  // Every pair of this message's layers at once: V·Vᵀ with V the k × n² stacked
+  // kernels (MATH.md, "Fast form").
+  for (size_t m = 0; m < measures.size(); ++m) {
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(k),
+                static_cast<int>(n2), 1.0, rep.kernels[m].data(),
+                static_cast<int>(n2), 0.0, rep.pairs[m].data(),
+                static_cast<int>(k));
   }
   return prepared;
 }
@@ -719,35 +731,42 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   if (pending)
     cols.insert(cols.end(), pending->streams.begin(), pending->streams.end());
   const int k_all = k_new + k_old;
-  // The new layers' kernels, contiguous (they are all of rep's layers in the
-  // common case).
-  std::vector<double> gathered;
+  const int k = static_cast<int>(rep.streams.size());
+  std::vector<double>
+      gathered;  // the new layers' kernels, when not all are new
   for (size_t m = 0; m < measures.size(); ++m) {
-    const double* v_new = rep.kernels[m].data();
+    const std::vector<double>& pairs = rep.pairs[m];
     std::vector<double> self_cols(k_all);
-    if (static_cast<size_t>(k_new) != rep.streams.size()) {
-      gathered.resize(k_new * n2);
-      for (int f = 0; f < k_new; ++f) {
-        std::copy_n(rep.kernels[m].data() + fresh[f] * n2, n2,
-                    gathered.data() + f * n2);
-      }
-      v_new = gathered.data();
+    for (int f = 0; f < k_new; ++f) {
+      self_cols[f] = pairs[fresh[f] * k + fresh[f]];
     }
-    for (int f = 0; f < k_new; ++f) self_cols[f] = rep.self[m][fresh[f]];
     for (int o = 0; o < k_old; ++o) self_cols[k_new + o] = pending->self[m][o];
     // cross = V_new · [V_new; V_old]ᵀ: every pair of this batch that involves a
-    // new layer.
+    // new layer. The new × new block comes from Prepare (upper triangle; fresh
+    // is in ascending layer order), the new × old block is computed here.
     std::vector<double> cross(static_cast<size_t>(k_new) * k_all);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_new,
-                static_cast<int>(n2), 1.0, v_new, static_cast<int>(n2), v_new,
-                static_cast<int>(n2), 0.0, cross.data(), k_all);
+    for (int i = 0; i < k_new; ++i) {
+      for (int j = i; j < k_new; ++j) {
+        cross[i * k_all + j] = pairs[fresh[i] * k + fresh[j]];
+      }
+    }
     if (k_old > 0) {
+      const double* v_new = rep.kernels[m].data();
+      if (k_new != k) {
+        gathered.resize(k_new * n2);
+        for (int f = 0; f < k_new; ++f) {
+          std::copy_n(rep.kernels[m].data() + fresh[f] * n2, n2,
+                      gathered.data() + f * n2);
+        }
+        v_new = gathered.data();
+      }
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_old,
                   static_cast<int>(n2), 1.0, v_new, static_cast<int>(n2),
                   pending->kernels[m].data(), static_cast<int>(n2), 0.0,
                   cross.data() + k_new, k_all);
     }
     PairSums& sums = st.buckets[m][bucket];
+    st.dirty.insert(SumsKey(m, bucket));
     sums.Resize(s_count);
     AddPairs(fresh_index, cols, cross, self_cols, sums);
   }
@@ -804,6 +823,7 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
                     static_cast<int>(dim));
         ex.rows += n;
         ex.batches += 1;
+        st.dirty.insert(kExactKey);
       }
     }
     st.DropPending(rep.batch_id);
@@ -825,11 +845,12 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
       for (size_t m = 0; m < measures.size(); ++m) {
         const double* src = rep.kernels[m].data() + fresh[f] * n2;
         p->kernels[m].insert(p->kernels[m].end(), src, src + n2);
-        p->self[m].push_back(rep.self[m][fresh[f]]);
+        p->self[m].push_back(rep.pairs[m][fresh[f] * k + fresh[f]]);
       }
       if (exact) p->activations.push_back(std::move(rep.activations[fresh[f]]));
     }
     st.pending_bytes += add_bytes;
+    st.dirty.insert(PendingKey(rep.batch_id));
     // Evict the oldest other batches while over budget; this one fits (checked
     // above).
     while ((st.pending_bytes > limits_.max_pending_bytes ||
@@ -849,6 +870,7 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   if (record.streams.empty()) {
     record.n = n;
     record.step = step;
+    record.seq = st.next_seq++;
     st.applied_order.push_back(rep.batch_id);
   }
   record.streams.insert(record.streams.end(), fresh_index.begin(),
@@ -864,8 +886,12 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
       ++result.batches_evicted;
     }
     st.applied.erase(oldest);
+    st.dirty.insert(AppliedKey(oldest));
   }
+  st.dirty.insert(AppliedKey(rep.batch_id));
+  st.dirty.insert(kMetaKey);
   ++st.batches_applied;
+  result.version = ++st.version;
   result.layers_applied = k_new;
   return result;
 }

@@ -1,24 +1,60 @@
-// Session::Serialize and Session::Restore: the complete running state as bytes.
+// A session's state as keyed records (Session::TakeChanges, AllRecords,
+// FromRecords) and as one byte string (Serialize, Restore).
 //
-// Format: "CKAS", version (u64), the body below, then the FNV-1a-64 hash of
-// everything before it. All integers and doubles are little-endian; vectors are
-// a u64 count then the elements.
+// Records (all integers and doubles little-endian; vectors are a u64 count then
+// the elements):
+//   config             measures, declared streams and widths, step bucket
+//   meta               stream names and widths, counters, sequence numbers
+//   sums/<m>/<bucket>  PairSums of minibatch measure m in one step bucket
+//   exact              ExactSums
+//   applied/<id>       AppliedBatch (the duplicate check of batch_id <id>)
+//   pending/<id>       PendingBatch (a batch waiting in the join buffer)
+// Serialize: "CKAS", format version (u64), record count, (key, value) pairs,
+// then the FNV-1a-64 hash of everything before it.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "byte_codec.h"
 #include "cka/core/session.h"
 #include "session_state.h"
 
 namespace cka::core {
+
+std::string SumsKey(size_t measure, int64_t bucket) {
+  return absl::StrCat("sums/", measure, "/", bucket);
+}
+std::string AppliedKey(const std::string& batch_id) {
+  return absl::StrCat("applied/", batch_id);
+}
+std::string PendingKey(const std::string& batch_id) {
+  return absl::StrCat("pending/", batch_id);
+}
+
 namespace {
 
 constexpr char kMagic[4] = {'C', 'K', 'A', 'S'};
-constexpr uint64_t kVersion = 1;
+constexpr uint64_t kFormatVersion = 2;
 
-void WriteConfig(const SessionConfig& c, ByteWriter& w) {
+absl::Status Damaged(const std::string& what) {
+  return absl::DataLossError(
+      absl::StrCat("stored session state is damaged: ", what));
+}
+
+bool SortedUniqueBelow(const std::vector<int>& v, int limit) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] < 0 || v[i] >= limit || (i > 0 && v[i] <= v[i - 1])) return false;
+  }
+  return true;
+}
+
+// --- config
+
+std::string EncodeConfig(const SessionConfig& c) {
+  ByteWriter w;
   w.U64(c.measures.size());
   for (const Measure& m : c.measures) {
     w.String(m.name);
@@ -30,68 +66,120 @@ void WriteConfig(const SessionConfig& c, ByteWriter& w) {
   for (const std::string& s : c.streams) w.String(s);
   w.I64s(c.stream_widths);
   w.I64(c.step_bucket);
+  return std::move(w.bytes());
 }
 
-bool ReadConfig(ByteReader& r, SessionConfig* c) {
+absl::StatusOr<SessionConfig> DecodeConfig(std::string_view bytes) {
+  ByteReader r(bytes);
+  SessionConfig c;
   int64_t count;
-  if (!r.Count(&count, 8 + 1 + 8 + 1)) return false;
-  c->measures.resize(count);
-  for (Measure& m : c->measures) {
+  if (!r.Count(&count, 8 + 1 + 8 + 1)) return Damaged("config: measures");
+  c.measures.resize(count);
+  for (Measure& m : c.measures) {
     uint8_t kernel, estimator;
     if (!r.String(&m.name) || !r.U8(&kernel) || !r.F64(&m.rbf_threshold) ||
         !r.U8(&estimator)) {
-      return false;
+      return Damaged("config: truncated measure");
     }
     m.kernel = static_cast<Kernel>(kernel);
     m.estimator = static_cast<Estimator>(estimator);
   }
-  if (!r.Count(&count, 8)) return false;
-  c->streams.resize(count);
-  for (std::string& s : c->streams) {
-    if (!r.String(&s)) return false;
+  if (!r.Count(&count, 8)) return Damaged("config: streams");
+  c.streams.resize(count);
+  for (std::string& s : c.streams) {
+    if (!r.String(&s)) return Damaged("config: truncated stream");
   }
-  return r.I64s(&c->stream_widths) && r.I64(&c->step_bucket);
-}
-
-bool SortedUniqueBelow(const std::vector<int>& v, int limit) {
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (v[i] < 0 || v[i] >= limit || (i > 0 && v[i] <= v[i - 1])) return false;
+  if (!r.I64s(&c.stream_widths) || !r.I64(&c.step_bucket) || !r.done()) {
+    return Damaged("config: widths or step bucket");
   }
-  return true;
+  if (absl::Status s = ValidateConfig(c); !s.ok()) {
+    return Damaged(absl::StrCat("config: ", s.message()));
+  }
+  return c;
 }
 
-absl::Status Damaged(const std::string& what) {
-  return absl::DataLossError(
-      absl::StrCat("stored session state is damaged: ", what));
-}
+// --- meta: the streams (beyond the declared ones) and the counters
 
-}  // namespace
-
-std::string Session::Serialize() const {
+std::string EncodeMeta(const SessionState& st) {
   ByteWriter w;
-  w.bytes().append(kMagic, sizeof kMagic);
-  w.U64(kVersion);
-  WriteConfig(config_, w);
-  absl::MutexLock lock(&mu_);
-  const SessionState& st = *state_;
   w.U64(st.streams.size());
   for (const std::string& s : st.streams) w.String(s);
   w.I64s(st.widths);
   w.I64(st.batches_applied);
   w.I64(st.batches_evicted);
   w.U64(st.next_seq);
-  w.U64(st.buckets.size());
-  for (const auto& measure : st.buckets) {
-    w.U64(measure.size());
-    for (const auto& [key, sums] : measure) {
-      w.I64(key);
-      w.I64(sums.size);
-      w.Doubles(sums.num);
-      w.Doubles(sums.self);
-      w.I64s(sums.count);
-    }
+  w.U64(st.version);
+  return std::move(w.bytes());
+}
+
+absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
+                        SessionState& st) {
+  ByteReader r(bytes);
+  int64_t count;
+  if (!r.Count(&count, 8)) return Damaged("meta: streams");
+  std::vector<std::string> names(count);
+  for (std::string& name : names) {
+    if (!r.String(&name)) return Damaged("meta: truncated stream name");
   }
-  const ExactSums& ex = st.exact;
+  if (count < static_cast<int64_t>(config.streams.size()) ||
+      !std::equal(config.streams.begin(), config.streams.end(),
+                  names.begin())) {
+    return Damaged("meta: streams do not start with the declared streams");
+  }
+  for (size_t i = config.streams.size(); i < names.size(); ++i) {
+    if (!ValidateName("stream", names[i]).ok() ||
+        st.stream_index.contains(names[i])) {
+      return Damaged(absl::StrCat("meta: bad or repeated stream at index ", i));
+    }
+    st.AddStream(names[i], 0);
+  }
+  if (!r.I64s(&st.widths) || st.widths.size() != st.streams.size()) {
+    return Damaged("meta: stream widths");
+  }
+  for (int64_t w : st.widths) {
+    if (w < 0) return Damaged("meta: negative stream width");
+  }
+  if (!r.I64(&st.batches_applied) || !r.I64(&st.batches_evicted) ||
+      !r.U64(&st.next_seq) || !r.U64(&st.version) || !r.done() ||
+      st.batches_applied < 0 || st.batches_evicted < 0) {
+    return Damaged("meta: counters");
+  }
+  return absl::OkStatus();
+}
+
+// --- sums of one measure in one bucket
+
+std::string EncodeSums(const PairSums& sums) {
+  ByteWriter w;
+  w.I64(sums.size);
+  w.Doubles(sums.num);
+  w.Doubles(sums.self);
+  w.I64s(sums.count);
+  return std::move(w.bytes());
+}
+
+absl::StatusOr<PairSums> DecodeSums(std::string_view bytes, int streams) {
+  ByteReader r(bytes);
+  int64_t size;
+  PairSums sums;
+  if (!r.I64(&size) || !r.Doubles(&sums.num) || !r.Doubles(&sums.self) ||
+      !r.I64s(&sums.count) || !r.done()) {
+    return Damaged("truncated sums");
+  }
+  if (size < 0 || size > streams) return Damaged("sums: stream count");
+  const size_t cells = static_cast<size_t>(size) * size;
+  if (sums.num.size() != cells || sums.self.size() != cells ||
+      sums.count.size() != cells) {
+    return Damaged("sums: inconsistent sizes");
+  }
+  sums.size = static_cast<int>(size);
+  return sums;
+}
+
+// --- exact sums
+
+std::string EncodeExact(const ExactSums& ex) {
+  ByteWriter w;
   w.I64(ex.dim);
   w.I64s(ex.offset);
   w.Doubles(ex.xx);
@@ -100,28 +188,320 @@ std::string Session::Serialize() const {
   w.Doubles(ex.ax);
   w.I64(ex.rows);
   w.I64(ex.batches);
-  w.U64(st.applied_order.size());
-  for (const std::string& id : st.applied_order) {
-    const AppliedBatch& a = st.applied.at(id);
-    w.String(id);
-    w.I64(a.n);
-    w.I64(a.step);
-    w.Ints(a.streams);
+  return std::move(w.bytes());
+}
+
+absl::Status DecodeExact(std::string_view bytes, const SessionConfig& config,
+                         const SessionState& st, ExactSums& ex) {
+  ByteReader r(bytes);
+  if (!r.I64(&ex.dim) || !r.I64s(&ex.offset) || !r.Doubles(&ex.xx) ||
+      !r.Doubles(&ex.x) || !r.Doubles(&ex.aa) || !r.Doubles(&ex.ax) ||
+      !r.I64(&ex.rows) || !r.I64(&ex.batches) || !r.done()) {
+    return Damaged("truncated exact sums");
   }
-  w.U64(st.pending_order.size());
+  const size_t sn = config.streams.size();
+  bool ok = ex.dim > 0 && ex.offset.size() == sn + 1 && ex.offset[0] == 0;
+  for (size_t s = 0; ok && s < sn; ++s) {
+    ok = st.widths[s] > 0 && ex.offset[s + 1] - ex.offset[s] == st.widths[s];
+  }
+  const size_t dim = static_cast<size_t>(ex.dim);
+  ok = ok && ex.offset[sn] == ex.dim && ex.xx.size() % dim == 0 &&
+       ex.xx.size() / dim == dim && ex.x.size() == dim &&
+       ex.aa.size() == sn * sn && ex.ax.size() == sn * dim && ex.rows >= 0 &&
+       ex.batches >= 0;
+  return ok ? absl::OkStatus() : Damaged("exact sums: inconsistent sizes");
+}
+
+// --- applied and pending batches
+
+std::string EncodeApplied(const AppliedBatch& a) {
+  ByteWriter w;
+  w.I64(a.n);
+  w.I64(a.step);
+  w.U64(a.seq);
+  w.Ints(a.streams);
+  return std::move(w.bytes());
+}
+
+absl::StatusOr<AppliedBatch> DecodeApplied(std::string_view bytes,
+                                           const SessionState& st) {
+  ByteReader r(bytes);
+  AppliedBatch a;
+  if (!r.I64(&a.n) || !r.I64(&a.step) || !r.U64(&a.seq) ||
+      !r.Ints(&a.streams) || !r.done()) {
+    return Damaged("truncated applied batch");
+  }
+  if (a.n < 1 || a.streams.empty() ||
+      !SortedUniqueBelow(a.streams, static_cast<int>(st.streams.size())) ||
+      a.seq >= st.next_seq) {
+    return Damaged("applied batch: inconsistent");
+  }
+  return a;
+}
+
+std::string EncodePending(const PendingBatch& p) {
+  ByteWriter w;
+  w.I64(p.n);
+  w.I64(p.step);
+  w.U64(p.seq);
+  w.Ints(p.streams);
+  w.U64(p.kernels.size());
+  for (const auto& k : p.kernels) w.Doubles(k);
+  w.U64(p.self.size());
+  for (const auto& s : p.self) w.Doubles(s);
+  w.U64(p.activations.size());
+  for (const auto& a : p.activations) w.Doubles(a);
+  return std::move(w.bytes());
+}
+
+absl::StatusOr<PendingBatch> DecodePending(std::string_view bytes,
+                                           const AppliedBatch& applied,
+                                           bool exact, const SessionState& st) {
+  ByteReader r(bytes);
+  PendingBatch p;
+  int64_t count;
+  if (!r.I64(&p.n) || !r.I64(&p.step) || !r.U64(&p.seq) ||
+      !r.Ints(&p.streams)) {
+    return Damaged("truncated pending batch");
+  }
+  std::vector<int> sorted = p.streams;
+  std::sort(sorted.begin(), sorted.end());
+  if (p.n != applied.n || p.streams.empty() ||
+      !SortedUniqueBelow(sorted, static_cast<int>(st.streams.size())) ||
+      !std::includes(applied.streams.begin(), applied.streams.end(),
+                     sorted.begin(), sorted.end()) ||
+      p.seq >= st.next_seq) {
+    return Damaged("pending batch: inconsistent with its applied record");
+  }
+  const size_t k = p.streams.size();
+  const size_t n2 = static_cast<size_t>(p.n) * p.n;
+  const size_t measures = st.buckets.size();
+  if (!r.Count(&count, 8) || static_cast<size_t>(count) != measures) {
+    return Damaged("pending batch: kernel count");
+  }
+  p.kernels.resize(count);
+  for (auto& kernel : p.kernels) {
+    if (!r.Doubles(&kernel) || kernel.size() % k != 0 ||
+        kernel.size() / k != n2) {
+      return Damaged("pending batch: kernels");
+    }
+  }
+  if (!r.Count(&count, 8) || static_cast<size_t>(count) != measures) {
+    return Damaged("pending batch: self term count");
+  }
+  p.self.resize(count);
+  for (auto& self : p.self) {
+    if (!r.Doubles(&self) || self.size() != k) {
+      return Damaged("pending batch: self terms");
+    }
+  }
+  if (!r.Count(&count, 8) || static_cast<size_t>(count) != (exact ? k : 0)) {
+    return Damaged("pending batch: activation count");
+  }
+  p.activations.resize(count);
+  for (size_t a = 0; a < p.activations.size(); ++a) {
+    const int64_t w = st.widths[p.streams[a]];
+    if (!r.Doubles(&p.activations[a]) || w <= 0 ||
+        p.activations[a].size() % static_cast<size_t>(w) != 0 ||
+        p.activations[a].size() / static_cast<size_t>(w) !=
+            static_cast<size_t>(p.n)) {
+      return Damaged("pending batch: activations");
+    }
+  }
+  if (!r.done()) return Damaged("pending batch: trailing bytes");
+  return p;
+}
+
+bool HasExactMeasure(const SessionConfig& config) {
+  return std::any_of(config.measures.begin(), config.measures.end(),
+                     [](const Measure& m) { return IsExact(m.estimator); });
+}
+
+// The current value of `key`, or nullopt when it does not exist.
+std::optional<std::string> EncodeRecord(const SessionConfig& config,
+                                        const SessionState& st,
+                                        const std::string& key) {
+  if (key == kConfigKey) return EncodeConfig(config);
+  if (key == kMetaKey) return EncodeMeta(st);
+  if (key == kExactKey) {
+    if (st.exact.dim == 0) return std::nullopt;
+    return EncodeExact(st.exact);
+  }
+  const size_t slash = key.find('/');
+  const std::string_view kind = std::string_view(key).substr(0, slash);
+  const std::string rest = key.substr(slash + 1);
+  if (kind == "applied") {
+    auto it = st.applied.find(rest);
+    if (it == st.applied.end()) return std::nullopt;
+    return EncodeApplied(it->second);
+  }
+  if (kind == "pending") {
+    auto it = st.pending.find(rest);
+    if (it == st.pending.end()) return std::nullopt;
+    return EncodePending(it->second);
+  }
+  // sums/<m>/<bucket>
+  const size_t slash2 = rest.find('/');
+  size_t m;
+  int64_t bucket;
+  if (!absl::SimpleAtoi(rest.substr(0, slash2), &m) ||
+      !absl::SimpleAtoi(rest.substr(slash2 + 1), &bucket) ||
+      m >= st.buckets.size()) {
+    return std::nullopt;
+  }
+  auto it = st.buckets[m].find(bucket);
+  if (it == st.buckets[m].end()) return std::nullopt;
+  return EncodeSums(it->second);
+}
+
+}  // namespace
+
+StateChanges Session::TakeChanges() {
+  absl::MutexLock lock(&mu_);
+  SessionState& st = *state_;
+  StateChanges changes;
+  changes.version = st.version;
+  changes.records.reserve(st.dirty.size());
+  for (const std::string& key : st.dirty) {
+    StateRecord record;
+    record.key = key;
+    if (std::optional<std::string> value = EncodeRecord(config_, st, key)) {
+      record.value = *std::move(value);
+    } else {
+      record.deleted = true;
+    }
+    changes.records.push_back(std::move(record));
+  }
+  st.dirty.clear();
+  return changes;
+}
+
+StateChanges Session::AllRecords() const {
+  absl::MutexLock lock(&mu_);
+  const SessionState& st = *state_;
+  StateChanges all;
+  all.version = st.version;
+  all.records.push_back({kConfigKey, EncodeConfig(config_), false});
+  all.records.push_back({kMetaKey, EncodeMeta(st), false});
+  for (size_t m = 0; m < st.buckets.size(); ++m) {
+    for (const auto& [bucket, sums] : st.buckets[m]) {
+      all.records.push_back({SumsKey(m, bucket), EncodeSums(sums), false});
+    }
+  }
+  if (st.exact.dim != 0) {
+    all.records.push_back({kExactKey, EncodeExact(st.exact), false});
+  }
+  for (const std::string& id : st.applied_order) {
+    all.records.push_back(
+        {AppliedKey(id), EncodeApplied(st.applied.at(id)), false});
+  }
   for (const auto& [seq, id] : st.pending_order) {
-    const PendingBatch& p = st.pending.at(id);
-    w.String(id);
-    w.I64(p.n);
-    w.I64(p.step);
-    w.U64(p.seq);
-    w.Ints(p.streams);
-    w.U64(p.kernels.size());
-    for (const auto& k : p.kernels) w.Doubles(k);
-    w.U64(p.self.size());
-    for (const auto& s : p.self) w.Doubles(s);
-    w.U64(p.activations.size());
-    for (const auto& a : p.activations) w.Doubles(a);
+    all.records.push_back(
+        {PendingKey(id), EncodePending(st.pending.at(id)), false});
+  }
+  return all;
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::FromRecords(
+    const std::map<std::string, std::string>& records, SessionLimits limits) {
+  auto config_it = records.find(kConfigKey);
+  auto meta_it = records.find(kMetaKey);
+  if (config_it == records.end() || meta_it == records.end()) {
+    return Damaged("the config or meta record is missing");
+  }
+  absl::StatusOr<SessionConfig> config = DecodeConfig(config_it->second);
+  if (!config.ok()) return config.status();
+  std::unique_ptr<Session> session(new Session(*config, limits));
+  SessionState& st = *session->state_;
+  st.dirty.clear();
+  if (absl::Status s = DecodeMeta(meta_it->second, *config, st); !s.ok()) {
+    return s;
+  }
+  const bool exact = HasExactMeasure(*config);
+  std::vector<std::pair<uint64_t, std::string>> applied_order;
+  std::vector<std::pair<std::string, const std::string*>> pending;
+  for (const auto& [key, value] : records) {
+    if (key == kConfigKey || key == kMetaKey) continue;
+    if (key == kExactKey) {
+      if (!exact)
+        return Damaged("exact sums in a session without exact measures");
+      if (absl::Status s = DecodeExact(value, *config, st, st.exact); !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    const size_t slash = key.find('/');
+    const std::string_view kind = std::string_view(key).substr(0, slash);
+    const std::string rest =
+        slash == std::string::npos ? std::string() : key.substr(slash + 1);
+    if (kind == "applied") {
+      absl::StatusOr<AppliedBatch> a = DecodeApplied(value, st);
+      if (!a.ok()) {
+        return Damaged(
+            absl::StrCat("record '", key, "': ", a.status().message()));
+      }
+      applied_order.emplace_back(a->seq, rest);
+      st.applied.emplace(rest, *std::move(a));
+    } else if (kind == "pending") {
+      pending.emplace_back(rest, &value);
+    } else if (kind == "sums") {
+      std::vector<std::string> parts = absl::StrSplit(rest, '/');
+      size_t m;
+      int64_t bucket;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &m) ||
+          !absl::SimpleAtoi(parts[1], &bucket) || m >= st.buckets.size() ||
+          SumsKey(m, bucket) != key) {
+        return Damaged(absl::StrCat("unknown record '", key, "'"));
+      }
+      absl::StatusOr<PairSums> sums =
+          DecodeSums(value, static_cast<int>(st.streams.size()));
+      if (!sums.ok()) {
+        return Damaged(
+            absl::StrCat("record '", key, "': ", sums.status().message()));
+      }
+      st.buckets[m].emplace(bucket, *std::move(sums));
+    } else {
+      return Damaged(absl::StrCat("unknown record '", key, "'"));
+    }
+  }
+  std::sort(applied_order.begin(), applied_order.end());
+  for (size_t i = 0; i < applied_order.size(); ++i) {
+    if (i > 0 && applied_order[i].first == applied_order[i - 1].first) {
+      return Damaged("two applied batches share a sequence number");
+    }
+    st.applied_order.push_back(applied_order[i].second);
+  }
+  for (const auto& [id, value] : pending) {
+    auto applied = st.applied.find(id);
+    if (applied == st.applied.end()) {
+      return Damaged(
+          absl::StrCat("pending batch '", id, "' was never applied"));
+    }
+    absl::StatusOr<PendingBatch> p =
+        DecodePending(*value, applied->second, exact, st);
+    if (!p.ok()) {
+      return Damaged(
+          absl::StrCat("record 'pending/", id, "': ", p.status().message()));
+    }
+    if (st.pending_order.count(p->seq) > 0) {
+      return Damaged("two pending batches share a sequence number");
+    }
+    st.pending_bytes += p->bytes();
+    st.pending_order.emplace(p->seq, id);
+    st.pending.emplace(id, *std::move(p));
+  }
+  return session;
+}
+
+std::string Session::Serialize() const {
+  const StateChanges all = AllRecords();
+  ByteWriter w;
+  w.bytes().append(kMagic, sizeof kMagic);
+  w.U64(kFormatVersion);
+  w.U64(all.records.size());
+  for (const StateRecord& record : all.records) {
+    w.String(record.key);
+    w.String(record.value);
   }
   w.U64(Fnv1a64(w.bytes()));
   return std::move(w.bytes());
@@ -139,175 +519,29 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Restore(
   if (Fnv1a64(body) != stored_hash) return Damaged("checksum mismatch");
   ByteReader r(body.substr(sizeof kMagic));
   uint64_t version;
-  if (!r.U64(&version) || version != kVersion) {
+  if (!r.U64(&version) || version != kFormatVersion) {
     return Damaged(absl::StrCat("unknown format version ", version,
-                                " (this ckad reads ", kVersion, ")"));
+                                " (this ckad reads ", kFormatVersion, ")"));
   }
-  SessionConfig config;
-  if (!ReadConfig(r, &config)) return Damaged("truncated config");
-  if (absl::Status s = ValidateConfig(config); !s.ok()) {
-    return Damaged(absl::StrCat("invalid config: ", s.message()));
-  }
-  std::unique_ptr<Session> session(new Session(config, limits));
-  SessionState& st = *session->state_;
-  const bool exact =
-      std::any_of(config.measures.begin(), config.measures.end(),
-                  [](const Measure& m) { return IsExact(m.estimator); });
-
-  int64_t stream_count;
-  if (!r.Count(&stream_count, 8)) return Damaged("truncated stream list");
-  std::vector<std::string> names(stream_count);
-  for (std::string& name : names) {
-    if (!r.String(&name)) return Damaged("truncated stream name");
-  }
-  if (stream_count < static_cast<int64_t>(config.streams.size()) ||
-      !std::equal(config.streams.begin(), config.streams.end(),
-                  names.begin())) {
-    return Damaged("stream list does not start with the declared streams");
-  }
-  for (size_t i = config.streams.size(); i < names.size(); ++i) {
-    if (!ValidateName("stream", names[i]).ok() ||
-        st.stream_index.contains(names[i])) {
-      return Damaged(absl::StrCat("bad or repeated stream name at index ", i));
-    }
-    st.AddStream(names[i], 0);
-  }
-  const int s_count = static_cast<int>(st.streams.size());
-  if (!r.I64s(&st.widths) || st.widths.size() != st.streams.size()) {
-    return Damaged("stream widths");
-  }
-  for (int64_t w : st.widths) {
-    if (w < 0) return Damaged("negative stream width");
-  }
-  if (!r.I64(&st.batches_applied) || !r.I64(&st.batches_evicted) ||
-      !r.U64(&st.next_seq) || st.batches_applied < 0 ||
-      st.batches_evicted < 0) {
-    return Damaged("counters");
-  }
-  int64_t measure_count;
-  if (!r.Count(&measure_count, 8) ||
-      measure_count != static_cast<int64_t>(st.buckets.size())) {
-    return Damaged("measure count");
-  }
-  for (auto& measure : st.buckets) {
-    int64_t bucket_count;
-    if (!r.Count(&bucket_count, 40)) return Damaged("bucket count");
-    for (int64_t b = 0; b < bucket_count; ++b) {
-      int64_t key, size;
-      PairSums sums;
-      if (!r.I64(&key) || !r.I64(&size) || !r.Doubles(&sums.num) ||
-          !r.Doubles(&sums.self) || !r.I64s(&sums.count)) {
-        return Damaged("truncated bucket");
-      }
-      const size_t cells = static_cast<size_t>(size) * size;
-      if (size < 0 || size > s_count || sums.num.size() != cells ||
-          sums.self.size() != cells || sums.count.size() != cells ||
-          measure.count(key) > 0) {
-        return Damaged(absl::StrCat("bucket ", key, " has inconsistent sizes"));
-      }
-      sums.size = static_cast<int>(size);
-      measure.emplace(key, std::move(sums));
+  int64_t count;
+  if (!r.Count(&count, 16)) return Damaged("record count");
+  std::map<std::string, std::string> records;
+  for (int64_t i = 0; i < count; ++i) {
+    std::string key, value;
+    if (!r.String(&key) || !r.String(&value))
+      return Damaged("truncated record");
+    if (!records.emplace(std::move(key), std::move(value)).second) {
+      return Damaged("repeated record");
     }
   }
-  ExactSums& ex = st.exact;
-  if (!r.I64(&ex.dim) || !r.I64s(&ex.offset) || !r.Doubles(&ex.xx) ||
-      !r.Doubles(&ex.x) || !r.Doubles(&ex.aa) || !r.Doubles(&ex.ax) ||
-      !r.I64(&ex.rows) || !r.I64(&ex.batches)) {
-    return Damaged("truncated exact sums");
-  }
-  if (ex.dim != 0) {
-    const size_t sn = config.streams.size();
-    bool ok =
-        exact && ex.offset.size() == sn + 1 && ex.offset[0] == 0 && ex.dim > 0;
-    for (size_t s = 0; ok && s < sn; ++s) {
-      ok = ex.offset[s + 1] - ex.offset[s] == st.widths[s] && st.widths[s] > 0;
-    }
-    const size_t dim = static_cast<size_t>(ex.dim);
-    ok = ok && ex.offset[sn] == ex.dim && ex.xx.size() / dim == dim &&
-         ex.xx.size() % dim == 0 && ex.x.size() == dim &&
-         ex.aa.size() == sn * sn && ex.ax.size() == sn * dim && ex.rows >= 0 &&
-         ex.batches >= 0;
-    if (!ok) return Damaged("exact sums have inconsistent sizes");
-  } else if (!ex.offset.empty() || !ex.xx.empty() || !ex.x.empty() ||
-             !ex.aa.empty() || !ex.ax.empty() || ex.rows != 0 ||
-             ex.batches != 0) {
-    return Damaged("exact sums without a width");
-  }
-  int64_t applied_count;
-  if (!r.Count(&applied_count, 40)) return Damaged("applied count");
-  for (int64_t i = 0; i < applied_count; ++i) {
-    std::string id;
-    AppliedBatch a;
-    if (!r.String(&id) || !r.I64(&a.n) || !r.I64(&a.step) ||
-        !r.Ints(&a.streams)) {
-      return Damaged("truncated applied batch");
-    }
-    if (a.n < 1 || a.streams.empty() ||
-        !SortedUniqueBelow(a.streams, s_count) || st.applied.contains(id)) {
-      return Damaged(absl::StrCat("applied batch '", id, "'"));
-    }
-    st.applied.emplace(id, std::move(a));
-    st.applied_order.push_back(std::move(id));
-  }
-  int64_t pending_count;
-  if (!r.Count(&pending_count, 48)) return Damaged("pending count");
-  for (int64_t i = 0; i < pending_count; ++i) {
-    std::string id;
-    PendingBatch p;
-    int64_t count;
-    if (!r.String(&id) || !r.I64(&p.n) || !r.I64(&p.step) || !r.U64(&p.seq) ||
-        !r.Ints(&p.streams)) {
-      return Damaged("truncated pending batch");
-    }
-    auto applied = st.applied.find(id);
-    std::vector<int> sorted = p.streams;
-    std::sort(sorted.begin(), sorted.end());
-    if (applied == st.applied.end() || applied->second.n != p.n ||
-        p.streams.empty() || !SortedUniqueBelow(sorted, s_count) ||
-        p.seq >= st.next_seq || st.pending.contains(id) ||
-        st.pending_order.count(p.seq) > 0) {
-      return Damaged(absl::StrCat("pending batch '", id, "'"));
-    }
-    const size_t k = p.streams.size();
-    const size_t n2 = static_cast<size_t>(p.n) * p.n;
-    if (!r.Count(&count, 8) ||
-        count != static_cast<int64_t>(st.buckets.size())) {
-      return Damaged("pending kernels");
-    }
-    p.kernels.resize(count);
-    for (auto& kernel : p.kernels) {
-      if (!r.Doubles(&kernel) || kernel.size() / k != n2 ||
-          kernel.size() % k != 0) {
-        return Damaged(absl::StrCat("pending batch '", id, "' kernels"));
-      }
-    }
-    if (!r.Count(&count, 8) ||
-        count != static_cast<int64_t>(st.buckets.size())) {
-      return Damaged("pending self terms");
-    }
-    p.self.resize(count);
-    for (auto& self : p.self) {
-      if (!r.Doubles(&self) || self.size() != k)
-        return Damaged("pending self terms");
-    }
-    if (!r.Count(&count, 8) || count != static_cast<int64_t>(exact ? k : 0)) {
-      return Damaged("pending activations");
-    }
-    p.activations.resize(count);
-    for (size_t a = 0; a < p.activations.size(); ++a) {
-      const int64_t w = st.widths[p.streams[a]];
-      if (!r.Doubles(&p.activations[a]) || w <= 0 ||
-          p.activations[a].size() / static_cast<size_t>(w) !=
-              static_cast<size_t>(p.n) ||
-          p.activations[a].size() % static_cast<size_t>(w) != 0) {
-        return Damaged(absl::StrCat("pending batch '", id, "' activations"));
-      }
-    }
-    st.pending_bytes += p.bytes();
-    st.pending_order.emplace(p.seq, id);
-    st.pending.emplace(std::move(id), std::move(p));
-  }
-  if (!r.done()) return Damaged("trailing or missing bytes");
+  if (!r.done()) return Damaged("trailing bytes");
+  absl::StatusOr<std::unique_ptr<Session>> session =
+      FromRecords(records, limits);
+  if (!session.ok()) return session.status();
+  // An imported session is new to whatever store it goes to: all of it is a
+  // change.
+  SessionState& st = *(*session)->state_;
+  for (const auto& [key, value] : records) st.dirty.insert(key);
   return session;
 }
 

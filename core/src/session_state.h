@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,7 @@ struct PendingBatch {
 struct AppliedBatch {
   int64_t n = 0;
   int64_t step = 0;
+  uint64_t seq = 0;          // order of first application, for the dedupe window
   std::vector<int> streams;  // sorted stream indices applied for this batch_id
 };
 
@@ -90,13 +92,27 @@ class SessionState {
   uint64_t next_seq = 0;
   int64_t batches_applied = 0;
   int64_t batches_evicted = 0;
+  // Keys of the state records (see session_codec.cc) changed since the last
+  // Session::TakeChanges, and the number of commits that changed state.
+  std::set<std::string> dirty;
+  uint64_t version = 0;
 
   // Adds `name` as a new stream and returns its index.
   int AddStream(const std::string& name, int64_t width);
-  // Removes the pending batch `batch_id` (if any) and adjusts pending_bytes.
+  // Removes the pending batch `batch_id` (if any), adjusts pending_bytes and
+  // marks its record changed.
   void DropPending(const std::string& batch_id);
   int64_t SumsBytes() const;
 };
+
+// Keys of the state records: "config", "meta", "exact", "sums/<measure
+// index>/<bucket>", "applied/<batch_id>", "pending/<batch_id>".
+inline constexpr char kConfigKey[] = "config";
+inline constexpr char kMetaKey[] = "meta";
+inline constexpr char kExactKey[] = "exact";
+std::string SumsKey(size_t measure, int64_t bucket);
+std::string AppliedKey(const std::string& batch_id);
+std::string PendingKey(const std::string& batch_id);
 
 }  // namespace cka::core
 

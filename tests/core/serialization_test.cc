@@ -161,3 +161,128 @@ TEST(SerializationTest, TrailingAndForeignBytesAreDataLoss) {
 
 }  // namespace
 }  // namespace cka::core::testing
+
+namespace cka::core::testing {
+namespace {
+
+// Random activations of one stream for one batch (values irrelevant: the test
+// compares two paths to the same state bit for bit).
+std::vector<double> RandomRows(int n, int d, unsigned seed) {
+  std::vector<double> x(static_cast<size_t>(n) * d);
+  unsigned state = seed * 2654435761u + 1;
+  for (double& v : x) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<double>(state >> 8) / (1u << 24) - 0.5;
+  }
+  return x;
+}
+
+// Applies `changes` to `store` as a durable store would.
+void ApplyChanges(const StateChanges& changes,
+                  std::map<std::string, std::string>& store, int* deletions) {
+  for (const StateRecord& r : changes.records) {
+    if (r.deleted) {
+      store.erase(r.key);
+      ++*deletions;
+    } else {
+      store[r.key] = r.value;
+    }
+  }
+}
+
+// The server's durability path: every commit's TakeChanges applied to a
+// key-value store rebuilds, through FromRecords, exactly the live session —
+// including pending batches that later complete (their record is deleted),
+// evictions and the dedupe window dropping old batch ids.
+TEST(StateChangesTest, StoreOfAppliedChangesRebuildsTheSessionExactly) {
+  SessionConfig config;
+  config.streams = {"a", "b", "c"};
+  config.step_bucket = 2;
+  config.measures = {{"lin", Kernel::kLinear, 0, Estimator::kUnbiased},
+                     {"rbf", Kernel::kRbf, 0.5, Estimator::kBiased},
+                     {"ex", Kernel::kLinear, 0, Estimator::kExactDebiased}};
+  SessionLimits limits;
+  limits.max_pending_batches = 2;
+  limits.dedupe_window = 5;
+  auto live = Session::Create(config, limits);
+  ASSERT_TRUE(live.ok()) << live.status();
+  std::map<std::string, std::string> store;
+  int deletions = 0;
+  ApplyChanges((*live)->TakeChanges(), store, &deletions);
+  uint64_t last_version = 0;
+  const int n = 6, d = 3;
+  for (int b = 0; b < 12; ++b) {
+    // Streams arrive one message each; "c" is missing from every third batch,
+    // which then waits in the join buffer until evicted.
+    for (const char* stream : {"b", "a", "c"}) {
+      if (stream[0] == 'c' && b % 3 == 0) continue;
+      std::vector<double> x = RandomRows(n, d, b * 7 + stream[0]);
+      BatchInput input;
+      input.batch_id = "batch" + std::to_string(b);
+      input.step = b;
+      input.layers.push_back(
+          {stream,
+           LayerInput::Kind::kActivations,
+           {{n, d}, DType::kFloat64, x.data(), x.size() * 8}});
+      auto result = (*live)->Ingest(input);
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_GT(result->version, last_version);
+      last_version = result->version;
+      StateChanges changes = (*live)->TakeChanges();
+      EXPECT_EQ(changes.version, result->version);
+      ApplyChanges(changes, store, &deletions);
+      auto rebuilt = Session::FromRecords(store, limits);
+      ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+      ExpectSameInfo((*rebuilt)->Info(), (*live)->Info());
+      for (const char* m : {"lin", "rbf", "ex"}) {
+        SimilarityQuery q;
+        q.measure = m;
+        ExpectMatricesIdentical(*(*rebuilt)->Query(q), *(*live)->Query(q), m);
+      }
+    }
+  }
+  EXPECT_GT((*live)->Info().batches_evicted, 0);
+  EXPECT_GT(deletions, 0)
+      << "completed, evicted and forgotten batches delete records";
+  // A resent batch that is still inside the dedupe window is a duplicate in
+  // the rebuilt session too.
+  auto rebuilt = Session::FromRecords(store, limits);
+  ASSERT_TRUE(rebuilt.ok());
+  std::vector<double> x = RandomRows(n, d, 11 * 7 + 'a');
+  BatchInput again;
+  again.batch_id = "batch11";
+  again.step = 11;
+  again.layers.push_back({"a",
+                          LayerInput::Kind::kActivations,
+                          {{n, d}, DType::kFloat64, x.data(), x.size() * 8}});
+  auto result = (*rebuilt)->Ingest(again);
+  ASSERT_TRUE(result.ok());
+  EXPECT_TRUE(result->duplicate());
+  EXPECT_TRUE((*rebuilt)->TakeChanges().records.empty())
+      << "a duplicate changes nothing";
+}
+
+TEST(StateChangesTest, MissingOrUnknownRecordIsDataLoss) {
+  auto live = Session::Create({});
+  ASSERT_TRUE(live.ok());
+  std::map<std::string, std::string> store;
+  for (const StateRecord& r : (*live)->AllRecords().records)
+    store[r.key] = r.value;
+  auto without_meta = store;
+  without_meta.erase("meta");
+  EXPECT_EQ(Session::FromRecords(without_meta).status().code(),
+            absl::StatusCode::kDataLoss);
+  auto unknown = store;
+  unknown["bogus/1"] = "x";
+  auto status = Session::FromRecords(unknown).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("bogus/1"), absl::string_view::npos)
+      << status;
+  auto bad_sums = store;
+  bad_sums["sums/0/0"] = "short";
+  EXPECT_EQ(Session::FromRecords(bad_sums).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace cka::core::testing

@@ -38,6 +38,13 @@ void UCenterScaled(const double* k, int64_t n, double* out);
 // Writes H·K·H scaled by 1/(n−1), so that ⟨·,·⟩_F = HSIC₀. Needs n >= 2.
 void DoubleCenterScaled(const double* k, int64_t n, double* out);
 
+// Sets / returns the number of threads each BLAS call may use (process-wide). A
+// server that runs many layers in parallel on its own pool wants 1: small Gram
+// products scale better across layers than inside one call. Not thread-safe
+// with respect to concurrent BLAS calls; call at start-up.
+void SetBlasThreads(int threads);
+int BlasThreads();
+
 }  // namespace cka::core
 
 #endif  // CKA_CORE_HSIC_H_

@@ -9,6 +9,7 @@
 #define CKA_CORE_SESSION_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,11 +59,15 @@ class PreparedBatch {
 
 // What one committed batch did.
 struct IngestResult {
-  int layers_applied = 0;  // layers whose contributions were added
-  int layers_duplicate =
-      0;  // layers already applied for this batch_id, ignored
-  int64_t batches_evicted =
-      0;  // pending batches evicted from the join buffer by this commit
+  // Layers whose contributions were added.
+  int layers_applied = 0;
+  // Layers already applied for this batch_id, ignored.
+  int layers_duplicate = 0;
+  // Pending batches evicted from the join buffer by this commit.
+  int64_t batches_evicted = 0;
+  // The session's state version after this commit (0 when nothing changed): a
+  // StateChanges with a version >= this one contains the commit.
+  uint64_t version = 0;
   // Returns true when every layer was a duplicate (nothing was added).
   bool duplicate() const { return layers_applied == 0 && layers_duplicate > 0; }
 };
@@ -85,6 +90,19 @@ struct SimilarityMatrix {
   std::vector<std::string> cols;
   std::vector<double> values;
   std::vector<int64_t> batches;
+};
+
+// One durable piece of a session's state, keyed (see Session::TakeChanges).
+struct StateRecord {
+  std::string key;
+  std::string value;     // empty when deleted
+  bool deleted = false;  // the key no longer exists
+};
+
+// The records changed since the previous TakeChanges, up to state `version`.
+struct StateChanges {
+  uint64_t version = 0;
+  std::vector<StateRecord> records;
 };
 
 // Counters of a session.
@@ -162,6 +180,25 @@ class Session {
   // Returns the complete running state (config, sums per bucket, applied batch
   // ids, pending batches) as bytes that Restore() accepts.
   std::string Serialize() const;
+
+  // Incremental durability. The state is a set of keyed records ("config",
+  // "meta", "exact", "sums/<measure>/<bucket>", "applied/<batch_id>",
+  // "pending/<batch_id>"); a store that applies every StateChanges in order
+  // (upsert, or delete when `deleted`) holds exactly AllRecords(), from which
+  // FromRecords() rebuilds the session. The duplicate record of a batch and the
+  // sums it changed are always in the same StateChanges.
+  //
+  // TakeChanges returns the records changed since the previous call (for a new
+  // or Restore()d session: all of them) and the version they bring the store
+  // to. AllRecords returns every record and the current version.
+  StateChanges TakeChanges();
+  StateChanges AllRecords() const;
+  // Returns the session held by `records` (key → value), with no pending
+  // changes; DataLoss naming the record when one is missing, damaged or
+  // inconsistent with the others.
+  static absl::StatusOr<std::unique_ptr<Session>> FromRecords(
+      const std::map<std::string, std::string>& records,
+      SessionLimits limits = {});
 
  private:
   Session(SessionConfig config, SessionLimits limits);

@@ -93,6 +93,24 @@ absl::Status Engine::RestoreSession(const std::string& id,
   return absl::OkStatus();
 }
 
+absl::Status Engine::AddSession(const std::string& id,
+                                std::unique_ptr<Session> session) {
+  if (absl::Status s = ValidateName("session_id", id); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  if (static_cast<int64_t>(sessions_.size()) >= limits_.max_sessions) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot add session '%s': the server already holds %d sessions, the "
+        "limit (max sessions)",
+        id, sessions_.size()));
+  }
+  if (!sessions_.emplace(id, std::shared_ptr<Session>(std::move(session)))
+           .second) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session '", id, "' already exists"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::SaveAll(StateStore& store) const {
   std::vector<std::pair<std::string, std::shared_ptr<Session>>> sessions;
   {

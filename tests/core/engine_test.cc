@@ -191,3 +191,31 @@ TEST(MemoryStateStoreTest, PutGetDeleteList) {
 
 }  // namespace
 }  // namespace cka::core::testing
+
+namespace cka::core::testing {
+namespace {
+
+TEST(EngineAddSessionTest, AddsARebuiltSessionAndRefusesATakenId) {
+  Engine engine;
+  auto original = Session::Create({});
+  ASSERT_TRUE(original.ok());
+  std::map<std::string, std::string> records;
+  for (const StateRecord& r : (*original)->AllRecords().records) {
+    records[r.key] = r.value;
+  }
+  auto rebuilt = Session::FromRecords(records);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  ASSERT_TRUE(engine.AddSession("s1", *std::move(rebuilt)).ok());
+  EXPECT_TRUE(engine.GetSession("s1").ok());
+  auto again = Session::FromRecords(records);
+  ASSERT_TRUE(again.ok());
+  const absl::Status taken = engine.AddSession("s1", *std::move(again));
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists) << taken;
+  auto bad = Session::FromRecords(records);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(engine.AddSession("", *std::move(bad)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cka::core::testing

@@ -51,6 +51,12 @@ class Engine {
   // DataLoss for damaged bytes.
   absl::Status RestoreSession(const std::string& id, std::string_view bytes);
 
+  // Adds `session` (e.g. rebuilt by Session::FromRecords) under `id`.
+  // AlreadyExists when the id is taken; InvalidArgument for a bad id;
+  // ResourceExhausted at max_sessions.
+  absl::Status AddSession(const std::string& id,
+                          std::unique_ptr<Session> session);
+
   // Writes every session to `store`, then loads them back: SaveAll and LoadAll.
   // LoadAll adds every session of `store` and fails (DataLoss, naming the
   // session) on the first damaged one.

@@ -11,12 +11,16 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest
+  nginx
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The deploy checks need npm; a machine may have Node.js from elsewhere (NodeSource), whose
+# package conflicts with Debian's npm, so only install when the command is missing.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

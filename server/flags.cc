@@ -14,6 +14,14 @@ namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
+// The flags write 0 for "never".
+double SecondsOrZero(absl::Duration d) {
+  return d == absl::InfiniteDuration() ? 0.0 : absl::ToDoubleSeconds(d);
+}
+absl::Duration DurationOrNever(double seconds) {
+  return seconds <= 0 ? absl::InfiniteDuration() : absl::Seconds(seconds);
+}
+
 }  // namespace
 
 absl::StatusOr<CommandLine> ParseCommandLine(int argc,
@@ -36,9 +44,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
                  "loopback only")
       ->capture_default_str();
   app.add_option("--data-dir", o.data_dir,
-                 "directory that keeps one file per session; restored at "
-                 "start. Empty: state "
-                 "lives in memory only and is lost at exit")
+                 "directory of the SQLite database (ckad.db) that keeps every "
+                 "session; restored at start, and an OK ack means the batch "
+                 "is committed there. Empty: state lives in memory only and "
+                 "is lost at exit")
       ->capture_default_str();
   app.add_option("--threads", o.threads,
                  "worker threads for decoding, Gram work and commits; 0 = one "
@@ -81,6 +90,77 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
 
+  int64_t max_pending_total_mb = o.max_pending_total_bytes / kMiB;
+  double keepalive_time_s = absl::ToDoubleSeconds(o.keepalive_time);
+  double keepalive_timeout_s = absl::ToDoubleSeconds(o.keepalive_timeout);
+  double min_ping_interval_s =
+      absl::ToDoubleSeconds(o.min_client_ping_interval);
+  double max_connection_idle_s = SecondsOrZero(o.max_connection_idle);
+  double max_connection_age_s = SecondsOrZero(o.max_connection_age);
+  double max_connection_age_grace_s = SecondsOrZero(o.max_connection_age_grace);
+  app.add_option("--max-pending-total-mb", max_pending_total_mb,
+                 "all sessions together: MiB of batches waiting for their "
+                 "other streams; more is RESOURCE_EXHAUSTED (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  app.add_option("--max-streams-per-client", o.max_streams_per_client,
+                 "StreamActivations calls one client (token, or peer address "
+                 "without --auth-tokens) may hold open; more is "
+                 "RESOURCE_EXHAUSTED (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--keepalive-time-s", keepalive_time_s,
+                 "ping a client after this many seconds without traffic")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--keepalive-timeout-s", keepalive_timeout_s,
+                 "drop a connection whose ping is not answered within this "
+                 "many seconds (its streams end, their resources are freed)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
+  app.add_option("--min-ping-interval-s", min_ping_interval_s,
+                 "shortest interval between a client's keepalive pings that "
+                 "ckad accepts (clients pinging more often are disconnected)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--max-connection-idle-s", max_connection_idle_s,
+                 "close a connection without calls after this many seconds "
+                 "(0 = never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--max-connection-age-s", max_connection_age_s,
+                 "ask every connection to reconnect after this many seconds "
+                 "(0 = never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--max-connection-age-grace-s", max_connection_age_grace_s,
+                 "after --max-connection-age-s, seconds its calls may take "
+                 "to end before the connection is cut (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--auth-tokens", o.auth_tokens_file,
+                 "file of 'token role' lines (role: reader, writer or admin); "
+                 "every call must then carry 'authorization: Bearer <token>'. "
+                 "Empty: no authentication");
+  app.add_option("--tls-cert", o.tls_cert_file,
+                 "PEM certificate chain of the server: serve TLS (needs "
+                 "--tls-key)");
+  app.add_option("--tls-key", o.tls_key_file, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", o.tls_client_ca_file,
+                 "PEM CA certificates: require client certificates signed by "
+                 "them (mutual TLS; needs --tls-cert)");
+
+  app.add_option("--export-session", cl.export_session,
+                 "offline: write session ID of --data-dir to --export-file, "
+                 "then exit (not while a ckad serves that directory)");
+  app.add_option("--export-file", cl.export_file,
+                 "offline: the file --export-session writes");
+  app.add_option("--import-file", cl.import_file,
+                 "offline: add the session exported to FILE to --data-dir as "
+                 "--import-session, then exit");
+  app.add_option("--import-session", cl.import_session,
+                 "offline: the id --import-file is stored under");
+
   // CLI11 wants argv in its own order (it consumes from the back), so hand it a
   // copy.
   std::vector<std::string> args;
@@ -97,6 +177,38 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   o.limits.session.max_pending_bytes = max_pending_mb * kMiB;
   o.limits.session.max_exact_bytes = max_exact_mb * kMiB;
   o.shutdown_grace = absl::Seconds(shutdown_grace_s);
+  o.max_pending_total_bytes = max_pending_total_mb * kMiB;
+  o.keepalive_time = absl::Seconds(keepalive_time_s);
+  o.keepalive_timeout = absl::Seconds(keepalive_timeout_s);
+  o.min_client_ping_interval = absl::Seconds(min_ping_interval_s);
+  o.max_connection_idle = DurationOrNever(max_connection_idle_s);
+  o.max_connection_age = DurationOrNever(max_connection_age_s);
+  o.max_connection_age_grace = DurationOrNever(max_connection_age_grace_s);
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both or neither");
+  }
+  if (!o.tls_client_ca_file.empty() && o.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca: needs --tls-cert and --tls-key (mutual TLS is TLS)");
+  }
+  if (cl.export_session.empty() != cl.export_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--export-session and --export-file: give both or neither");
+  }
+  if (cl.import_file.empty() != cl.import_session.empty()) {
+    return absl::InvalidArgumentError(
+        "--import-file and --import-session: give both or neither");
+  }
+  if (!cl.export_session.empty() && !cl.import_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--export-session and --import-file: one at a time");
+  }
+  if ((!cl.export_session.empty() || !cl.import_file.empty()) &&
+      o.data_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--export-session and --import-file need --data-dir");
+  }
   return cl;
 }
 

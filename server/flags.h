@@ -14,6 +14,13 @@ struct CommandLine {
   ServerOptions options;
   std::string log_level =
       "info";  // trace, debug, info, warn, error, critical or off
+  // Offline transfer of one session (then exit without serving): export when
+  // export_session is set, import when import_file is set; both need
+  // options.data_dir.
+  std::string export_session;
+  std::string export_file;
+  std::string import_file;
+  std::string import_session;
   // True when the command line asked for --help: print `help` and exit 0
   // without serving.
   bool help_requested = false;

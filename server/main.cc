@@ -4,6 +4,7 @@
 
 #include "cka/server/server.h"
 #include "server/flags.h"
+#include "server/session_transfer.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
@@ -19,6 +20,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::set_level(spdlog::level::from_str(cl->log_level));
+  if (!cl->export_session.empty() || !cl->import_file.empty()) {
+    const absl::Status done =
+        cl->import_file.empty()
+            ? cka::server::ExportSession(cl->options.data_dir,
+                                         cl->export_session, cl->export_file)
+            : cka::server::ImportSession(cl->options.data_dir, cl->import_file,
+                                         cl->import_session);
+    if (!done.ok()) {
+      std::fprintf(stderr, "ckad: %s\n", done.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
 
   // Blocked before any thread starts, so that every thread inherits the mask
   // and the signals are taken only by sigwait below.

@@ -1,7 +1,11 @@
 #include "cka/server/server.h"
 
 #include <algorithm>
+#include <climits>
+#include <fstream>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -17,9 +21,11 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "server/file_state_store.h"
-#include "server/session_saver.h"
+#include "grpcpp/security/server_credentials.h"
+#include "server/auth.h"
+#include "server/group_committer.h"
 #include "server/similarity_service_impl.h"
+#include "server/sqlite_state_store.h"
 #include "spdlog/spdlog.h"
 
 namespace cka::server {
@@ -49,6 +55,83 @@ bool IsLoopbackHost(const std::string& host) {
          host == "[::1]" || host == "ipv4:127.0.0.1" || host == "ipv6:[::1]";
 }
 
+// Returns the contents of the file that `flag` names.
+absl::StatusOr<std::string> ReadFlagFile(const char* flag,
+                                         const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " '", path, "': cannot read the file"));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Returns the credentials of --tls-cert/--tls-key/--tls-client-ca, or
+// insecure ones without them.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert_file.empty() && options.tls_key_file.empty()) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca: needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both or neither");
+  }
+  absl::StatusOr<std::string> cert =
+      ReadFlagFile("--tls-cert", options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key =
+      ReadFlagFile("--tls-key", options.tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  if (!options.tls_client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadFlagFile("--tls-client-ca", options.tls_client_ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Returns `d` in milliseconds for a channel argument; INT_MAX (gRPC's
+// "never") for an infinite or larger one.
+int ChannelArgMs(absl::Duration d) {
+  if (d == absl::InfiniteDuration() || d >= absl::Milliseconds(INT_MAX))
+    return INT_MAX;
+  return static_cast<int>(absl::ToInt64Milliseconds(d));
+}
+
+// Sets keepalive and connection-age arguments so that dead clients are
+// noticed and their streams freed.
+void SetConnectionArguments(const ServerOptions& options,
+                            grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                              ChannelArgMs(options.keepalive_time));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                              ChannelArgMs(options.keepalive_timeout));
+  // Ping idle connections too, and accept the pings of clients that do.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      ChannelArgMs(options.min_client_ping_interval));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                              ChannelArgMs(options.max_connection_idle));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                              ChannelArgMs(options.max_connection_age));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                              ChannelArgMs(options.max_connection_age_grace));
+}
+
 class ServerImpl final : public Server {
  public:
   ServerImpl() = default;
@@ -65,10 +148,11 @@ class ServerImpl final : public Server {
   absl::Duration grace_;
   int port_ = 0;
   // Destroyed in reverse order: the gRPC server and the service before the pool
-  // and the saver they use, and those before the engine and the store.
-  std::unique_ptr<FileStateStore> store_;
+  // and the committer they use, and those before the engine and the store.
+  std::unique_ptr<TokenTable> tokens_;  // null: no authentication
+  std::unique_ptr<SqliteStateStore> store_;
   std::unique_ptr<core::Engine> engine_;
-  std::unique_ptr<SessionSaver> saver_;
+  std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<core::ThreadPool> pool_;
   std::unique_ptr<SimilarityServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
@@ -94,34 +178,62 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     return absl::InvalidArgumentError("--shutdown-grace-s: negative");
   }
   grace_ = options.shutdown_grace;
+  if (options.max_streams_per_client < 0 ||
+      options.max_pending_total_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--max-streams-per-client and --max-pending-total-mb: negative");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  if (!options.auth_tokens_file.empty()) {
+    absl::StatusOr<TokenTable> tokens =
+        TokenTable::Load(options.auth_tokens_file);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth-tokens: ", tokens.status().message()));
+    }
+    tokens_ = std::make_unique<TokenTable>(*std::move(tokens));
+  }
 
   engine_ = std::make_unique<core::Engine>(options.limits);
   if (!options.data_dir.empty()) {
-    absl::StatusOr<std::unique_ptr<FileStateStore>> store =
-        FileStateStore::Open(options.data_dir);
-    if (!store.ok()) return store.status();
-    store_ = *std::move(store);
-    // A damaged file must stop the start: starting empty would overwrite
-    // nothing now, but would silently answer without the statistics the
-    // operator expects.
-    absl::Status loaded = engine_->LoadAll(*store_);
-    if (!loaded.ok()) {
+    absl::StatusOr<std::unique_ptr<SqliteStateStore>> store =
+        SqliteStateStore::Open(options.data_dir);
+    if (!store.ok()) {
+      // Never start empty over a database that cannot be read: the operator
+      // would lose the statistics without noticing.
       return absl::Status(
-          loaded.code(),
-          absl::StrCat("cannot restore the sessions in --data-dir '",
-                       options.data_dir, "': ", loaded.message(),
-                       " (move the damaged file away to start without it)"));
+          store.status().code(),
+          absl::StrCat("cannot use --data-dir '", options.data_dir,
+                       "': ", store.status().message(),
+                       " (ckad refuses to start; move the file away to start "
+                       "empty)"));
     }
-    for (const std::string& id : engine_->ListSessions()) {
-      absl::StatusOr<std::shared_ptr<core::Session>> session =
-          engine_->GetSession(id);
-      if (!session.ok()) continue;
-      const core::SessionInfo info = (*session)->Info();
+    store_ = *std::move(store);
+    absl::StatusOr<std::map<std::string, SessionRecords>> stored =
+        store_->LoadAll();
+    if (!stored.ok()) return stored.status();
+    for (const auto& [id, records] : *stored) {
+      absl::StatusOr<std::unique_ptr<core::Session>> session =
+          core::Session::FromRecords(records, options.limits.session);
+      absl::Status added = session.ok()
+                               ? engine_->AddSession(id, *std::move(session))
+                               : session.status();
+      if (!added.ok()) {
+        return absl::Status(
+            added.code(),
+            absl::StrCat("cannot restore session '", id, "' from '",
+                         store_->path(), "': ", added.message(),
+                         " (ckad refuses to start; export the other sessions "
+                         "or move the file away)"));
+      }
+      const core::SessionInfo info = engine_->GetSession(id).value()->Info();
       spdlog::info(
           "session '{}' restored: {} streams, {} batches applied, {} pending",
           id, info.streams.size(), info.batches_applied, info.batches_pending);
     }
-    saver_ = std::make_unique<SessionSaver>(engine_.get(), store_.get());
+    committer_ = std::make_unique<GroupCommitter>(engine_.get(), store_.get());
   }
 
   const int threads =
@@ -132,18 +244,27 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   // Layers and streams run in parallel on the pool; a multi-threaded BLAS call
   // inside each would oversubscribe the cores (bench/core_bench: layer-pool).
   if (threads > 1) core::SetBlasThreads(1);
-  service_ = std::make_unique<SimilarityServiceImpl>(engine_.get(), pool_.get(),
-                                                     saver_.get());
+  const int max_message_bytes = options.max_message_mb << 20;
+  AdmissionOptions admission;
+  admission.tokens = tokens_.get();
+  admission.max_message_bytes = max_message_bytes;
+  admission.max_streams_per_client = options.max_streams_per_client;
+  admission.max_pending_total_bytes = options.max_pending_total_bytes;
+  service_ = std::make_unique<SimilarityServiceImpl>(
+      engine_.get(), pool_.get(), committer_.get(), admission);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &port_);
+  builder.AddListeningPort(options.listen, *credentials, &port_);
   builder.RegisterService(service_.get());
-  const int max_message_bytes = options.max_message_mb << 20;
-  builder.SetMaxReceiveMessageSize(max_message_bytes);
+  // gRPC itself cuts a call at twice the limit; up to there the service reads
+  // an oversize batch and refuses it alone, naming --max-message-mb, and the
+  // stream goes on.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(int64_t{2} * max_message_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(max_message_bytes);
+  SetConnectionArguments(options, &builder);
   // Without this gRPC sets SO_REUSEPORT, and a second ckad on the same port
   // (and maybe the same data directory) would start instead of failing.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -156,10 +277,27 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   }
   grpc_server_->GetHealthCheckService()->SetServingStatus(true);
 
+  const bool tls = !options.tls_cert_file.empty();
+  const std::string security = absl::StrCat(
+      tls ? (options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS")
+          : "plaintext",
+      ", ",
+      tokens_ != nullptr ? absl::StrCat(tokens_->size(), " bearer tokens")
+                         : std::string("no authentication"));
   const std::string where =
       IsLoopbackHost(*host)
-          ? "loopback only"
-          : "reachable from other machines, without authentication";
+          ? absl::StrCat("loopback only, ", security)
+          : absl::StrCat("reachable from other machines, ", security);
+  if (!IsLoopbackHost(*host) && (!tls || tokens_ == nullptr)) {
+    spdlog::warn(
+        "ckad listens on the non-loopback address {} {}: anyone who can "
+        "reach it can {}; give {}",
+        *host, tokens_ == nullptr ? "without authentication" : "without TLS",
+        tokens_ == nullptr ? "create, stream into and delete sessions"
+                           : "read the traffic and its bearer tokens",
+        tokens_ == nullptr ? "--auth-tokens (and --tls-cert/--tls-key)"
+                           : "--tls-cert/--tls-key");
+  }
   spdlog::info(
       "ckad listening on {}:{} ({}), {} worker threads, {}, max message {} MiB",
       *host, port_, where, threads,
@@ -201,14 +339,15 @@ void ServerImpl::Shutdown() {
       absl::ToChronoTime(std::min(deadline, absl::Now() + kCallDrainTime)));
   grpc_server_->Wait();
   service_->WaitForReactors();
-  if (saver_ != nullptr) {
-    absl::Status saved = saver_->Stop();
+  if (committer_ != nullptr) {
+    absl::Status saved = committer_->Stop();
     if (!saved.ok())
-      spdlog::error("sessions not saved at shutdown: {}", saved.ToString());
+      spdlog::error("last changes not written at shutdown: {}",
+                    saved.ToString());
   }
   // Nothing writes any more: release the data directory (and its lock) so that
   // a new server can start on it while this object still exists.
-  saver_.reset();
+  committer_.reset();
   store_.reset();
   spdlog::info("ckad stopped");
 }

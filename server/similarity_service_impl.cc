@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,23 @@ namespace cka::server {
 namespace {
 
 constexpr int kRejectedLogLinesPerSecond = 5;
+constexpr int kRefusedLogLinesPerSecond = 5;
+
+// A StreamActivations or WatchSimilarity call refused before it started: it
+// ends at once with `status`.
+class RefusedStream final
+    : public grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+class RefusedWatch final
+    : public grpc::ServerWriteReactor<v1::SimilarityMatrix> {
+ public:
+  explicit RefusedWatch(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
 
 const grpc::Status& ShuttingDownStatus() {
   static const grpc::Status* status = new grpc::Status(
@@ -57,10 +75,18 @@ std::string DescribeConfig(const core::SessionConfig& config) {
 class SimilarityServiceImpl::ActivationStream final
     : public grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck> {
  public:
-  ActivationStream(SimilarityServiceImpl* service, std::string peer)
-      : service_(service), peer_(std::move(peer)) {}
+  // `quota_key` is the client's key in the service's StreamQuota, released
+  // when the stream is destroyed.
+  ActivationStream(SimilarityServiceImpl* service, std::string peer,
+                   std::string quota_key)
+      : service_(service),
+        peer_(std::move(peer)),
+        quota_key_(std::move(quota_key)) {}
 
-  ~ActivationStream() override { service_->Unregister(this); }
+  ~ActivationStream() override {
+    service_->stream_quota_.Release(quota_key_);
+    service_->Unregister(this);
+  }
 
   // Issues the first read, or refuses the stream when the server is shutting
   // down.
@@ -209,12 +235,27 @@ class SimilarityServiceImpl::ActivationStream final
     ack.set_session_id(batch.session_id());
     ack.set_source(batch.source());
     ack.set_batch_id(batch.batch_id());
-    absl::StatusOr<core::IngestResult> result = Apply(batch);
+    std::shared_ptr<core::Session> session;
+    absl::StatusOr<core::IngestResult> result = Apply(batch, &session);
     if (result.ok()) {
       ack.set_code(0);
       ack.set_duplicate(result->duplicate());
-      if (!result->duplicate() && service_->saver_ != nullptr) {
-        service_->saver_->MarkChanged(batch.session_id());
+      if (service_->committer_ != nullptr) {
+        // An OK ack means durable: it waits for the group commit that holds
+        // this batch (or, for a duplicate, the earlier commit it repeats).
+        service_->committer_->AwaitDurable(
+            batch.session_id(), std::move(session), result->version,
+            [this, slot](absl::Status durable) {
+              if (!durable.ok()) {
+                slot->ack.set_code(ToRpcCode(
+                    durable,
+                    absl::StrCat("batch '", slot->batch.batch_id(), "'")));
+                slot->ack.set_message(std::string(durable.message()));
+                slot->ack.set_duplicate(false);
+              }
+              Complete(slot);
+            });
+        return;
       }
     } else {
       const absl::Status& status = result.status();
@@ -223,6 +264,12 @@ class SimilarityServiceImpl::ActivationStream final
       ack.set_message(std::string(status.message()));
       service_->LogRejectedBatch(batch, peer_, ack.code(), ack.message());
     }
+    Complete(slot);
+  }
+
+  // Marks the slot's ack ready, starts what that allows, and releases the
+  // reference Process held.
+  void Complete(Slot* slot) {
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
@@ -233,7 +280,17 @@ class SimilarityServiceImpl::ActivationStream final
     Unref();
   }
 
-  absl::StatusOr<core::IngestResult> Apply(const v1::ActivationBatch& batch) {
+  // Sets *session_out to the batch's session once it is found.
+  absl::StatusOr<core::IngestResult> Apply(
+      const v1::ActivationBatch& batch,
+      std::shared_ptr<core::Session>* session_out) {
+    const int64_t message_bytes = static_cast<int64_t>(batch.ByteSizeLong());
+    if (message_bytes > service_->admission_.max_message_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("batch '", batch.batch_id(), "': its message is ",
+                       message_bytes, " bytes, over --max-message-mb (",
+                       service_->admission_.max_message_bytes, " bytes)"));
+    }
     if (batch.session_id().empty()) {
       return absl::InvalidArgumentError(
           "session_id: empty; expected the id of a session");
@@ -241,16 +298,27 @@ class SimilarityServiceImpl::ActivationStream final
     absl::StatusOr<std::shared_ptr<core::Session>> session =
         service_->engine_->GetSession(batch.session_id());
     if (!session.ok()) return session.status();
+    *session_out = *session;
     absl::StatusOr<core::BatchInput> input = BatchInputFromProto(batch);
     if (!input.ok()) return input.status();
     absl::StatusOr<core::PreparedBatch> prepared =
         (*session)->Prepare(*input, service_->pool_);
     if (!prepared.ok()) return prepared.status();
-    return (*session)->Commit(*std::move(prepared));
+    const int64_t reserved = prepared->bytes();
+    absl::Status budget =
+        service_->pending_budget_.Reserve(reserved, batch.batch_id());
+    if (!budget.ok()) return budget;
+    absl::StatusOr<core::IngestResult> result =
+        (*session)->Commit(*std::move(prepared));
+    service_->pending_budget_.Settle(reserved, batch.session_id(),
+                                     session->get(),
+                                     (*session)->Info().pending_bytes);
+    return result;
   }
 
   SimilarityServiceImpl* const service_;
   const std::string peer_;
+  const std::string quota_key_;
 
   absl::Mutex mu_;
   int refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's, released in OnDone
@@ -456,11 +524,49 @@ class SimilarityServiceImpl::SimilarityWatch final
 
 SimilarityServiceImpl::SimilarityServiceImpl(core::Engine* engine,
                                              core::ThreadPool* pool,
-                                             SessionSaver* saver)
+                                             GroupCommitter* committer,
+                                             AdmissionOptions admission)
     : engine_(engine),
       pool_(pool),
-      saver_(saver),
-      rejected_log_limiter_(kRejectedLogLinesPerSecond) {}
+      committer_(committer),
+      rejected_log_limiter_(kRejectedLogLinesPerSecond),
+      admission_(admission),
+      refused_log_limiter_(kRefusedLogLinesPerSecond),
+      stream_quota_(admission.max_streams_per_client),
+      pending_budget_(engine, admission.max_pending_total_bytes) {}
+
+absl::StatusOr<std::optional<Caller>> SimilarityServiceImpl::Admit(
+    grpc::CallbackServerContext* context, Role role, const char* method) {
+  if (admission_.tokens == nullptr) return std::optional<Caller>();
+  std::optional<std::string_view> authorization;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it != metadata.end()) {
+    authorization = std::string_view(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<Caller> caller =
+      Authorize(*admission_.tokens, authorization, role, method);
+  if (caller.ok()) return std::optional<Caller>(*caller);
+  int64_t suppressed = 0;
+  if (refused_log_limiter_.Allow(&suppressed)) {
+    spdlog::info("refused {} from {}: {}: {}{}", method, context->peer(),
+                 absl::StatusCodeToString(caller.status().code()),
+                 std::string(caller.status().message()),
+                 suppressed > 0 ? absl::StrCat(" (", suppressed,
+                                               " more refusals not logged)")
+                                : std::string());
+  }
+  return caller.status();
+}
+
+absl::Status SimilarityServiceImpl::CheckMessageSize(
+    const google::protobuf::Message& request, const char* method) const {
+  const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
+  if (bytes <= admission_.max_message_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      method, ": the request is ", bytes, " bytes, over --max-message-mb (",
+      admission_.max_message_bytes, " bytes)"));
+}
 
 SimilarityServiceImpl::~SimilarityServiceImpl() {
   absl::MutexLock lock(&mu_);
@@ -472,6 +578,17 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::CreateSession(
     grpc::CallbackServerContext* context,
     const v1::CreateSessionRequest* request, v1::Session* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kWriter, "CreateSession");
+      !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status(), "CreateSession"));
+    return reactor;
+  }
+  if (absl::Status size = CheckMessageSize(*request, "CreateSession");
+      !size.ok()) {
+    reactor->Finish(ToGrpcStatus(size, "CreateSession"));
+    return reactor;
+  }
   absl::StatusOr<core::SessionConfig> config =
       SessionConfigFromProto(request->config());
   if (!config.ok()) {
@@ -490,9 +607,18 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::CreateSession(
   if (created) {
     spdlog::info("session '{}' created by {}: {}", request->session_id(),
                  context->peer(), DescribeConfig(info.config));
-    if (saver_ != nullptr) saver_->MarkChanged(request->session_id());
   }
   SessionToProto(request->session_id(), info, response);
+  if (committer_ != nullptr) {
+    // Also for an existing session (a retried create): it answers once the
+    // session is durable.
+    committer_->AwaitDurable(
+        request->session_id(), *std::move(session), 0,
+        [reactor](absl::Status durable) {
+          reactor->Finish(ToGrpcStatus(durable, "CreateSession"));
+        });
+    return reactor;
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -501,6 +627,17 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSession(
     grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
     v1::Session* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kReader, "GetSession");
+      !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status(), "GetSession"));
+    return reactor;
+  }
+  if (absl::Status size = CheckMessageSize(*request, "GetSession");
+      !size.ok()) {
+    reactor->Finish(ToGrpcStatus(size, "GetSession"));
+    return reactor;
+  }
   absl::StatusOr<std::shared_ptr<core::Session>> session =
       engine_->GetSession(request->session_id());
   if (!session.ok()) {
@@ -517,6 +654,12 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::ListSessions(
     const v1::ListSessionsRequest* /*request*/,
     v1::ListSessionsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kReader, "ListSessions");
+      !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status(), "ListSessions"));
+    return reactor;
+  }
   for (const std::string& id : engine_->ListSessions()) {
     absl::StatusOr<std::shared_ptr<core::Session>> session =
         engine_->GetSession(id);
@@ -532,11 +675,35 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
     const v1::DeleteSessionRequest* request,
     v1::DeleteSessionResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kAdmin, "DeleteSession");
+      !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status(), "DeleteSession"));
+    return reactor;
+  }
+  if (absl::Status size = CheckMessageSize(*request, "DeleteSession");
+      !size.ok()) {
+    reactor->Finish(ToGrpcStatus(size, "DeleteSession"));
+    return reactor;
+  }
+  if (committer_ != nullptr) {
+    // Answers once the session's rows are gone.
+    committer_->DeleteSession(
+        request->session_id(), [this, reactor, id = request->session_id(),
+                                peer = context->peer()](absl::Status status) {
+          if (status.ok() || status.code() != absl::StatusCode::kNotFound) {
+            spdlog::info("session '{}' deleted by {}", id, peer);
+            pending_budget_.Forget(id);
+          }
+          reactor->Finish(ToGrpcStatus(status, "DeleteSession"));
+        });
+    return reactor;
+  }
   absl::Status status = engine_->DeleteSession(request->session_id());
   if (status.ok()) {
     spdlog::info("session '{}' deleted by {}", request->session_id(),
                  context->peer());
-    if (saver_ != nullptr) saver_->MarkDeleted(request->session_id());
+    pending_budget_.Forget(request->session_id());
   }
   reactor->Finish(ToGrpcStatus(status, "DeleteSession"));
   return reactor;
@@ -544,7 +711,27 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
 
 grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck>*
 SimilarityServiceImpl::StreamActivations(grpc::CallbackServerContext* context) {
-  auto* stream = new ActivationStream(this, context->peer());
+  absl::StatusOr<std::optional<Caller>> caller =
+      Admit(context, Role::kWriter, "StreamActivations");
+  if (!caller.ok())
+    return new RefusedStream(
+        ToGrpcStatus(caller.status(), "StreamActivations"));
+  // A token names its client wherever it connects from; without tokens the
+  // peer's address does.
+  const std::string quota_key =
+      caller->has_value() ? absl::StrCat("token#", (*caller)->token_index)
+                          : PeerHost(context->peer());
+  const std::string description =
+      caller->has_value()
+          ? absl::StrCat("this token (", RoleName((*caller)->role), ")")
+          : absl::StrCat("client ", quota_key);
+  if (absl::Status quota = stream_quota_.Acquire(quota_key, description);
+      !quota.ok()) {
+    spdlog::info("refused StreamActivations from {}: {}", context->peer(),
+                 std::string(quota.message()));
+    return new RefusedStream(ToGrpcStatus(quota, "StreamActivations"));
+  }
+  auto* stream = new ActivationStream(this, context->peer(), quota_key);
   bool shutting_down;
   {
     absl::MutexLock lock(&mu_);
@@ -559,6 +746,17 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     grpc::CallbackServerContext* context,
     const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kReader, "GetSimilarity");
+      !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status(), "GetSimilarity"));
+    return reactor;
+  }
+  if (absl::Status size = CheckMessageSize(*request, "GetSimilarity");
+      !size.ok()) {
+    reactor->Finish(ToGrpcStatus(size, "GetSimilarity"));
+    return reactor;
+  }
   absl::StatusOr<std::shared_ptr<core::Session>> session =
       engine_->GetSession(request->session_id());
   if (!session.ok()) {
@@ -578,8 +776,17 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
 
 grpc::ServerWriteReactor<v1::SimilarityMatrix>*
 SimilarityServiceImpl::WatchSimilarity(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::WatchSimilarityRequest* request) {
+  if (absl::StatusOr<std::optional<Caller>> caller =
+          Admit(context, Role::kReader, "WatchSimilarity");
+      !caller.ok()) {
+    return new RefusedWatch(ToGrpcStatus(caller.status(), "WatchSimilarity"));
+  }
+  if (absl::Status size = CheckMessageSize(*request, "WatchSimilarity");
+      !size.ok()) {
+    return new RefusedWatch(ToGrpcStatus(size, "WatchSimilarity"));
+  }
   auto* watch = new SimilarityWatch(this, *request);
   bool shutting_down;
   {

@@ -3,17 +3,37 @@
 #define CKA_SERVER_SIMILARITY_SERVICE_IMPL_H_
 
 #include <cstdint>
+#include <optional>
 #include <set>
+#include <string>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cka/core/engine.h"
 #include "cka/core/thread_pool.h"
 #include "cka/v1/similarity.grpc.pb.h"
+#include "server/auth.h"
+#include "server/group_committer.h"
 #include "server/log_rate_limiter.h"
-#include "server/session_saver.h"
+#include "server/pending_budget.h"
+#include "server/stream_quota.h"
 
 namespace cka::server {
+
+// The checks every call passes before it is served.
+struct AdmissionOptions {
+  // Null: no authentication. Otherwise every call needs a bearer token of
+  // `tokens` with the role of its method (see server/auth.h); must outlive
+  // the service.
+  const TokenTable* tokens = nullptr;
+  // A batch message above this is refused with RESOURCE_EXHAUSTED (its ack),
+  // and so is a unary request.
+  int64_t max_message_bytes = int64_t{64} << 20;
+  int max_streams_per_client = 128;                    // 0: no limit
+  int64_t max_pending_total_bytes = int64_t{4} << 30;  // 0: no limit
+};
 
 // Implements every RPC of cka.v1.Similarity with the callback API. Reactions
 // never block: the unary RPCs do only short engine calls; StreamActivations and
@@ -24,7 +44,16 @@ namespace cka::server {
 // pool slows readers, nothing is dropped). Acks go out in read order, one write
 // at a time.
 //
-// Thread-safe. `engine`, `pool` and `saver` (null: nothing is saved) must
+// Before serving, every call passes `admission`: its bearer token and role
+// (UNAUTHENTICATED, PERMISSION_DENIED; a refused stream or watch ends with
+// that status at once), its message size, the open streams of its client and
+// the pending bytes of all sessions (RESOURCE_EXHAUSTED, naming the flag).
+//
+// With a `committer` (null: state in memory only), a batch's OK ack, a
+// CreateSession and a DeleteSession answer only once their change is durable
+// (GroupCommitter); the reactions never wait for it.
+//
+// Thread-safe. `engine`, `pool` and `committer` must
 // outlive the service, and the service must outlive every RPC: call
 // BeginShutdown, stop the grpc::Server, then WaitForReactors before destroying
 // it.
@@ -40,7 +69,8 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   static constexpr absl::Duration kWatchPollPeriod = absl::Milliseconds(100);
 
   SimilarityServiceImpl(core::Engine* engine, core::ThreadPool* pool,
-                        SessionSaver* saver);
+                        GroupCommitter* committer,
+                        AdmissionOptions admission = {});
   // Checks that no reactor is alive.
   ~SimilarityServiceImpl() override;
 
@@ -86,6 +116,17 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   class ActivationStream;
   class SimilarityWatch;
 
+  // Returns the caller of `context` when it may call `method` with `role`
+  // (always, without --auth-tokens), else the UNAUTHENTICATED or
+  // PERMISSION_DENIED status to finish with. Logs refusals at most a few
+  // lines per second, without the token.
+  absl::StatusOr<std::optional<Caller>> Admit(
+      grpc::CallbackServerContext* context, Role role, const char* method);
+  // Returns the RESOURCE_EXHAUSTED status for a unary `request` over the
+  // message limit, or OK.
+  absl::Status CheckMessageSize(const google::protobuf::Message& request,
+                                const char* method) const;
+
   // Reactors are registered (in streams_/watches_) from creation until
   // destruction so that BeginShutdown can reach them.
   void Unregister(ActivationStream* stream);
@@ -98,8 +139,12 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
 
   core::Engine* const engine_;
   core::ThreadPool* const pool_;
-  SessionSaver* const saver_;
+  GroupCommitter* const committer_;
   LogRateLimiter rejected_log_limiter_;
+  const AdmissionOptions admission_;
+  LogRateLimiter refused_log_limiter_;
+  StreamQuota stream_quota_;
+  PendingBudget pending_budget_;
 
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

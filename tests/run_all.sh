@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test command of README.md, and what CI runs (.ci/run): installs what is missing, builds
 # once, runs every unit and end-to-end test, then the core and service tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then the benchmarks in their reduced form (to
-# check that they work; no timing is asserted).
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer targets for a bounded time
+# (tests/fuzz/run_fuzzers.sh, clang), then the benchmarks in their reduced form (to check that
+# they work; no timing is asserted).
 #
 #   bash tests/run_all.sh            # everything
 #   CKA_SKIP_SANITIZE=1 bash tests/run_all.sh   # skip the sanitizer build (faster local runs)
+#   CKA_SKIP_FUZZ=1 bash tests/run_all.sh       # skip the fuzzers (CKA_FUZZ_SECONDS: per target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -29,6 +31,14 @@ if [ "${CKA_SKIP_SANITIZE:-0}" != "1" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/asan --output-on-failure -j"$jobs" --timeout 600
 fi
+
+if [ "${CKA_SKIP_FUZZ:-0}" != "1" ]; then
+  step "fuzzers (${CKA_FUZZ_SECONDS:-30} s per target)"
+  CKA_FUZZ_BUILD_JOBS="$jobs" bash tests/fuzz/run_fuzzers.sh
+fi
+
+step "deploy checks (Dockerfile lint, Kubernetes schemas; npm)"
+(cd deploy/tools && npm ci --no-audit --no-fund --loglevel=error && node check_deploy.mjs)
 
 step "benchmarks (reduced: checks that they run)"
 build/test/bench/cka_core_bench --quick --json build/test/core_bench.json

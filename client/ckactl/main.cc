@@ -1,6 +1,9 @@
 // ckactl: the command-line client of ckad. See `ckactl --help`.
 #include <CLI/CLI.hpp>
+#include <fstream>
 #include <iostream>
+#include <sstream>
+#include <tuple>
 
 #include "absl/time/time.h"
 #include "cka/client/client.h"
@@ -23,6 +26,23 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", timeout_s, "deadline of each call, seconds")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  std::string token, tls_ca, tls_cert, tls_key, tls_server_name;
+  bool tls = false;
+  app.add_option("--token", token,
+                 "bearer token for ckad's --auth-tokens (prefer the "
+                 "environment variable: a flag shows in the process list)")
+      ->envname("CKA_TOKEN");
+  app.add_flag("--tls", tls,
+               "connect with TLS, checking the server against the system's "
+               "roots (implied by the other --tls-* options)");
+  app.add_option("--tls-ca", tls_ca,
+                 "PEM CA certificates to check the server's certificate");
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM client certificate for mutual TLS (needs --tls-key)");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-server-name", tls_server_name,
+                 "name to expect in the server's certificate (default: the "
+                 "host of --server)");
   const auto formats = CLI::IsMember({"table", "csv", "json"});
 
   CreateArgs create;
@@ -122,6 +142,25 @@ int main(int argc, char** argv) {
   cka::client::ClientOptions options;
   options.server = server;
   options.default_deadline = absl::Seconds(timeout_s);
+  options.bearer_token = token;
+  options.use_tls = tls || !tls_ca.empty() || !tls_cert.empty() ||
+                    !tls_key.empty() || !tls_server_name.empty();
+  options.tls_server_name = tls_server_name;
+  for (auto [flag, path, pem] :
+       {std::tuple{"--tls-ca", &tls_ca, &options.tls_root_certs},
+        std::tuple{"--tls-cert", &tls_cert, &options.tls_client_cert},
+        std::tuple{"--tls-key", &tls_key, &options.tls_client_key}}) {
+    if (path->empty()) continue;
+    std::ifstream in(*path, std::ios::binary);
+    if (!in) {
+      std::cerr << "error: " << flag << " '" << *path
+                << "': cannot read the file\n";
+      return 1;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    *pem = text.str();
+  }
   absl::StatusOr<std::unique_ptr<cka::client::Client>> client =
       cka::client::Client::Create(options);
   if (!client.ok()) {

@@ -372,7 +372,7 @@ void ActivationStreamerImpl::ResolveGramReduction() {
     return;
   grpc::ClientContext context;
   Client::PrepareContext(client_options_, client_options_.default_deadline,
-                         &context);
+                         &context, options_.session_id);
   v1::GetSessionRequest request;
   request.set_session_id(options_.session_id);
   v1::Session session;
@@ -457,7 +457,8 @@ void ActivationStreamerImpl::RunSender() {
 
 bool ActivationStreamerImpl::RunStream() {
   grpc::ClientContext context;
-  Client::PrepareContext(client_options_, absl::ZeroDuration(), &context);
+  Client::PrepareContext(client_options_, absl::ZeroDuration(), &context,
+                         options_.session_id);
   std::unique_ptr<BatchStream> stream = stub_->StreamActivations(&context);
   int64_t generation = 0;
   {
@@ -526,7 +527,15 @@ bool ActivationStreamerImpl::RunStream() {
     if (!mu_.AwaitWithTimeout(absl::Condition(&ended), kHalfCloseGrace))
       context.TryCancel();
   } else {
-    context.TryCancel();
+    // A stream the server ended (the reader saw its end) already has the
+    // server's status; cancelling now would replace it with CANCELLED, and a
+    // refusal such as UNAUTHENTICATED would look worth retrying.
+    bool ended_by_server;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_by_server = broken_ && !stop_;
+    }
+    if (!ended_by_server) context.TryCancel();
   }
   reader.join();
   const absl::Status status = FromGrpcStatus(stream->Finish());

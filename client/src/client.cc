@@ -6,6 +6,8 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,7 +22,8 @@ class SimilarityWatchImpl final : public SimilarityWatch {
   SimilarityWatchImpl(v1::Similarity::Stub* stub, const ClientOptions& options,
                       const v1::WatchSimilarityRequest& request,
                       absl::Duration timeout) {
-    Client::PrepareContext(options, timeout, &context_);
+    Client::PrepareContext(options, timeout, &context_,
+                           request.query().session_id());
     reader_ = stub->WatchSimilarity(&context_, request);
   }
   ~SimilarityWatchImpl() override {
@@ -79,9 +82,30 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
       static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT32_MAX));
   args.SetMaxSendMessageSize(limit);
   args.SetMaxReceiveMessageSize(limit);
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      options.use_tls ? grpc::SslCredentials(grpc::SslCredentialsOptions())
-                      : grpc::InsecureChannelCredentials();
+  // Pings only while a call is open (a streamer's stream is), which the
+  // server's ping policy accepts at its --min-ping-interval-s.
+  args.SetInt(
+      GRPC_ARG_KEEPALIVE_TIME_MS,
+      static_cast<int>(std::min<int64_t>(
+          absl::ToInt64Milliseconds(options.keepalive_time), INT32_MAX)));
+  args.SetInt(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(std::min<int64_t>(
+          absl::ToInt64Milliseconds(options.keepalive_timeout), INT32_MAX)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.use_tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs;
+    ssl.pem_cert_chain = options.tls_client_cert;
+    ssl.pem_private_key = options.tls_client_key;
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty())
+      args.SetSslTargetNameOverride(options.tls_server_name);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
   return grpc::CreateCustomChannel(options.server, credentials, args);
 }
 
@@ -97,6 +121,22 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_message_bytes ", options.max_message_bytes, ": must be positive"));
   }
+  if (options.keepalive_time <= absl::ZeroDuration() ||
+      options.keepalive_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "keepalive_time and keepalive_timeout: must be positive");
+  }
+  if (!options.use_tls &&
+      (!options.tls_root_certs.empty() || !options.tls_client_cert.empty() ||
+       !options.tls_client_key.empty() || !options.tls_server_name.empty())) {
+    return absl::InvalidArgumentError(
+        "tls_root_certs, tls_client_cert, tls_client_key and tls_server_name "
+        "need use_tls");
+  }
+  if (options.tls_client_cert.empty() != options.tls_client_key.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_client_cert and tls_client_key: give both or neither");
+  }
   std::shared_ptr<grpc::Channel> channel = MakeChannel(options);
   return std::unique_ptr<Client>(
       new Client(std::move(options), std::move(channel)));
@@ -111,7 +151,10 @@ Client::~Client() = default;
 
 void Client::PrepareContext(const ClientOptions& options,
                             absl::Duration timeout,
-                            grpc::ClientContext* context) {
+                            grpc::ClientContext* context,
+                            const std::string& session_id) {
+  if (!session_id.empty())
+    context->AddMetadata(kSessionMetadataKey, session_id);
   if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
@@ -129,7 +172,7 @@ absl::StatusOr<v1::Session> Client::CreateSession(
     const std::string& session_id, const v1::SessionConfig& config,
     std::optional<absl::Duration> timeout) {
   grpc::ClientContext context;
-  PrepareContext(options_, TimeoutOr(timeout), &context);
+  PrepareContext(options_, TimeoutOr(timeout), &context, session_id);
   v1::CreateSessionRequest request;
   request.set_session_id(session_id);
   *request.mutable_config() = config;
@@ -142,7 +185,7 @@ absl::StatusOr<v1::Session> Client::CreateSession(
 absl::StatusOr<v1::Session> Client::GetSession(
     const std::string& session_id, std::optional<absl::Duration> timeout) {
   grpc::ClientContext context;
-  PrepareContext(options_, TimeoutOr(timeout), &context);
+  PrepareContext(options_, TimeoutOr(timeout), &context, session_id);
   v1::GetSessionRequest request;
   request.set_session_id(session_id);
   v1::Session session;
@@ -166,7 +209,7 @@ absl::StatusOr<std::vector<v1::Session>> Client::ListSessions(
 absl::Status Client::DeleteSession(const std::string& session_id,
                                    std::optional<absl::Duration> timeout) {
   grpc::ClientContext context;
-  PrepareContext(options_, TimeoutOr(timeout), &context);
+  PrepareContext(options_, TimeoutOr(timeout), &context, session_id);
   v1::DeleteSessionRequest request;
   request.set_session_id(session_id);
   v1::DeleteSessionResponse response;
@@ -177,7 +220,7 @@ absl::StatusOr<v1::SimilarityMatrix> Client::GetSimilarity(
     const v1::GetSimilarityRequest& query,
     std::optional<absl::Duration> timeout) {
   grpc::ClientContext context;
-  PrepareContext(options_, TimeoutOr(timeout), &context);
+  PrepareContext(options_, TimeoutOr(timeout), &context, query.session_id());
   v1::SimilarityMatrix matrix;
   grpc::Status status = stub_->GetSimilarity(&context, query, &matrix);
   if (!status.ok()) return FromGrpcStatus(status);
@@ -189,7 +232,8 @@ absl::Status Client::WatchSimilarity(
     const std::function<bool(const v1::SimilarityMatrix&)>& on_update,
     std::optional<absl::Duration> timeout) {
   grpc::ClientContext context;
-  PrepareContext(options_, timeout.value_or(absl::ZeroDuration()), &context);
+  PrepareContext(options_, timeout.value_or(absl::ZeroDuration()), &context,
+                 request.query().session_id());
   std::unique_ptr<grpc::ClientReader<v1::SimilarityMatrix>> reader =
       stub_->WatchSimilarity(&context, request);
   v1::SimilarityMatrix matrix;

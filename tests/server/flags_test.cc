@@ -73,6 +73,29 @@ struct BadFlagCase {
   std::string mentions;  // the message must name the flag or the value
 };
 
+TEST(FlagsTest, ExportAndImportNeedTheirPairAndADataDir) {
+  absl::StatusOr<CommandLine> cl = Parse(
+      {"--data-dir", "/d", "--export-session", "s", "--export-file", "/f"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_EQ(cl->export_session, "s");
+  EXPECT_EQ(cl->export_file, "/f");
+  cl = Parse(
+      {"--data-dir", "/d", "--import-file", "/f", "--import-session", "t"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_EQ(cl->import_file, "/f");
+  EXPECT_EQ(cl->import_session, "t");
+  const std::vector<std::vector<std::string>> refused = {
+      {"--data-dir", "/d", "--export-session", "s"},
+      {"--data-dir", "/d", "--import-file", "/f"},
+      {"--export-session", "s", "--export-file", "/f"},
+      {"--data-dir", "/d", "--export-session", "s", "--export-file", "/f",
+       "--import-file", "/g", "--import-session", "t"}};
+  for (const std::vector<std::string>& args : refused) {
+    EXPECT_EQ(Parse(args).status().code(), absl::StatusCode::kInvalidArgument)
+        << args[2];
+  }
+}
+
 TEST(FlagsTest, BadValuesAreInvalidArgumentNamingTheFlag) {
   const BadFlagCase cases[] = {
       {{"--threads", "-1"}, "threads"},

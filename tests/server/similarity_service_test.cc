@@ -566,7 +566,7 @@ TEST_F(SimilarityServiceTest, ShutdownEndsWatchesWithUnavailable) {
   EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
-TEST_F(SimilarityServiceTest, AMessageOverTheSizeLimitEndsTheStream) {
+TEST_F(SimilarityServiceTest, AMessageOverTheSizeLimitIsRefusedNamingTheFlag) {
   ServerOptions options;
   options.listen = "127.0.0.1:0";
   options.max_message_mb = 1;
@@ -576,12 +576,25 @@ TEST_F(SimilarityServiceTest, AMessageOverTheSizeLimitEndsTheStream) {
   auto stub = v1::Similarity::NewStub(
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
                           grpc::InsecureChannelCredentials()));
-  v1::ActivationBatch big = MakeBatch("s", 0);
   std::mt19937 rng(7);
+  // Over the limit but within twice it: the batch alone is refused in its ack
+  // and the stream ends normally.
+  v1::ActivationBatch big = MakeBatch("s", 0);
   RandomActivations(kExamples, 40000, &rng,  // 8 × 40000 float32 = 1.28 MB
                     big.mutable_layers(0)->mutable_activations());
   grpc::Status status;
   std::vector<v1::BatchAck> acks = StreamAll(stub.get(), {big}, &status);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].code(),
+            static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_NE(acks[0].message().find("--max-message-mb"), std::string::npos)
+      << acks[0].message();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  // Over twice the limit: gRPC itself ends the stream.
+  v1::ActivationBatch huge = MakeBatch("s", 1);
+  RandomActivations(kExamples, 80000, &rng,  // 8 × 80000 float32 = 2.56 MB
+                    huge.mutable_layers(0)->mutable_activations());
+  acks = StreamAll(stub.get(), {huge}, &status);
   EXPECT_TRUE(acks.empty());
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
       << status.error_message();
@@ -626,19 +639,19 @@ TEST_F(SimilarityServiceTest, RestartOnTheSameDataDirAnswersExactlyAsBefore) {
   fs::remove_all(dir);
 }
 
-TEST_F(SimilarityServiceTest, ADamagedSessionFileStopsTheStart) {
+TEST_F(SimilarityServiceTest, ADamagedDatabaseStopsTheStart) {
   const std::string dir = NewTempDir();
   StartServer(dir);
   ASSERT_TRUE(CreateSession("s").ok());
   server_->Shutdown();
   server_.reset();
-  std::string file;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir))
-    file = e.path().string();
-  ASSERT_FALSE(file.empty());
+  // Page 2 (of 4096 bytes) is the root of the sessions table: garbage there is
+  // what a torn or bit-rotted disk block looks like to SQLite.
+  const std::string file = dir + "/ckad.db";
+  ASSERT_GE(fs::file_size(file), 3 * 4096u);
   std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekp(-1, std::ios::end);
-  f.put('\x7f');
+  f.seekp(4096);
+  f << std::string(4096, '\xab');
   f.close();
 
   ServerOptions options;
@@ -649,6 +662,9 @@ TEST_F(SimilarityServiceTest, ADamagedSessionFileStopsTheStart) {
   ASSERT_FALSE(server.ok());
   EXPECT_EQ(server.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(std::string(server.status().message()).find(file),
+            std::string::npos)
+      << server.status();
+  EXPECT_NE(std::string(server.status().message()).find("refuses to start"),
             std::string::npos)
       << server.status();
   fs::remove_all(dir);

@@ -40,12 +40,30 @@ struct ClientOptions {
   // --max-message-mb for sends to succeed; ActivationStreamer refuses larger
   // batches before sending them.
   int64_t max_message_bytes = int64_t{64} << 20;
-  // Placeholders for authentication (a later issue): a non-empty token is sent
-  // as "authorization: Bearer <token>" metadata; use_tls selects TLS with the
-  // system's roots.
+  // A non-empty token is sent as "authorization: Bearer <token>" metadata
+  // on every call (ckad's --auth-tokens).
   std::string bearer_token;
+  // TLS. use_tls selects it; the server's certificate is checked against
+  // tls_root_certs (PEM; empty: the system's roots) and the name
+  // tls_server_name (empty: the host of `server`). tls_client_cert and
+  // tls_client_key (PEM, both or neither) present a client certificate
+  // (mutual TLS). The tls_* fields need use_tls.
   bool use_tls = false;
+  std::string tls_root_certs;
+  std::string tls_client_cert;
+  std::string tls_client_key;
+  std::string tls_server_name;
+  // Keepalive: ping the server after keepalive_time without traffic while a
+  // call is open and give the connection up when no answer comes within
+  // keepalive_timeout. keepalive_time must not be below the server's
+  // --min-ping-interval-s (10 s by default), or the server disconnects.
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
 };
+
+// The gRPC metadata key that carries the session id of every call that has
+// one (deploy/README.md: the router hashes on it).
+inline constexpr char kSessionMetadataKey[] = "x-cka-session";
 
 // The standard gRPC health states
 // (grpc.health.v1.HealthCheckResponse.ServingStatus).
@@ -78,8 +96,9 @@ class SimilarityWatch {
 class Client {
  public:
   // Returns a client for options.server. Does not connect: the first call does.
-  // InvalidArgument for an empty address or a non-positive deadline or message
-  // size.
+  // InvalidArgument for an empty address, a non-positive deadline, message
+  // size or keepalive, tls_* fields without use_tls, or only one of
+  // tls_client_cert and tls_client_key.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
 
   ~Client();
@@ -140,10 +159,13 @@ class Client {
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
   // Sets the deadline and the metadata of `options` on `context`: the helper
-  // every call of the library uses. A zero `timeout` sets no deadline.
+  // every call of the library uses. A zero `timeout` sets no deadline. A
+  // non-empty `session_id` is sent as metadata kSessionMetadataKey, so that a
+  // router can send all of a session's calls to the replica that holds it.
   static void PrepareContext(const ClientOptions& options,
                              absl::Duration timeout,
-                             grpc::ClientContext* context);
+                             grpc::ClientContext* context,
+                             const std::string& session_id = "");
 
  private:
   Client(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
@@ -155,8 +177,8 @@ class Client {
   const std::unique_ptr<v1::Similarity::Stub> stub_;
 };
 
-// Returns a channel to options.server with the message size limits of
-// `options`.
+// Returns a channel to options.server with the message size limits,
+// keepalive and TLS settings of `options`.
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
 
 }  // namespace cka::client

@@ -2,6 +2,7 @@
 #ifndef CKA_SERVER_SERVER_H_
 #define CKA_SERVER_SERVER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,29 @@ struct ServerOptions {
   int max_message_mb = 64;
   core::EngineLimits limits;
   absl::Duration shutdown_grace = absl::Seconds(10);
+
+  // Hardening. Limits of 0 are "no limit".
+  int64_t max_pending_total_bytes = int64_t{4} << 30;  // all join buffers
+  int max_streams_per_client = 128;  // per token, or per peer address
+  // Keepalive: ping a client after keepalive_time without traffic and drop
+  // the connection when no answer comes within keepalive_timeout; accept the
+  // client's own pings no more often than min_client_ping_interval.
+  absl::Duration keepalive_time = absl::Seconds(60);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  // Close connections without calls after max_connection_idle, and every
+  // connection after max_connection_age plus max_connection_age_grace for
+  // its calls to end. InfiniteDuration: never.
+  absl::Duration max_connection_idle = absl::Minutes(30);
+  absl::Duration max_connection_age = absl::InfiniteDuration();
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
+  // Files. auth_tokens: "token role" lines (see server/auth.h); empty: no
+  // authentication. tls_cert + tls_key (PEM): serve TLS; tls_client_ca (PEM)
+  // as well: require client certificates signed by it (mutual TLS).
+  std::string auth_tokens_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // A running server. Thread-safe.

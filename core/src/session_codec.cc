@@ -468,6 +468,29 @@ absl::StatusOr<std::unique_ptr<Session>> Session::FromRecords(
       return Damaged(absl::StrCat("unknown record '", key, "'"));
     }
   }
+  // A commit adds at most one batch to a pair's count, so no pair can have
+  // counted more batches over all buckets than the session applied; more is
+  // damage (and would overflow the sums of a query).
+  const size_t streams = st.streams.size();
+  for (const auto& measure : st.buckets) {
+    std::vector<int64_t> total(streams * streams, 0);
+    for (const auto& [bucket, sums] : measure) {
+      for (int a = 0; a < sums.size; ++a) {
+        for (int b = 0; b < sums.size; ++b) {
+          const int64_t c = sums.count[a * sums.size + b];
+          int64_t& t = total[a * streams + b];
+          if (c < 0 || c > st.batches_applied - t) {
+            return Damaged(absl::StrCat("sums of bucket ", bucket,
+                                        " count more batches than were applied"));
+          }
+          t += c;
+        }
+      }
+    }
+  }
+  if (st.exact.batches > st.batches_applied || st.exact.rows < 0) {
+    return Damaged("exact sums count more batches than were applied");
+  }
   std::sort(applied_order.begin(), applied_order.end());
   for (size_t i = 0; i < applied_order.size(); ++i) {
     if (i > 0 && applied_order[i].first == applied_order[i - 1].first) {

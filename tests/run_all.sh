@@ -28,7 +28,7 @@ if [ "${CKA_SKIP_SANITIZE:-0}" != "1" ]; then
   step "ASan + UBSan build and tests"
   cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCKA_SANITIZE=ON >/dev/null
   cmake --build build/asan -j"$jobs"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/asan --output-on-failure -j"$jobs" --timeout 600
 fi
 

@@ -648,6 +648,14 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     fresh_index.push_back(index);
   }
   if (fresh.empty()) return result;
+  const uint64_t limit = kMaxCounter - kCounterHeadroom;
+  if (st.next_seq >= limit || st.version >= limit ||
+      static_cast<uint64_t>(st.batches_applied) >= limit ||
+      static_cast<uint64_t>(st.batches_evicted) >= limit) {
+    return absl::ResourceExhaustedError(
+        "this session's commit counters are used up (2^62 commits); export "
+        "its matrices and start a new session");
+  }
   if (static_cast<int64_t>(st.streams.size()) + new_streams >
       limits_.max_streams) {
     return absl::ResourceExhaustedError(absl::StrFormat(

@@ -38,9 +38,6 @@ namespace {
 
 constexpr char kMagic[4] = {'C', 'K', 'A', 'S'};
 constexpr uint64_t kFormatVersion = 2;
-// Sequence numbers and versions only grow by one per commit; a stored value
-// this large is damage (and would wrap on the next commit).
-constexpr uint64_t kMaxCounter = uint64_t{1} << 62;
 
 absl::Status Damaged(const std::string& what) {
   return absl::DataLossError(
@@ -145,7 +142,9 @@ absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
   if (!r.I64(&st.batches_applied) || !r.I64(&st.batches_evicted) ||
       !r.U64(&st.next_seq) || !r.U64(&st.version) || !r.done() ||
       st.batches_applied < 0 || st.batches_evicted < 0 ||
-      st.next_seq >= kMaxCounter || st.version >= kMaxCounter) {
+      st.next_seq > kMaxCounter || st.version > kMaxCounter ||
+      static_cast<uint64_t>(st.batches_applied) > kMaxCounter ||
+      static_cast<uint64_t>(st.batches_evicted) > kMaxCounter) {
     return Damaged("meta: counters");
   }
   return absl::OkStatus();

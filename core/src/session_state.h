@@ -105,6 +105,13 @@ class SessionState {
   int64_t SumsBytes() const;
 };
 
+// The largest value of a session's counters (sequence numbers, version,
+// batches applied and evicted) that a stored state may hold. Commit refuses to
+// run within kCounterHeadroom of it (one commit adds far less), so every state
+// a commit produces can be restored, and no counter can overflow.
+inline constexpr uint64_t kMaxCounter = uint64_t{1} << 62;
+inline constexpr uint64_t kCounterHeadroom = uint64_t{1} << 32;
+
 // Keys of the state records: "config", "meta", "exact", "sums/<measure
 // index>/<bucket>", "applied/<batch_id>", "pending/<batch_id>".
 inline constexpr char kConfigKey[] = "config";

@@ -142,10 +142,11 @@ absl::Status ValidateConfig(const SessionConfig& config) {
                           config.stream_widths.size(), config.streams.size()));
     }
     for (size_t i = 0; i < config.stream_widths.size(); ++i) {
-      if (config.stream_widths[i] < 0) {
+      if (config.stream_widths[i] < 0 ||
+          config.stream_widths[i] > (int64_t{1} << 40)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "config.stream_widths: stream '", config.streams[i], "' has width ",
-            config.stream_widths[i], "; expected >= 0 (0 = unknown)"));
+            config.stream_widths[i], "; expected 0 (unknown) to 2^40"));
       }
     }
   }

@@ -86,8 +86,12 @@ int64_t SessionState::SumsBytes() const {
 namespace {
 
 // Memory of the exact sums for total width `dim` over `streams` streams.
+// Saturates at INT64_MAX: widths come from configs and stored state and may be
+// absurd.
 int64_t ExactBytes(int64_t dim, int64_t streams) {
-  return 8 * (dim * dim + streams * dim + dim + streams * streams);
+  const double d = static_cast<double>(dim), s = static_cast<double>(streams);
+  const double bytes = 8.0 * (d * d + s * d + d + s * s);
+  return bytes >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(bytes);
 }
 
 bool HasExact(const SessionConfig& config) {

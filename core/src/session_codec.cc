@@ -137,7 +137,7 @@ absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
     return Damaged("meta: stream widths");
   }
   for (int64_t w : st.widths) {
-    if (w < 0) return Damaged("meta: negative stream width");
+    if (w < 0 || w > (int64_t{1} << 40)) return Damaged("meta: stream width");
   }
   if (!r.I64(&st.batches_applied) || !r.I64(&st.batches_evicted) ||
       !r.U64(&st.next_seq) || !r.U64(&st.version) || !r.done() ||

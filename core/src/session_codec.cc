@@ -479,8 +479,9 @@ absl::StatusOr<std::unique_ptr<Session>> Session::FromRecords(
           const int64_t c = sums.count[a * sums.size + b];
           int64_t& t = total[a * streams + b];
           if (c < 0 || c > st.batches_applied - t) {
-            return Damaged(absl::StrCat("sums of bucket ", bucket,
-                                        " count more batches than were applied"));
+            return Damaged(
+                absl::StrCat("sums of bucket ", bucket,
+                             " count more batches than were applied"));
           }
           t += c;
         }

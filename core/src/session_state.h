@@ -69,7 +69,7 @@ struct PendingBatch {
 struct AppliedBatch {
   int64_t n = 0;
   int64_t step = 0;
-  uint64_t seq = 0;          // order of first application, for the dedupe window
+  uint64_t seq = 0;  // order of first application, for the dedupe window
   std::vector<int> streams;  // sorted stream indices applied for this batch_id
 };
 

@@ -49,6 +49,34 @@ const grpc::Status& ShuttingDownStatus() {
   return *status;
 }
 
+// The owners of a reactor: gRPC (the initial reference, released in OnDone)
+// and every piece of work still running for it. The reactor deletes itself
+// when Release() returns true. Thread-safe.
+class ReactorRefs {
+ public:
+  void Take() {
+    absl::MutexLock lock(&mu_);
+    ++refs_;
+  }
+  // Takes a reference unless the reactor is already being destroyed.
+  bool TryTake() {
+    absl::MutexLock lock(&mu_);
+    if (refs_ == 0) return false;
+    ++refs_;
+    return true;
+  }
+  // Returns true when this was the last reference.
+  bool Release() {
+    absl::MutexLock lock(&mu_);
+    ABSL_RAW_CHECK(refs_ > 0, "reactor released more often than referenced");
+    return --refs_ == 0;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int refs_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
 std::string DescribeConfig(const core::SessionConfig& config) {
   std::vector<std::string> measures;
   for (const core::Measure& m : config.measures) {
@@ -113,7 +141,7 @@ class SimilarityServiceImpl::ActivationStream final
       } else if (ok) {
         to_process = reading_.get();
         slots_.push_back(std::move(reading_));
-        ++refs_;
+        refs_.Take();
       } else {
         reads_done_ = true;  // client half-closed, or the call is over
         reading_.reset();
@@ -162,21 +190,10 @@ class SimilarityServiceImpl::ActivationStream final
   }
 
   // Takes a reference unless the stream is already being destroyed.
-  bool TryRef() {
-    absl::MutexLock lock(&mu_);
-    if (refs_ == 0) return false;
-    ++refs_;
-    return true;
-  }
+  bool TryRef() { return refs_.TryTake(); }
 
   void Unref() {
-    bool last;
-    {
-      absl::MutexLock lock(&mu_);
-      ABSL_RAW_CHECK(refs_ > 0, "reactor released more often than referenced");
-      last = --refs_ == 0;
-    }
-    if (last) delete this;
+    if (refs_.Release()) delete this;
   }
 
  private:
@@ -321,7 +338,7 @@ class SimilarityServiceImpl::ActivationStream final
   const std::string quota_key_;
 
   absl::Mutex mu_;
-  int refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's, released in OnDone
+  ReactorRefs refs_;
   std::deque<std::unique_ptr<Slot>> slots_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Slot> reading_
       ABSL_GUARDED_BY(mu_);  // target of the outstanding read
@@ -365,7 +382,7 @@ class SimilarityServiceImpl::SimilarityWatch final
   void Start(bool shutting_down) {
     {
       absl::MutexLock lock(&mu_);
-      ++refs_;  // the tick chain's
+      refs_.Take();  // the tick chain's
       if (shutting_down) finish_wanted_ = ShuttingDownStatus();
     }
     service_->pool_->Schedule([this] { Tick(); });
@@ -393,21 +410,10 @@ class SimilarityServiceImpl::SimilarityWatch final
 
   void Drain() { WantFinish(ShuttingDownStatus()); }
 
-  bool TryRef() {
-    absl::MutexLock lock(&mu_);
-    if (refs_ == 0) return false;
-    ++refs_;
-    return true;
-  }
+  bool TryRef() { return refs_.TryTake(); }
 
   void Unref() {
-    bool last;
-    {
-      absl::MutexLock lock(&mu_);
-      ABSL_RAW_CHECK(refs_ > 0, "reactor released more often than referenced");
-      last = --refs_ == 0;
-    }
-    if (last) delete this;
+    if (refs_.Release()) delete this;
   }
 
  private:
@@ -506,7 +512,7 @@ class SimilarityServiceImpl::SimilarityWatch final
   const absl::Duration poll_period_;
 
   absl::Mutex mu_;
-  int refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's, released in OnDone
+  ReactorRefs refs_;
   std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
   v1::SimilarityMatrix
       response_;  // written under mu_ only while no write is outstanding

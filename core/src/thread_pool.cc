@@ -25,11 +25,6 @@ void ThreadPool::Schedule(std::function<void()> fn) {
   queue_.push_back(std::move(fn));
 }
 
-size_t ThreadPool::queued() const {
-  absl::MutexLock lock(&mu_);
-  return queue_.size();
-}
-
 void ThreadPool::Work() {
   while (true) {
     std::function<void()> fn;

@@ -28,8 +28,7 @@ class ThreadPool {
   // caller does the work that no free worker takes, so it cannot deadlock).
   void ParallelFor(int n, const std::function<void(int)>& fn);
 
-  // Returns the number of closures queued and not yet started.
-  size_t queued() const;
+  // Returns the number of worker threads.
   int size() const { return static_cast<int>(workers_.size()); }
 
  private:

@@ -9,28 +9,10 @@
 #include "absl/strings/str_format.h"
 
 namespace cka::core {
-namespace {
-
-// Copies the upper triangle of the n × n `upper` into both triangles of `k`.
-template <typename T>
-void SymmetrizeFromUpper(const T* upper, int64_t n, double* k) {
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = i; j < n; ++j) {
-      const double v = static_cast<double>(upper[i * n + j]);
-      k[i * n + j] = v;
-      k[j * n + i] = v;
-    }
-  }
-}
-
-}  // namespace
-
-void LinearGram(const float* x, int64_t n, int64_t d, float* scratch,
-                double* k) {
+void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(n),
-              static_cast<int>(d), 1.0f, x, static_cast<int>(d), 0.0f, scratch,
+              static_cast<int>(d), 1.0f, x, static_cast<int>(d), 0.0f, k,
               static_cast<int>(n));
-  SymmetrizeFromUpper(scratch, n, k);
 }
 
 void LinearGram(const double* x, int64_t n, int64_t d, double* k) {
@@ -39,6 +21,16 @@ void LinearGram(const double* x, int64_t n, int64_t d, double* k) {
               static_cast<int>(n));
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = i + 1; j < n; ++j) k[j * n + i] = k[i * n + j];
+  }
+}
+
+void SymmetrizeUpper(const float* upper, int64_t n, double* k) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = i; j < n; ++j) {
+      const double v = static_cast<double>(upper[i * n + j]);
+      k[i * n + j] = v;
+      k[j * n + i] = v;
+    }
   }
 }
 
@@ -81,45 +73,90 @@ absl::Status RbfKernel(const double* k_linear, int64_t n, double threshold,
   return absl::OkStatus();
 }
 
-void UCenterScaled(const double* k, int64_t n, double* out) {
-  const double nd = static_cast<double>(n);
-  const double scale = 1.0 / std::sqrt(nd * (nd - 3.0));
-  std::vector<double> c(n);  // row sums of K with its diagonal removed
-  double total = 0.0;
+namespace {
+
+// Full row sums of the symmetric n × n `k`, read from its upper triangle.
+template <typename T>
+std::vector<double> RowSumsFromUpper(const T* k, int64_t n) {
+  std::vector<double> sums(n, 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    double sum = 0.0;
-    for (int64_t j = 0; j < n; ++j) sum += k[i * n + j];
-    c[i] = sum - k[i * n + i];
-    total += c[i];
-  }
-  const double a = 1.0 / (nd - 2.0);
-  const double b = total / ((nd - 1.0) * (nd - 2.0));
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      out[i * n + j] = (k[i * n + j] - (c[i] + c[j]) * a + b) * scale;
+    const T* row = k + i * n;
+    double acc = 0.0;
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double v = static_cast<double>(row[j]);
+      acc += v;
+      sums[j] += v;
     }
-    out[i * n + i] = 0.0;
+    sums[i] += acc + static_cast<double>(row[i]);
+  }
+  return sums;
+}
+
+// Writes the packed (K(i,j) − r_i − r_j + b) · scale, off-diagonal entries
+// times √2; the diagonal is 0 when `zero_diagonal`.
+template <typename T>
+void CenterPacked(const T* k, int64_t n, const std::vector<double>& r, double b,
+                  double scale, bool zero_diagonal, double* out) {
+  const double off = scale * std::sqrt(2.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = k + i * n;
+    const double base = b - r[i];
+    *out++ = zero_diagonal
+                 ? 0.0
+                 : (static_cast<double>(row[i]) + base - r[i]) * scale;
+    for (int64_t j = i + 1; j < n; ++j) {
+      *out++ = (static_cast<double>(row[j]) + base - r[j]) * off;
+    }
   }
 }
 
-void DoubleCenterScaled(const double* k, int64_t n, double* out) {
+// MATH.md "Fast form": with c_i the row sums of K without its diagonal,
+// K̂(i,j) = K(i,j) − (c_i + c_j)/(n−2) + Σc/((n−1)(n−2)) off the diagonal, 0 on
+// it.
+template <typename T>
+void UCenterPackedImpl(const T* k, int64_t n, double* out) {
   const double nd = static_cast<double>(n);
-  std::vector<double> row_mean(n);
-  double grand = 0.0;
+  std::vector<double> c = RowSumsFromUpper(k, n);
+  double total = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    double r = 0.0;
-    for (int64_t j = 0; j < n; ++j) r += k[i * n + j];
-    row_mean[i] = r / nd;
-    grand += r;
+    c[i] -= static_cast<double>(k[i * n + i]);
+    total += c[i];
+  }
+  const double a = 1.0 / (nd - 2.0);
+  for (double& v : c) v *= a;
+  const double b = total / ((nd - 1.0) * (nd - 2.0));
+  CenterPacked(k, n, c, b, 1.0 / std::sqrt(nd * (nd - 3.0)),
+               /*zero_diagonal=*/true, out);
+}
+
+// H·K·H: K(i,j) − mean_i − mean_j + grand mean.
+template <typename T>
+void DoubleCenterPackedImpl(const T* k, int64_t n, double* out) {
+  const double nd = static_cast<double>(n);
+  std::vector<double> mean = RowSumsFromUpper(k, n);
+  double grand = 0.0;
+  for (double& v : mean) {
+    grand += v;
+    v /= nd;
   }
   grand /= nd * nd;
-  const double scale = 1.0 / (nd - 1.0);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      out[i * n + j] =
-          (k[i * n + j] - row_mean[i] - row_mean[j] + grand) * scale;
-    }
-  }
+  CenterPacked(k, n, mean, grand, 1.0 / (nd - 1.0), /*zero_diagonal=*/false,
+               out);
+}
+
+}  // namespace
+
+void UCenterPacked(const float* k, int64_t n, double* out) {
+  UCenterPackedImpl(k, n, out);
+}
+void UCenterPacked(const double* k, int64_t n, double* out) {
+  UCenterPackedImpl(k, n, out);
+}
+void DoubleCenterPacked(const float* k, int64_t n, double* out) {
+  DoubleCenterPackedImpl(k, n, out);
+}
+void DoubleCenterPacked(const double* k, int64_t n, double* out) {
+  DoubleCenterPackedImpl(k, n, out);
 }
 
 void SetBlasThreads(int threads) { openblas_set_num_threads(threads); }

@@ -245,6 +245,40 @@ absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
   return absl::OkStatus();
 }
 
+// Writes the packed centred kernel of the symmetric n × n `k` (upper triangle
+// read): U-centred for the unbiased estimator, H·K·H otherwise.
+template <typename T>
+void Center(const T* k, int64_t n, bool unbiased, double* out) {
+  if (unbiased) {
+    UCenterPacked(k, n, out);
+  } else {
+    DoubleCenterPacked(k, n, out);
+  }
+}
+
+// After a float32 Gram of the n × d activations `x` (of tensor `t`): its
+// diagonal is finite exactly when every value is finite and no squared row norm
+// overflows float32. Otherwise names the first bad value, or the row.
+absl::Status CheckGramDiagonal(const std::string& ctx, const TensorView& t,
+                               const float* x, int64_t n, int64_t d,
+                               const float* gram) {
+  for (int64_t r = 0; r < n; ++r) {
+    if (std::isfinite(gram[r * n + r])) continue;
+    for (int64_t i = 0; i < n * d; ++i) {
+      if (!std::isfinite(x[i])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: value %g at row %d, column %d is not finite (NaN or Inf)", ctx,
+            static_cast<double>(x[i]), i / d, i % d));
+      }
+    }
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: the squared norm of row %d overflows float32 (its %s values are "
+        "too large); scale the activations down",
+        ctx, r, DTypeName(t.dtype)));
+  }
+  return absl::OkStatus();
+}
+
 // Buffers of one layer's Gram work, kept per thread between batches: fresh
 // large allocations cost a page fault per 4 KiB and dominated small batches.
 // Buffers above kKeepBytes are released after use so that one huge batch does
@@ -442,16 +476,23 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
 
   const std::vector<int> measures = MinibatchMeasures(config_);
   const size_t n2 = static_cast<size_t>(n * n);
+  const size_t packed = static_cast<size_t>(PackedSize(n));
   rep.kernels.resize(measures.size());
-  for (auto& kernels : rep.kernels) kernels.resize(k * n2);
+  for (auto& kernels : rep.kernels) kernels.resize(k * packed);
   rep.pairs.assign(measures.size(), std::vector<double>(k * k));
   if (exact) rep.activations.resize(k);
   std::vector<absl::Status> errors(k);
 
+  // The float64 Gram is needed for RBF kernels; float32 activations of a
+  // linear-only session are centred straight from the float32 Gram.
+  const bool needs_gram64 = std::any_of(
+      measures.begin(), measures.end(),
+      [&](int m) { return config_.measures[m].kernel == Kernel::kRbf; });
   auto compute_layer = [&](int i, LayerScratch& scratch) {
     const LayerInput& layer = batch.layers[i];
     const std::string ctx = LayerContext(rep.streams[i], rep.batch_id);
     std::vector<double>& gram = scratch.gram;
+    const float* gram32 = nullptr;  // set on the float32 path
     gram.resize(n2);
     if (layer.kind == LayerInput::Kind::kGram) {
       std::vector<double>& g = scratch.widened64;
@@ -507,32 +548,37 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
         // accuracy of CKA.
         scratch.gram32.resize(n2);
         const float* x = nullptr;
-        std::vector<float>& widened = scratch.widened32;
-        const bool aligned =
-            reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
-        if (t.dtype == DType::kFloat32 && aligned) {
-          x = static_cast<const float*>(t.data);
-          Eigen::Map<const Eigen::ArrayXf> view(x, n * d);
-          if (!view.allFinite()) {
-            std::vector<float> tmp;
-            errors[i] = Widen(ctx, t, n * d, d, &tmp);
-            return;
-          }
+        if (t.dtype == DType::kFloat32 &&
+            reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+          x = static_cast<const float*>(t.data);  // no copy
         } else {
-          if (absl::Status s = Widen(ctx, t, n * d, d, &widened); !s.ok()) {
+          if (absl::Status s = Widen(ctx, t, n * d, d, &scratch.widened32);
+              !s.ok()) {
             errors[i] = s;
             return;
           }
-          x = widened.data();
+          x = scratch.widened32.data();
         }
-        LinearGram(x, n, d, scratch.gram32.data(), gram.data());
+        LinearGramUpper(x, n, d, scratch.gram32.data());
+        // A NaN or Inf anywhere in row r makes K(r, r) = Σ x² non-finite, and
+        // |K(r, s)| <= sqrt(K(r, r)·K(s, s)): checking the diagonal checks
+        // every input value without another pass over them.
+        if (absl::Status s =
+                CheckGramDiagonal(ctx, t, x, n, d, scratch.gram32.data());
+            !s.ok()) {
+          errors[i] = s;
+          return;
+        }
+        gram32 = scratch.gram32.data();
+        if (needs_gram64) SymmetrizeUpper(gram32, n, gram.data());
       }
     }
-    std::vector<double>& kernel = scratch.kernel;
     for (size_t m = 0; m < measures.size(); ++m) {
       const Measure& measure = config_.measures[measures[m]];
-      const double* base = gram.data();
+      double* out = rep.kernels[m].data() + i * packed;
+      const bool unbiased = measure.estimator == Estimator::kUnbiased;
       if (measure.kernel == Kernel::kRbf) {
+        std::vector<double>& kernel = scratch.kernel;
         kernel.resize(n2);
         if (absl::Status s =
                 RbfKernel(gram.data(), n, measure.rbf_threshold, kernel.data());
@@ -541,13 +587,11 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
               ctx, ": measure '", measure.name, "': ", s.message()));
           return;
         }
-        base = kernel.data();
-      }
-      double* out = rep.kernels[m].data() + i * n2;
-      if (measure.estimator == Estimator::kUnbiased) {
-        UCenterScaled(base, n, out);
+        Center(kernel.data(), n, unbiased, out);
+      } else if (gram32 != nullptr) {
+        Center(gram32, n, unbiased, out);
       } else {
-        DoubleCenterScaled(base, n, out);
+        Center(gram.data(), n, unbiased, out);
       }
     }
   };
@@ -564,12 +608,12 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   for (const absl::Status& s : errors) {
     if (!s.ok()) return s;
   }
-  // Every pair of this message's layers at once: V·Vᵀ with V the k × n² stacked
-  // kernels (MATH.md, "Fast form").
+  // Every pair of this message's layers at once: V·Vᵀ with V the k × n(n+1)/2
+  // stacked packed kernels (MATH.md, "Fast form").
   for (size_t m = 0; m < measures.size(); ++m) {
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(k),
-                static_cast<int>(n2), 1.0, rep.kernels[m].data(),
-                static_cast<int>(n2), 0.0, rep.pairs[m].data(),
+                static_cast<int>(packed), 1.0, rep.kernels[m].data(),
+                static_cast<int>(packed), 0.0, rep.pairs[m].data(),
                 static_cast<int>(k));
   }
   return prepared;
@@ -619,7 +663,7 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   PreparedBatch::Rep& rep = *batch.rep_;
   const bool exact = HasExact(config_);
   const int64_t n = rep.n;
-  const size_t n2 = static_cast<size_t>(n * n);
+  const size_t packed = static_cast<size_t>(PackedSize(n));
   IngestResult result;
 
   absl::MutexLock lock(&mu_);
@@ -710,8 +754,8 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   const std::vector<int> measures = MinibatchMeasures(config_);
   int64_t add_bytes = 0;
   if (!complete) {
-    add_bytes = static_cast<int64_t>(fresh.size() * measures.size() * (n2 + 1) *
-                                     sizeof(double));
+    add_bytes = static_cast<int64_t>(fresh.size() * measures.size() *
+                                     (packed + 1) * sizeof(double));
     for (int f : fresh) {
       if (exact)
         add_bytes +=
@@ -765,17 +809,17 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     if (k_old > 0) {
       const double* v_new = rep.kernels[m].data();
       if (k_new != k) {
-        gathered.resize(k_new * n2);
+        gathered.resize(k_new * packed);
         for (int f = 0; f < k_new; ++f) {
-          std::copy_n(rep.kernels[m].data() + fresh[f] * n2, n2,
-                      gathered.data() + f * n2);
+          std::copy_n(rep.kernels[m].data() + fresh[f] * packed, packed,
+                      gathered.data() + f * packed);
         }
         v_new = gathered.data();
       }
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_old,
-                  static_cast<int>(n2), 1.0, v_new, static_cast<int>(n2),
-                  pending->kernels[m].data(), static_cast<int>(n2), 0.0,
-                  cross.data() + k_new, k_all);
+                  static_cast<int>(packed), 1.0, v_new,
+                  static_cast<int>(packed), pending->kernels[m].data(),
+                  static_cast<int>(packed), 0.0, cross.data() + k_new, k_all);
     }
     PairSums& sums = st.buckets[m][bucket];
     st.dirty.insert(SumsKey(m, bucket));
@@ -855,8 +899,8 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     for (int f = 0; f < k_new; ++f) {
       p->streams.push_back(fresh_index[f]);
       for (size_t m = 0; m < measures.size(); ++m) {
-        const double* src = rep.kernels[m].data() + fresh[f] * n2;
-        p->kernels[m].insert(p->kernels[m].end(), src, src + n2);
+        const double* src = rep.kernels[m].data() + fresh[f] * packed;
+        p->kernels[m].insert(p->kernels[m].end(), src, src + packed);
         p->self[m].push_back(rep.pairs[m][fresh[f] * k + fresh[f]]);
       }
       if (exact) p->activations.push_back(std::move(rep.activations[fresh[f]]));

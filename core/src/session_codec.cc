@@ -12,6 +12,7 @@
 // Serialize: "CKAS", format version (u64), record count, (key, value) pairs,
 // then the FNV-1a-64 hash of everything before it.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "byte_codec.h"
+#include "cka/core/hsic.h"
 #include "cka/core/session.h"
 #include "session_state.h"
 
@@ -242,6 +244,29 @@ absl::StatusOr<AppliedBatch> DecodeApplied(std::string_view bytes,
   return a;
 }
 
+// Pending kernels are k packed n × n kernels (hsic.h). Records written before
+// the packed layout hold k full n × n kernels: those are packed here. False
+// when the size fits neither.
+bool PackKernels(int64_t n, size_t k, std::vector<double>* kernels) {
+  const size_t packed = static_cast<size_t>(PackedSize(n));
+  const size_t full = static_cast<size_t>(n) * n;
+  if (kernels->size() == k * packed) return true;
+  if (kernels->size() != k * full) return false;
+  std::vector<double> out(k * packed);
+  double* dst = out.data();
+  for (size_t l = 0; l < k; ++l) {
+    const double* src = kernels->data() + l * full;
+    for (int64_t i = 0; i < n; ++i) {
+      *dst++ = src[i * n + i];
+      for (int64_t j = i + 1; j < n; ++j) {
+        *dst++ = src[i * n + j] * std::sqrt(2.0);
+      }
+    }
+  }
+  kernels->swap(out);
+  return true;
+}
+
 std::string EncodePending(const PendingBatch& p) {
   ByteWriter w;
   w.I64(p.n);
@@ -277,15 +302,13 @@ absl::StatusOr<PendingBatch> DecodePending(std::string_view bytes,
     return Damaged("pending batch: inconsistent with its applied record");
   }
   const size_t k = p.streams.size();
-  const size_t n2 = static_cast<size_t>(p.n) * p.n;
   const size_t measures = st.buckets.size();
   if (!r.Count(&count, 8) || static_cast<size_t>(count) != measures) {
     return Damaged("pending batch: kernel count");
   }
   p.kernels.resize(count);
   for (auto& kernel : p.kernels) {
-    if (!r.Doubles(&kernel) || kernel.size() % k != 0 ||
-        kernel.size() / k != n2) {
+    if (!r.Doubles(&kernel) || !PackKernels(p.n, k, &kernel)) {
       return Damaged("pending batch: kernels");
     }
   }

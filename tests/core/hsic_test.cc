@@ -80,14 +80,33 @@ TEST(HsicTest, LinearGramMatchesNumpy) {
     std::vector<float> xf(c.x.begin(), c.x.end());
     std::vector<double> xr(xf.begin(), xf.end()), kr(c.n * c.n);
     LinearGram(xr.data(), c.n, c.dx, kr.data());
-    std::vector<float> scratch(c.n * c.n);
-    LinearGram(xf.data(), c.n, c.dx, scratch.data(), k.data());
+    // The float32 version fills the upper triangle only; SymmetrizeUpper
+    // mirrors it.
+    const float kUntouched = -12345.0f;
+    std::vector<float> upper(c.n * c.n, kUntouched);
+    LinearGramUpper(xf.data(), c.n, c.dx, upper.data());
+    for (int64_t i = 0; i < c.n; ++i) {
+      for (int64_t j = 0; j < i; ++j)
+        EXPECT_EQ(upper[i * c.n + j], kUntouched) << i << "," << j;
+    }
+    SymmetrizeUpper(upper.data(), c.n, k.data());
     ExpectAllNear(k, kr, 1e-6 * MaxAbs(kr), "float n=" + std::to_string(c.n));
     for (int64_t i = 0; i < c.n; ++i) {
       for (int64_t j = 0; j < c.n; ++j)
         EXPECT_EQ(k[i * c.n + j], k[j * c.n + i]);  // symmetric
     }
   }
+}
+
+// The packed layout of hsic.h: the upper triangle row by row, off-diagonal
+// entries times √2.
+std::vector<double> Pack(const std::vector<double>& full, int64_t n) {
+  std::vector<double> out;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = i; j < n; ++j)
+      out.push_back(full[i * n + j] * (i == j ? 1.0 : std::sqrt(2.0)));
+  }
+  return out;
 }
 
 TEST(HsicTest, MedianSquaredDistanceIsNumpyMedianOfAllEntries) {
@@ -115,33 +134,55 @@ TEST(HsicTest, RbfKernelOfIdenticalExamplesIsInvalidArgument) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
 }
 
-TEST(HsicTest, UCenterScaledMatchesNumpyAndGivesUnbiasedHsic) {
+TEST(HsicTest, UCenterPackedMatchesNumpyAndGivesUnbiasedHsic) {
   for (const HsicCase& c : Cases()) {
-    std::vector<double> uk(c.n * c.n), ul(c.n * c.n);
-    UCenterScaled(c.k.data(), c.n, uk.data());
-    UCenterScaled(c.l.data(), c.n, ul.data());
-    ExpectAllNear(uk, c.ucenter, kFloat64Rel * MaxAbs(c.ucenter),
-                  "n=" + std::to_string(c.n));
-    for (int64_t i = 0; i < c.n; ++i)
-      EXPECT_EQ(uk[i * c.n + i], 0.0) << "diagonal " << i;
+    const std::string what = "n=" + std::to_string(c.n);
+    ASSERT_EQ(PackedSize(c.n), c.n * (c.n + 1) / 2);
+    std::vector<double> uk(PackedSize(c.n)), ul(PackedSize(c.n));
+    UCenterPacked(c.k.data(), c.n, uk.data());
+    UCenterPacked(c.l.data(), c.n, ul.data());
+    ExpectAllNear(uk, Pack(c.ucenter, c.n), kFloat64Rel * MaxAbs(c.ucenter),
+                  what);
     // ⟨K̂, L̂⟩ of the scaled kernels is HSIC₁; unscaled it is n(n−3)·HSIC₁.
     EXPECT_NEAR(Dot(uk, ul), c.hsic_unbiased,
                 kFloat64Rel * MaxAbs(c.k) * MaxAbs(c.l));
     EXPECT_NEAR(Dot(uk, ul) * c.n * (c.n - 3),
                 c.n * (c.n - 3) * c.hsic_unbiased,
                 c.n * (c.n - 3) * kFloat64Rel * MaxAbs(c.k) * MaxAbs(c.l));
+
+    // Only the upper triangle is read, and float32 input gives the same
+    // kernel to float32 rounding of K.
+    std::vector<double> k_upper = c.k;
+    std::vector<float> k32(c.k.size());
+    for (int64_t i = 0; i < c.n; ++i) {
+      for (int64_t j = 0; j < c.n; ++j) {
+        k32[i * c.n + j] = static_cast<float>(c.k[i * c.n + j]);
+        if (j < i) k_upper[i * c.n + j] = k32[i * c.n + j] = std::nan("");
+      }
+    }
+    std::vector<double> from_upper(PackedSize(c.n)), from32(PackedSize(c.n));
+    UCenterPacked(k_upper.data(), c.n, from_upper.data());
+    EXPECT_EQ(from_upper, uk) << what;
+    UCenterPacked(k32.data(), c.n, from32.data());
+    ExpectAllNear(from32, uk, 1e-6 * MaxAbs(c.k), what + " float32");
   }
 }
 
-TEST(HsicTest, DoubleCenterScaledMatchesNumpyAndGivesBiasedHsic) {
+TEST(HsicTest, DoubleCenterPackedMatchesNumpyAndGivesBiasedHsic) {
   for (const HsicCase& c : Cases()) {
-    std::vector<double> hk(c.n * c.n), hl(c.n * c.n);
-    DoubleCenterScaled(c.k.data(), c.n, hk.data());
-    DoubleCenterScaled(c.l.data(), c.n, hl.data());
-    ExpectAllNear(hk, c.dcenter, kFloat64Rel * MaxAbs(c.dcenter),
-                  "n=" + std::to_string(c.n));
+    const std::string what = "n=" + std::to_string(c.n);
+    std::vector<double> hk(PackedSize(c.n)), hl(PackedSize(c.n));
+    DoubleCenterPacked(c.k.data(), c.n, hk.data());
+    DoubleCenterPacked(c.l.data(), c.n, hl.data());
+    ExpectAllNear(hk, Pack(c.dcenter, c.n), kFloat64Rel * MaxAbs(c.dcenter),
+                  what);
     EXPECT_NEAR(Dot(hk, hl), c.hsic_biased,
                 kFloat64Rel * MaxAbs(c.k) * MaxAbs(c.l));
+
+    std::vector<float> k32(c.k.begin(), c.k.end());
+    std::vector<double> from32(PackedSize(c.n));
+    DoubleCenterPacked(k32.data(), c.n, from32.data());
+    ExpectAllNear(from32, hk, 1e-6 * MaxAbs(c.k), what + " float32");
   }
 }
 

@@ -2,8 +2,10 @@
 // pending batches kept, and damaged bytes rejected with DataLoss, never a
 // crash.
 #include <cmath>
+#include <map>
 #include <string>
 
+#include "byte_codec.h"  // the record format, to write an older layout
 #include "cka/core/session.h"
 #include "gtest/gtest.h"
 #include "test_data.h"
@@ -282,6 +284,93 @@ TEST(StateChangesTest, MissingOrUnknownRecordIsDataLoss) {
   bad_sums["sums/0/0"] = "short";
   EXPECT_EQ(Session::FromRecords(bad_sums).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// Pending records written before kernels were packed hold k full n × n
+// kernels; they are packed on restore and the batch completes as it would have.
+TEST(StateChangesTest, PendingRecordOfFullKernelsIsRestored) {
+  SessionConfig config;
+  config.streams = {"a", "b", "c"};
+  config.measures = {{"lin", Kernel::kLinear, 0, Estimator::kUnbiased},
+                     {"rbf", Kernel::kRbf, 0.5, Estimator::kBiased}};
+  auto live = Session::Create(config);
+  ASSERT_TRUE(live.ok()) << live.status();
+  const int n = 6, d = 3;
+  std::vector<std::vector<double>> xs;
+  auto message = [&](const char* stream, int seed) {
+    xs.push_back(RandomRows(n, d, seed));
+    return BatchInput{
+        "",
+        "x",
+        0,
+        {{stream,
+          LayerInput::Kind::kActivations,
+          {{n, d}, DType::kFloat64, xs.back().data(), xs.back().size() * 8}}}};
+  };
+  ASSERT_TRUE((*live)->Ingest(message("a", 1)).ok());
+  ASSERT_TRUE((*live)->Ingest(message("b", 2)).ok());
+  std::map<std::string, std::string> store;
+  for (const StateRecord& r : (*live)->AllRecords().records)
+    store[r.key] = r.value;
+  ASSERT_TRUE(store.count("pending/x") == 1);
+
+  // Rewrite pending/x with full kernels: unpack the upper triangle (off the
+  // diagonal divided by √2) into both triangles.
+  ByteReader r(store["pending/x"]);
+  int64_t pn, step;
+  uint64_t seq, count;
+  std::vector<int> streams;
+  ASSERT_TRUE(r.I64(&pn) && r.I64(&step) && r.U64(&seq) && r.Ints(&streams) &&
+              r.U64(&count));
+  ASSERT_EQ(pn, n);
+  ByteWriter w;
+  w.I64(pn);
+  w.I64(step);
+  w.U64(seq);
+  w.Ints(streams);
+  w.U64(count);
+  for (uint64_t m = 0; m < count; ++m) {
+    std::vector<double> packed;
+    ASSERT_TRUE(r.Doubles(&packed));
+    ASSERT_EQ(packed.size(), streams.size() * n * (n + 1) / 2);
+    std::vector<double> full(streams.size() * n * n);
+    const double* src = packed.data();
+    for (size_t l = 0; l < streams.size(); ++l) {
+      double* k = full.data() + l * n * n;
+      for (int i = 0; i < n; ++i) {
+        k[i * n + i] = *src++;
+        for (int j = i + 1; j < n; ++j)
+          k[i * n + j] = k[j * n + i] = *src++ / std::sqrt(2.0);
+      }
+    }
+    w.Doubles(full);
+  }
+  const size_t packed_bytes = store["pending/x"].size();
+  std::string rest;
+  while (true) {
+    uint8_t byte;
+    if (!r.U8(&byte)) break;
+    rest.push_back(static_cast<char>(byte));
+  }
+  store["pending/x"] = w.bytes() + rest;
+  ASSERT_GT(store["pending/x"].size(), packed_bytes);
+
+  auto rebuilt = Session::FromRecords(store);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ((*rebuilt)->Info().batches_pending, 1);
+  ASSERT_TRUE((*live)->Ingest(message("c", 3)).ok());
+  ASSERT_TRUE((*rebuilt)->Ingest(message("c", 3)).ok());
+  EXPECT_EQ((*rebuilt)->Info().batches_pending, 0);
+  for (const char* m : {"lin", "rbf"}) {
+    SimilarityQuery q;
+    q.measure = m;
+    const SimilarityMatrix want = *(*live)->Query(q);
+    const SimilarityMatrix got = *(*rebuilt)->Query(q);
+    ASSERT_EQ(got.values.size(), want.values.size());
+    for (size_t i = 0; i < want.values.size(); ++i)
+      EXPECT_NEAR(got.values[i], want.values[i], 1e-14) << m << " " << i;
+    EXPECT_EQ(got.batches, want.batches);
+  }
 }
 
 }  // namespace

@@ -220,6 +220,17 @@ std::vector<IngestCase> IngestCases() {
        },
        absl::StatusCode::kInvalidArgument,
        {"conv1"}},
+      {"Float32OverflowInTheGramIsRejected",
+       {},
+       {},
+       none,
+       [](S& s) {
+         // Finite values whose squares overflow float32 (3e38 max).
+         return Batch("bad", {s.Layer("conv1", {8, 4}, DType::kFloat32,
+                                      [](size_t i) { return 1e20 + i; })});
+       },
+       absl::StatusCode::kInvalidArgument,
+       {"conv1", "row 0", "overflows float32"}},
       {"NaNInFloat16IsRejected",
        {},
        {},

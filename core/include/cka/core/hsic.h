@@ -13,12 +13,15 @@
 
 namespace cka::core {
 
-// Writes the linear Gram K = X·Xᵀ (n × n, both triangles) of X (n × d). The
-// float32 version computes in float32 with BLAS ssyrk and widens to float64;
-// `scratch` must hold n·n floats.
-void LinearGram(const float* x, int64_t n, int64_t d, float* scratch,
-                double* k);
+// Writes the linear Gram K = X·Xᵀ of X (n × d) with BLAS syrk. The float32
+// version computes in float32 and fills only the upper triangle (i <= j) of
+// `k`; the strict lower triangle is left as it was. The float64 version fills
+// both.
+void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k);
 void LinearGram(const double* x, int64_t n, int64_t d, double* k);
+
+// Writes the full float64 n × n matrix whose upper triangle is that of `upper`.
+void SymmetrizeUpper(const float* upper, int64_t n, double* k);
 
 // Returns the median m of the n² squared distances D²(i, j) = K(i,i) + K(j,j) −
 // 2·K(i,j) (negatives clamped to 0; diagonal zeros and both triangles included,
@@ -31,12 +34,22 @@ double MedianSquaredDistance(const double* k_linear, int64_t n,
 absl::Status RbfKernel(const double* k_linear, int64_t n, double threshold,
                        double* k_rbf);
 
-// Writes the U-centred kernel K̂ of MATH.md ("Fast form"), scaled by
-// 1/sqrt(n(n−3)) so that ⟨K̂_s, K̂_t⟩_F = HSIC₁(K_s, K_t). Needs n >= 4.
-void UCenterScaled(const double* k, int64_t n, double* out);
+// Centred kernels are stored *packed*: the upper triangle (i <= j) row by row,
+// PackedSize(n) values, each off-diagonal entry multiplied by √2. Then the dot
+// product of two packed kernels is the Frobenius inner product of the full
+// symmetric ones, and all pairs of a batch are one syrk over half the bytes.
+inline int64_t PackedSize(int64_t n) { return n * (n + 1) / 2; }
 
-// Writes H·K·H scaled by 1/(n−1), so that ⟨·,·⟩_F = HSIC₀. Needs n >= 2.
-void DoubleCenterScaled(const double* k, int64_t n, double* out);
+// Writes the packed U-centred kernel K̂ of MATH.md ("Fast form"), scaled by
+// 1/sqrt(n(n−3)) so that ⟨K̂_s, K̂_t⟩ = HSIC₁(K_s, K_t). Reads only the upper
+// triangle of the symmetric n × n `k`. Needs n >= 4.
+void UCenterPacked(const float* k, int64_t n, double* out);
+void UCenterPacked(const double* k, int64_t n, double* out);
+
+// Writes the packed H·K·H scaled by 1/(n−1), so that ⟨·,·⟩ = HSIC₀. Reads only
+// the upper triangle of `k`. Needs n >= 2.
+void DoubleCenterPacked(const float* k, int64_t n, double* out);
+void DoubleCenterPacked(const double* k, int64_t n, double* out);
 
 // Sets / returns the number of threads each BLAS call may use (process-wide). A
 // server that runs many layers in parallel on its own pool wants 1: small Gram

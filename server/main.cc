@@ -2,12 +2,14 @@
 #include <csignal>
 #include <cstdio>
 
+#include "cka/core/allocator.h"
 #include "cka/server/server.h"
 #include "server/flags.h"
 #include "server/session_transfer.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
+  cka::core::KeepFreedMemoryForReuse();
   absl::StatusOr<cka::server::CommandLine> cl =
       cka::server::ParseCommandLine(argc, argv);
   if (!cl.ok()) {

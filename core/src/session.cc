@@ -279,6 +279,42 @@ absl::Status CheckGramDiagonal(const std::string& ctx, const TensorView& t,
   return absl::OkStatus();
 }
 
+// Writes the upper triangle of V·Vᵀ (k × k) for the k × len row-major `v`.
+// With a pool and enough work, the columns are split among its threads and
+// the partial products summed (in chunk order, so the result depends only on
+// the pool's size).
+void PairProducts(const double* v, int k, size_t len, ThreadPool* pool,
+                  double* out) {
+  constexpr double kMinFlopsPerChunk = 2e6;
+  const double flops = static_cast<double>(k) * (k + 1) * len;
+  const int chunks =
+      pool == nullptr
+          ? 1
+          : static_cast<int>(std::clamp(flops / kMinFlopsPerChunk, 1.0,
+                                        static_cast<double>(pool->size())));
+  auto syrk = [&](size_t begin, size_t end, double* c) {
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, k,
+                static_cast<int>(end - begin), 1.0, v + begin,
+                static_cast<int>(len), 0.0, c, k);
+  };
+  if (chunks == 1) {
+    syrk(0, len, out);
+    return;
+  }
+  std::vector<std::vector<double>> partial(chunks);
+  pool->ParallelFor(chunks, [&](int c) {
+    partial[c].resize(static_cast<size_t>(k) * k);
+    syrk(len * c / chunks, len * (c + 1) / chunks, partial[c].data());
+  });
+  for (int i = 0; i < k; ++i) {
+    for (int j = i; j < k; ++j) {
+      double sum = 0.0;
+      for (const std::vector<double>& p : partial) sum += p[i * k + j];
+      out[i * k + j] = sum;
+    }
+  }
+}
+
 // Buffers of one layer's Gram work, kept per thread between batches: fresh
 // large allocations cost a page fault per 4 KiB and dominated small batches.
 // Buffers above kKeepBytes are released after use so that one huge batch does
@@ -611,10 +647,8 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   // Every pair of this message's layers at once: V·Vᵀ with V the k × n(n+1)/2
   // stacked packed kernels (MATH.md, "Fast form").
   for (size_t m = 0; m < measures.size(); ++m) {
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(k),
-                static_cast<int>(packed), 1.0, rep.kernels[m].data(),
-                static_cast<int>(packed), 0.0, rep.pairs[m].data(),
-                static_cast<int>(k));
+    PairProducts(rep.kernels[m].data(), static_cast<int>(k), packed, pool,
+                 rep.pairs[m].data());
   }
   return prepared;
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "buffer_cache.h"
 #include "cka/core/hsic.h"
 #include "cka/core/thread_pool.h"
 #include "session_state.h"
@@ -349,15 +350,22 @@ struct PreparedBatch::Rep {
   std::string batch_id;
   int64_t step = 0;
   int64_t n = 0;
-  std::vector<std::string> streams;          // per layer
-  std::vector<int64_t> widths;               // per layer; 0 for a Gram
-  std::vector<std::vector<double>> kernels;  // per minibatch measure: k × n²
+  std::vector<std::string> streams;  // per layer
+  std::vector<int64_t> widths;       // per layer; 0 for a Gram
+  // Per minibatch measure: k packed kernels of PackedSize(n) (hsic.h), from
+  // and back to BufferCache::Global().
+  std::vector<std::vector<double>> kernels;
   // Per minibatch measure: k × k, (i, j) = HSIC(K_i, K_j) for j >= i (upper
   // triangle only). Computed in Prepare so that Commit's lock covers only the
   // pairs with layers of earlier messages.
   std::vector<std::vector<double>> pairs;
   std::vector<std::vector<double>>
       activations;  // exact sessions: per layer, n × d
+
+  ~Rep() {
+    for (std::vector<double>& k : kernels)
+      BufferCache::Global().Give(std::move(k));
+  }
 };
 
 PreparedBatch::PreparedBatch() : rep_(std::make_unique<Rep>()) {}
@@ -514,7 +522,8 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   const size_t n2 = static_cast<size_t>(n * n);
   const size_t packed = static_cast<size_t>(PackedSize(n));
   rep.kernels.resize(measures.size());
-  for (auto& kernels : rep.kernels) kernels.resize(k * packed);
+  for (auto& kernels : rep.kernels)
+    kernels = BufferCache::Global().Take(k * packed);
   rep.pairs.assign(measures.size(), std::vector<double>(k * k));
   if (exact) rep.activations.resize(k);
   std::vector<absl::Status> errors(k);

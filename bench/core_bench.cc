@@ -25,11 +25,13 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "cka/core/allocator.h"
 #include "cka/core/hsic.h"
 #include "cka/core/session.h"
@@ -179,13 +181,25 @@ Result RunWorkload(const Workload& w, Mode mode, int batches) {
       std::exit(1);
     }
   };
-  ingest(-1);  // warm-up: allocations, BLAS thread start
-  std::vector<double> times;
-  for (int i = 0; i < batches; ++i) {
+  // In layer-pool mode the batch is ingested on a pool worker, as in ckad: the
+  // layers then share exactly the pool's threads, one per core.
+  auto timed = [&](int i) {
     auto t0 = Clock::now();
-    ingest(i);
-    times.push_back(Seconds(t0, Clock::now()));
-  }
+    if (pool == nullptr) {
+      ingest(i);
+    } else {
+      absl::Notification done;
+      pool->Schedule([&] {
+        ingest(i);
+        done.Notify();
+      });
+      done.WaitForNotification();
+    }
+    return Seconds(t0, Clock::now());
+  };
+  timed(-1);  // warm-up: allocations, BLAS thread start
+  std::vector<double> times;
+  for (int i = 0; i < batches; ++i) times.push_back(timed(i));
   return {w.name,        w.streams,
           w.n,           w.d,
           mode,          batches,
@@ -228,12 +242,18 @@ int main(int argc, char** argv) {
       return 1;
     }
     workloads = *std::move(loaded);
-  } else if (quick) {
-    workloads.push_back(Generated("W1-quick", 4, 64, 256));
   } else {
-    workloads.push_back(Generated("W1", 16, 256, 2048));
-    workloads.push_back(Generated("W2", 64, 128, 512));
-    workloads.push_back(Generated("W3", 8, 512, 16384));
+    const std::vector<std::tuple<const char*, int, int, int>> shapes =
+        quick ? std::vector<std::tuple<const char*, int, int, int>>{{"Q", 4, 64,
+                                                                     256}}
+              : std::vector<std::tuple<const char*, int, int, int>>{
+                    {"W1", 16, 256, 2048},
+                    {"W2", 64, 128, 512},
+                    {"W3", 8, 512, 16384}};
+    for (const auto& [name, streams, n, d] : shapes) {
+      if (only.empty() || only == name)
+        workloads.push_back(Generated(name, streams, n, d));
+    }
   }
 
   std::vector<Result> results;
@@ -245,14 +265,18 @@ int main(int argc, char** argv) {
   for (const Workload& w : workloads) {
     if (!only.empty() && only != w.name) continue;
     const double flops = 1.0 * w.streams * w.n * w.n * w.d;
-    const int batches = quick ? 2 : std::max(5, static_cast<int>(8e9 / flops));
-    for (Mode mode : {Mode::kBlasThreads, Mode::kLayerPool}) {
+    const int batches =
+        quick ? 2 : std::max(10, static_cast<int>(4e10 / flops));
+    for (Mode mode : {Mode::kLayerPool, Mode::kBlasThreads}) {
       const Result r = RunWorkload(w, mode, batches);
       const double gflops = Flops(r) / r.median_seconds / 1e9;
       std::printf("%-9s %-13s %7d %5d %6d %8d %10.2f %10.1f %8.2f\n",
                   r.name.c_str(), ModeName(mode), r.streams, r.n, r.d,
                   r.batches, r.median_seconds * 1e3, gflops, gflops / sgemm);
       results.push_back(r);
+      // OpenBLAS threads spin for a while after a multi-threaded call; let them
+      // go to sleep so that they do not steal the next run's cores.
+      std::this_thread::sleep_for(std::chrono::seconds(1));
     }
   }
 

@@ -1,0 +1,192 @@
+"""Tests of the Python side of the performance report.
+
+    /usr/bin/python3 -m pytest bench/test_report.py
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import report  # noqa: E402
+
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def fake_inputs():
+    """Small hand-made JSON of the four programs, per their contracts."""
+    core = {"sgemm_gflops": 100.0, "openblas_coretype": "Haswell",
+            "openblas_config": "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Haswell "
+                               "MAX_THREADS=64",
+            "workloads": [
+                {"name": "W1", "streams": 2, "n": 8, "d": 4, "mode": "blas-threads",
+                 "seconds_per_batch": 0.02, "gflops": 60.0, "ratio_to_sgemm": 0.6},
+                {"name": "W1", "streams": 2, "n": 8, "d": 4, "mode": "layer-pool",
+                 "seconds_per_batch": 0.01, "gflops": 85.0, "ratio_to_sgemm": 0.85},
+                {"name": "W2", "streams": 2, "n": 8, "d": 4, "mode": "layer-pool",
+                 "seconds_per_batch": 0.1, "gflops": 50.0, "ratio_to_sgemm": 0.5}]}
+    sgemm_unset = {"sgemm_gflops": 120.0, "openblas_coretype": "",
+                   "openblas_config": "OpenBLAS 0.3.21 DYNAMIC_ARCH Zen MAX_THREADS=64",
+                   "workloads": []}
+    matrix = [[1.0, 0.25], [0.25, 1.0]]
+    service = {
+        "quick": False, "machine": {"cpus": 2},
+        "transport": [{"workload": "W1", "message_bytes": 1000, "messages": 10, "seconds": 1,
+                       "mb_per_s": 1000.0, "messages_per_s": 10}],
+        "end_to_end": [
+            {"workload": "W1", "mode": "activations", "batches": 100, "seconds": 1,
+             "batches_per_s": 90.0, "mb_per_s": 850.0, "submit_us_p50": 50.0,
+             "submit_us_p99": 200.0, "submit_us_max": 400.0},
+            {"workload": "W1", "mode": "gram_reduction", "batches": 100, "seconds": 1,
+             "batches_per_s": 70.0, "mb_per_s": 700.0, "submit_us_p50": 10.0,
+             "submit_us_p99": 20.0, "submit_us_max": 30.0}],
+        "final_matrix": {"workload": "W1", "streams": ["a/l0", "a/l1"],
+                         "values": [[v + 5e-7 for v in r] for r in matrix], "batches": 100},
+        "memory": {"workload": "W2", "rss_mb_start": 40.0,
+                   "checkpoints": [{"batches": 1000, "rss_mb": 100.0, "vm_hwm_mb": 110.0},
+                                   {"batches": 10000, "rss_mb": 130.0, "vm_hwm_mb": 140.0}],
+                   "session_state_bytes_256_streams": 2e6},
+        "queries": {"streams": 256, "entries": 65536, "queries": 100, "p50_ms": 2.0,
+                    "p99_ms": 8.0, "max_ms": 9.0, "ingest_batches_during": 10}}
+    peer = {"numpy_version": "1.24.2", "blas": {},
+            "workloads": [{"name": "W1", "batches": 50, "seconds": 1.0, "batches_per_s": 80.0,
+                           "batch_ms_p50": 12.5, "batch_ms_p99": 14.0, "gflops": 40.0},
+                          {"name": "W2", "batches": 50, "seconds": 1.0, "batches_per_s": 9.0,
+                           "batch_ms_p50": 1000 / 9, "batch_ms_p99": 120.0, "gflops": 40.0}],
+            "final_matrix": {"workload": "W1", "streams": ["s0", "s1"], "values": matrix}}
+    return core, sgemm_unset, service, peer
+
+
+def find_row(rep, section, item):
+    """The row of section number `section` whose item is `item`."""
+    for s in rep["sections"]:
+        if s["number"] == section:
+            for r in s["rows"]:
+                if r["item"] == item:
+                    return r
+    raise KeyError(f"({section}) {item}")
+
+
+def test_ratios_and_targets():
+    rep = report.build_report(*fake_inputs())
+    r = find_row(rep, 1, "sgemm, OPENBLAS_CORETYPE unset")
+    assert abs(r["ratio"] - 1.2) < 1e-12 and "target" not in r
+    assert "kernel Zen" in r["note"]
+    r = find_row(rep, 2, "W1 layer-pool")
+    assert abs(r["ratio"] - 0.85) < 1e-12 and r["pass"] is True
+    assert "target" not in find_row(rep, 2, "W1 blas-threads")  # informational only
+    assert find_row(rep, 2, "W2 layer-pool")["pass"] is False
+    r = find_row(rep, 4, "W1 activations")
+    assert abs(r["ratio"] - 0.85) < 1e-12 and r["pass"] is True
+    assert find_row(rep, 4, "W1 gram_reduction")["pass"] is False  # 0.7 < 0.8
+    r = find_row(rep, 5, "W1 core (layer-pool)")  # 100 batches/s vs 1 / 12.5 ms
+    assert abs(r["ratio"] - 1.25) < 1e-12 and r["pass"] is True
+    r = find_row(rep, 5, "W2 core (layer-pool)")  # 10 vs 9: 1.11 < 1.2
+    assert r["pass"] is False
+    r = find_row(rep, 5, "W1 end to end activations")  # 90 / 80
+    assert abs(r["ratio"] - 1.125) < 1e-12 and r["pass"] is True
+    r = find_row(rep, 6, "W1 activations Submit p50")  # 50 µs / 12.5 ms = 0.4 %
+    assert abs(r["ratio"] - 0.004) < 1e-12 and r["pass"] is True
+    assert find_row(rep, 6, "W1 activations Submit p99")["pass"] is False  # 2 %
+    r = find_row(rep, 7, "growth 1000 → 10000 batches (flat?)")
+    assert r["value"] == 30.0 and r["pass"] is False
+    assert find_row(rep, 8, "GetSimilarity p99")["pass"] is True
+    check = rep["final_matrix_check"]
+    assert abs(check["max_abs_diff"] - 5e-7) < 1e-12 and not rep["errors"]
+    text = report.render_text(rep)
+    assert "(8) GetSimilarity latency" in text and "MISS" in text
+
+
+def test_missing_sections_are_not_measured():
+    rep = report.build_report({}, None, {"quick": True, "transport": "garbage"}, {})
+    assert rep["summary"]["pass"] == 0 and rep["summary"]["miss"] == 0
+    assert rep["summary"]["not_measured"] > 0
+    assert not rep["errors"]
+    assert "not measured" in report.render_text(rep)
+
+
+def test_final_matrix_streams_matched_by_number():
+    peer = {"workload": "W1", "values": [[1, 0.1, 0.2], [0.1, 1, 0.3], [0.2, 0.3, 1]]}
+    # ckad may list streams in another order (e.g. lexicographic): matched by trailing number.
+    ckad = {"workload": "W1", "streams": ["m/l2", "m/l0", "m/l1"],
+            "values": [[1, 0.2, 0.3], [0.2, 1, 0.1], [0.3, 0.1, 1]]}
+    assert report.compare_final_matrices(ckad, peer)["max_abs_diff"] == 0.0
+    ckad["workload"] = "W2"
+    assert report.compare_final_matrices(ckad, peer)["error"]
+
+
+def write_inputs(tmp_path, inputs):
+    """The four inputs as JSON files; their paths."""
+    paths = []
+    for name, data in zip(("core", "sgemm", "service", "numpy"), inputs):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(data))
+        paths.append(str(p))
+    return paths
+
+
+def test_from_json_exit_status(tmp_path, capsys):
+    inputs = fake_inputs()
+    out = tmp_path / "out.json"
+    assert report.main(["--from-json", *write_inputs(tmp_path, inputs), "--json",
+                        str(out)]) == 0  # missed targets do not fail the run
+    merged = json.loads(out.read_text())
+    assert merged["raw"]["core"]["sgemm_gflops"] == 100.0
+    assert merged["targets"]["core_vs_sgemm"] == {"op": ">=", "limit": 0.8}
+    # A final matrix off by more than 1e-6 is an error.
+    inputs[2]["final_matrix"]["values"][0][1] += 1e-5
+    assert report.main(["--from-json", *write_inputs(tmp_path, inputs), "--json",
+                        str(out)]) == 1
+    assert "ERROR: final W1 CKA matrix" in capsys.readouterr().out
+    # "-" stands for a program not measured.
+    assert report.main(["--from-json", "-", "-", "-", "-", "--json", str(out)]) == 0
+
+
+def test_missing_binary_exits_nonzero(tmp_path):
+    proc = subprocess.run([PYTHON, os.path.join(HERE, "report.py"), "--build", str(tmp_path),
+                           "--quick", "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "cka_core_bench" in proc.stderr
+
+
+def test_numpy_peer_self_test():
+    proc = subprocess.run([PYTHON, os.path.join(HERE, "numpy_peer.py"), "--self-test"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "self-test passed" in proc.stdout
+
+
+def test_make_batches_quick_and_peer(tmp_path):
+    data = tmp_path / "data"
+    subprocess.run([PYTHON, os.path.join(HERE, "make_batches.py"), "--out", str(data),
+                    "--quick"], check=True)
+    workloads = json.loads((data / "workloads.json").read_text())
+    assert workloads == [{"name": "Q", "streams": 4, "n": 64, "d": 256}]
+    arrays = [np.load(data / "Q" / f"s{i}.npy") for i in range(4)]
+    for x in arrays:
+        assert x.shape == (64, 256) and x.dtype == np.float32
+        assert x.min() == 0.0 and x.max() > 0  # ReLU
+    assert not np.array_equal(arrays[0], arrays[1])  # a seed per stream
+    # The same data on every run.
+    again = tmp_path / "again"
+    subprocess.run([PYTHON, os.path.join(HERE, "make_batches.py"), "--out", str(again),
+                    "--quick"], check=True)
+    assert np.array_equal(np.load(again / "Q" / "s3.npy"), arrays[3])
+    # The numpy peer runs on them and reports the contract's fields.
+    out = tmp_path / "numpy.json"
+    subprocess.run([PYTHON, os.path.join(HERE, "numpy_peer.py"), "--data", str(data),
+                    "--json", str(out), "--seconds", "0.05"], check=True)
+    result = json.loads(out.read_text())
+    (w,) = result["workloads"]
+    assert w["name"] == "Q" and w["batches"] >= 3
+    for key in ("seconds", "batches_per_s", "batch_ms_p50", "batch_ms_p99", "gflops"):
+        assert w[key] > 0
+    values = np.array(result["final_matrix"]["values"])
+    assert result["final_matrix"]["workload"] == "Q" and values.shape == (4, 4)
+    assert np.allclose(np.diag(values), 1.0)
+    assert "numpy_version" in result and "blas" in result

@@ -94,6 +94,9 @@ struct BenchConfig {
   // queries.
   std::set<std::string> sections = {"transport", "end_to_end", "memory",
                                     "queries"};
+  // Batch counts at which the memory section reads ckad's RSS (default 1000,
+  // 10000; quick 20, 200).
+  std::vector<int64_t> memory_checkpoints;
 };
 
 // A workload: `streams` layers of n × d float32 activations (row-major, element
@@ -565,8 +568,9 @@ absl::StatusOr<Json> RunMemory(const BenchConfig& config,
                                const std::vector<Workload>& workloads) {
   const Workload& w = WorkloadOrFirst(workloads, "W1");
   const std::vector<int64_t> checkpoints =
-      config.quick ? std::vector<int64_t>{20, 200}
-                   : std::vector<int64_t>{1000, 10000};
+      !config.memory_checkpoints.empty() ? config.memory_checkpoints
+      : config.quick                     ? std::vector<int64_t>{20, 200}
+                                         : std::vector<int64_t>{1000, 10000};
   const int64_t progress_every = config.quick ? 100 : 500;
 
   BENCH_ASSIGN_OR_RETURN(ckad, CkadInstance::Start(config, "memory"));
@@ -794,6 +798,10 @@ int main(int argc, char** argv) {
                  "queries)")
       ->delimiter(',')
       ->check(CLI::IsMember({"transport", "end_to_end", "memory", "queries"}));
+  app.add_option("--memory-checkpoints", config.memory_checkpoints,
+                 "batch counts at which to read ckad's RSS (default "
+                 "1000,10000)")
+      ->delimiter(',');
   app.add_flag("--quick", config.quick,
                "tiny counts, so that every section takes a few seconds");
   app.add_option("--work-dir", work_dir,

@@ -10,7 +10,7 @@ void KeepFreedMemoryForReuse() {
 #if defined(__GLIBC__)
   // 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
 }
 

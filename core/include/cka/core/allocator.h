@@ -10,8 +10,9 @@ namespace cka::core {
 // come as fresh pages from mmap, and a fresh 4 KiB page costs a page fault —
 // on virtual machines ~10 µs, which made a 4 MB buffer cost more than the
 // arithmetic done in it. Buffers up to 32 MiB then come from the heap, and up
-// to 256 MiB of free heap is kept. Call once at start-up, before threads start;
-// a no-op where mallopt does not exist.
+// to 64 MiB of free memory is kept at the top of each malloc arena (a bound on
+// what this costs in RSS per arena). Call once at start-up, before threads
+// start; a no-op where mallopt does not exist.
 void KeepFreedMemoryForReuse();
 
 }  // namespace cka::core

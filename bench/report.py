@@ -319,22 +319,37 @@ def compare_final_matrices(ckad, peer):
 
 
 def section_submit(service, peer):
-    """(6) Submit p50/p99 µs / numpy's per-batch compute p50 of that workload (≤ 1 %)."""
+    """(6) Submit p50/p99 µs / numpy's per-batch compute p50 of that workload (≤ 1 %).
+
+    The target is judged on the paced run (batches submitted at 80 % of the rate ckad
+    sustained, as a training loop that computes between batches); the unpaced run's
+    figures include the time Submit waits for queue room (backpressure) and are shown
+    for information.
+    """
     np_w = by_name(get(peer, "workloads"), "name")
     rows = []
     for e in get(service, "end_to_end") or []:
         name = get(e, "workload")
         p50_ms = num(get(np_w, name, "batch_ms_p50"))
         base_us = p50_ms * 1e3 if p50_ms is not None else None
-        mx = num(get(e, "submit_us_max"))
+        paced = num(get(e, "paced_interval_ms"))
         for q in ("p50", "p99"):
-            v = get(e, f"submit_us_{q}")
+            v = get(e, f"paced_submit_us_{q}")
+            mx = num(get(e, "paced_submit_us_max"))
+            note = f"one per {paced:.1f} ms" if paced is not None else ""
+            if q == "p99" and mx is not None:
+                note += f", max {mx:.0f} µs"
             rows.append(row(f"{name} {get(e, 'mode')} Submit {q}", v, "µs", base_us, "µs",
                             "numpy p50", ratio(v, base_us), "submit_vs_numpy", percent=True,
-                            note=f"max {mx:.0f} µs" if q == "p99" and mx is not None else ""))
+                            note=note))
+        for q in ("p50", "p99"):
+            v = get(e, f"submit_us_{q}")
+            rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, unpaced", v, "µs", base_us,
+                            "µs", "numpy p50", ratio(v, base_us), percent=True,
+                            note="includes waiting for queue room" if q == "p99" else ""))
     if not rows:
         rows.append(row("Submit latency", target="submit_vs_numpy", percent=True))
-    return rows, []
+    return rows, ["the target is judged on the paced runs (80 % of the rate ckad sustained)"]
 
 
 def section_memory(service):

@@ -379,8 +379,10 @@ def section_memory(service):
         rows.append(row("RSS growth between checkpoints", unit="MB", target="memory_growth_mb"))
     state = num(get(mem, "session_state_bytes_256_streams"))
     delta = num(get(mem, "session_state_rss_delta_mb_256_streams"))
+    exported = num(get(mem, "session_export_bytes_256_streams"))
     note = ", ".join(s for s in (
-        f"{state:.0f} bytes" if state is not None else "",
+        f"{state:.0f} bytes of sums" if state is not None else "",
+        f"{exported:.0f} bytes exported" if exported is not None else "",
         f"ckad RSS {delta:+.1f} MB for it" if delta is not None else "") if s)
     rows.append(row("session state, 256 streams", state / 1e6 if state is not None else None,
                     "MB", note=note))

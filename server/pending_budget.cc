@@ -15,7 +15,7 @@ PendingBudget::PendingBudget(const core::Engine* engine,
     absl::StatusOr<std::shared_ptr<core::Session>> session =
         engine_->GetSession(id);
     if (!session.ok()) continue;
-    const int64_t bytes = (*session)->Info().pending_bytes;
+    const int64_t bytes = (*session)->pending_bytes();
     pending_[id] = bytes;
     total_ += bytes;
   }

@@ -238,6 +238,8 @@ void SessionToProto(const std::string& session_id,
   proto->set_batches_applied(info.batches_applied);
   proto->set_batches_pending(info.batches_pending);
   proto->set_batches_evicted(info.batches_evicted);
+  proto->set_state_bytes(info.state_bytes);
+  proto->set_pending_bytes(info.pending_bytes);
 }
 
 }  // namespace cka::server

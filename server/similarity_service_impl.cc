@@ -329,7 +329,7 @@ class SimilarityServiceImpl::ActivationStream final
         (*session)->Commit(*std::move(prepared));
     service_->pending_budget_.Settle(reserved, batch.session_id(),
                                      session->get(),
-                                     (*session)->Info().pending_bytes);
+                                     (*session)->pending_bytes());
     return result;
   }
 
@@ -769,14 +769,26 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     reactor->Finish(ToGrpcStatus(session.status(), "GetSimilarity"));
     return reactor;
   }
-  absl::StatusOr<core::SimilarityMatrix> matrix =
-      (*session)->Query(SimilarityQueryFromProto(*request));
-  if (!matrix.ok()) {
-    reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
-    return reactor;
+  // The query and the conversion of its matrix (65,536 entries for 256
+  // streams) run on the pool, ahead of queued batches: reactions must not
+  // block. gRPC keeps `request` and `response` until Finish.
+  {
+    absl::MutexLock lock(&mu_);
+    ++queries_in_flight_;
   }
-  SimilarityMatrixToProto(request->session_id(), *matrix, response);
-  reactor->Finish(grpc::Status::OK);
+  pool_->ScheduleUrgent(
+      [this, reactor, request, response, session = *std::move(session)] {
+        absl::StatusOr<core::SimilarityMatrix> matrix =
+            session->Query(SimilarityQueryFromProto(*request));
+        if (matrix.ok()) {
+          SimilarityMatrixToProto(request->session_id(), *matrix, response);
+          reactor->Finish(grpc::Status::OK);
+        } else {
+          reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
+        }
+        absl::MutexLock lock(&mu_);
+        --queries_in_flight_;
+      });
   return reactor;
 }
 
@@ -843,7 +855,8 @@ void SimilarityServiceImpl::WaitForReactors() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](SimilarityServiceImpl* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-        return s->streams_.empty() && s->watches_.empty();
+        return s->streams_.empty() && s->watches_.empty() &&
+               s->queries_in_flight_ == 0;
       },
       this));
 }

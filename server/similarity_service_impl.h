@@ -36,7 +36,9 @@ struct AdmissionOptions {
 };
 
 // Implements every RPC of cka.v1.Similarity with the callback API. Reactions
-// never block: the unary RPCs do only short engine calls; StreamActivations and
+// never block: the session RPCs do only short engine calls; GetSimilarity
+// moves its query onto `pool` (ahead of queued batches, ThreadPool::
+// ScheduleUrgent) and finishes from there; StreamActivations and
 // WatchSimilarity move decoding, Gram work, commits and queries onto `pool`.
 //
 // StreamActivations keeps at most kStreamWindow batches of one stream read but
@@ -109,7 +111,8 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   bool WaitForStreamsDrained(absl::Time deadline);
 
   // Waits until every reactor has been destroyed (its RPC is done and no pool
-  // work refers to it). Call after the grpc::Server has shut down.
+  // work refers to it) and every GetSimilarity's pool work has returned. Call
+  // after the grpc::Server has shut down.
   void WaitForReactors();
 
  private:
@@ -150,6 +153,8 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   std::set<ActivationStream*> streams_ ABSL_GUARDED_BY(mu_);
   std::set<SimilarityWatch*> watches_ ABSL_GUARDED_BY(mu_);
+  // GetSimilarity calls whose pool work has not returned yet.
+  int queries_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace cka::server

@@ -112,7 +112,9 @@ nlohmann::json SessionJson(const v1::Session& session) {
                                                session.streams().end())},
           {"batches_applied", session.batches_applied()},
           {"batches_pending", session.batches_pending()},
-          {"batches_evicted", session.batches_evicted()}};
+          {"batches_evicted", session.batches_evicted()},
+          {"state_bytes", session.state_bytes()},
+          {"pending_bytes", session.pending_bytes()}};
 }
 
 std::string FormatSession(const v1::Session& session) {
@@ -133,6 +135,8 @@ std::string FormatSession(const v1::Session& session) {
   absl::StrAppend(&out, "  batches applied: ", session.batches_applied(), "\n");
   absl::StrAppend(&out, "  batches pending: ", session.batches_pending(), "\n");
   absl::StrAppend(&out, "  batches evicted: ", session.batches_evicted(), "\n");
+  absl::StrAppend(&out, "  state bytes:     ", session.state_bytes(), "\n");
+  absl::StrAppend(&out, "  pending bytes:   ", session.pending_bytes(), "\n");
   return out;
 }
 

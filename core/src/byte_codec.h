@@ -21,6 +21,10 @@ class ByteWriter {
   void I64s(const std::vector<int64_t>& v);
   void Ints(const std::vector<int>& v);
   std::string& bytes() { return out_; }
+  // Makes room for `n` more bytes at once: large records (sums, kernels) are
+  // encoded under the session's mutex, where growing step by step would copy
+  // them several times.
+  void Reserve(size_t n) { out_.reserve(out_.size() + n); }
 
  private:
   void Raw(const void* p, size_t n);

@@ -1074,6 +1074,114 @@ double ExactZ(const ExactSums& ex, int s, int t, bool debiased) {
          r_s * r_t / ((rows - 1.0) * (rows - 2.0));
 }
 
+// Adds the entries rows × cols of the S × S row-major `src` (S = `s`) to the
+// nr × nc row-major `acc`; entries with a row or column >= s are skipped (those
+// streams have no batches in this bucket). `cols_identity`: cols[j] == j.
+template <typename T>
+void AddBlock(const std::vector<T>& src, int s, const std::vector<int>& rows,
+              const std::vector<int>& cols, bool cols_identity, T* acc) {
+  const size_t nc = cols.size();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int a = rows[i];
+    if (a >= s) continue;
+    const T* row = src.data() + static_cast<size_t>(a) * s;
+    T* out = acc + i * nc;
+    if (cols_identity) {
+      const size_t end = std::min(nc, static_cast<size_t>(s));
+      for (size_t j = 0; j < end; ++j) out[j] += row[j];
+    } else {
+      for (size_t j = 0; j < nc; ++j) {
+        const int b = cols[j];
+        if (b < s) out[j] += row[b];
+      }
+    }
+  }
+}
+
+bool IsIdentity(const std::vector<int>& v) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != static_cast<int>(i)) return false;
+  }
+  return true;
+}
+
+// Queries copy the exact sums of the streams they need under the session's
+// mutex and compute outside it; above this size they compute under the mutex
+// instead, so that a query never doubles the memory of a large exact session.
+constexpr int64_t kMaxExactCopyBytes = int64_t{64} << 20;
+
+// The bytes of ExactSubset(ex, streams).
+int64_t ExactSubsetBytes(const ExactSums& ex, const std::vector<int>& streams) {
+  int64_t dim = 0;
+  for (int s : streams) dim += ex.offset[s + 1] - ex.offset[s];
+  const int64_t sn = static_cast<int64_t>(streams.size());
+  return 8 * (dim * dim + dim + sn * sn + sn * dim);
+}
+
+// Returns the sums of `ex` restricted to `streams` (ascending stream indices),
+// which become streams 0, 1, ... of the result. ExactZ gives the same values on
+// the result as on `ex` (same numbers, same order of operations). Only the
+// blocks ExactZ reads are copied: the upper triangle of xx (j >= i) by blocks.
+ExactSums ExactSubset(const ExactSums& ex, const std::vector<int>& streams) {
+  ExactSums sub;
+  const int sn = static_cast<int>(streams.size());
+  const int ex_sn = static_cast<int>(ex.offset.size()) - 1;
+  sub.offset.assign(sn + 1, 0);
+  for (int u = 0; u < sn; ++u) {
+    const int s = streams[u];
+    sub.offset[u + 1] = sub.offset[u] + ex.offset[s + 1] - ex.offset[s];
+  }
+  sub.dim = sub.offset[sn];
+  sub.rows = ex.rows;
+  sub.batches = ex.batches;
+  const int64_t dim = sub.dim;
+  sub.xx.resize(static_cast<size_t>(dim * dim));
+  sub.x.resize(static_cast<size_t>(dim));
+  sub.aa.resize(static_cast<size_t>(sn) * sn);
+  sub.ax.resize(static_cast<size_t>(sn) * dim);
+  for (int u = 0; u < sn; ++u) {
+    const int s = streams[u];
+    const int64_t s0 = ex.offset[s], width = ex.offset[s + 1] - s0;
+    std::copy_n(ex.x.data() + s0, width, sub.x.data() + sub.offset[u]);
+    for (int v = 0; v < sn; ++v) {
+      const int t = streams[v];
+      const int64_t t0 = ex.offset[t], t_width = ex.offset[t + 1] - t0;
+      sub.aa[u * sn + v] = ex.aa[s * ex_sn + t];
+      std::copy_n(ex.ax.data() + s * ex.dim + t0, t_width,
+                  sub.ax.data() + u * dim + sub.offset[v]);
+      if (v < u) continue;
+      for (int64_t i = 0; i < width; ++i) {
+        std::copy_n(ex.xx.data() + (s0 + i) * ex.dim + t0, t_width,
+                    sub.xx.data() + (sub.offset[u] + i) * dim + sub.offset[v]);
+      }
+    }
+  }
+  return sub;
+}
+
+// Writes the exact CKA of rows × cols (stream indices of `ex`) to the nr × nc
+// row-major `values`, leaving NaN where a self term is <= 0.
+void ExactMatrix(const ExactSums& ex, const std::vector<int>& rows,
+                 const std::vector<int>& cols, bool debiased, double* values) {
+  const size_t nc = cols.size();
+  std::vector<double> self(ex.offset.size() - 1,
+                           std::numeric_limits<double>::quiet_NaN());
+  auto self_z = [&](int s) {
+    if (std::isnan(self[s])) self[s] = ExactZ(ex, s, s, debiased);
+    return self[s];
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t j = 0; j < nc; ++j) {
+      const int s = rows[i], t = cols[j];
+      const double zs = self_z(s), zt = self_z(t);
+      if (zs > 0 && zt > 0) {
+        values[i * nc + j] =
+            (s == t ? zs : ExactZ(ex, s, t, debiased)) / std::sqrt(zs * zt);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<SimilarityMatrix> Session::Query(
@@ -1140,73 +1248,94 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
 
   SimilarityMatrix out;
   out.measure = measure.name;
-  absl::MutexLock lock(&mu_);
-  const SessionState& st = *state_;
-  absl::StatusOr<std::vector<int>> rows =
-      ResolveStreams(st, query.rows, "rows");
-  if (!rows.ok()) return rows.status();
-  absl::StatusOr<std::vector<int>> cols =
-      ResolveStreams(st, query.cols, "cols");
-  if (!cols.ok()) return cols.status();
-  const size_t nr = rows->size(), nc = cols->size();
-  for (int r : *rows) out.rows.push_back(st.streams[r]);
-  for (int c : *cols) out.cols.push_back(st.streams[c]);
+  // Stream indices are never reused and names never change, so the rows and
+  // columns resolved here stay valid after the mutex is released. The sums are
+  // copied (or added up over the buckets) under the mutex in a second,
+  // short hold, and the matrix is computed outside it.
+  std::vector<int> rows, cols;
+  {
+    absl::MutexLock lock(&mu_);
+    const SessionState& st = *state_;
+    absl::StatusOr<std::vector<int>> r = ResolveStreams(st, query.rows, "rows");
+    if (!r.ok()) return r.status();
+    absl::StatusOr<std::vector<int>> c = ResolveStreams(st, query.cols, "cols");
+    if (!c.ok()) return c.status();
+    rows = *std::move(r);
+    cols = *std::move(c);
+    out.rows.reserve(rows.size());
+    out.cols.reserve(cols.size());
+    for (int i : rows) out.rows.push_back(st.streams[i]);
+    for (int i : cols) out.cols.push_back(st.streams[i]);
+  }
+  const size_t nr = rows.size(), nc = cols.size();
   out.values.assign(nr * nc, std::numeric_limits<double>::quiet_NaN());
   out.batches.assign(nr * nc, 0);
 
   if (IsExact(measure.estimator)) {
-    const ExactSums& ex = st.exact;
     const bool debiased = measure.estimator == Estimator::kExactDebiased;
-    if (ex.dim == 0 || ex.rows < (debiased ? 4 : 2)) {
+    std::vector<int> needed = rows;
+    needed.insert(needed.end(), cols.begin(), cols.end());
+    std::sort(needed.begin(), needed.end());
+    needed.erase(std::unique(needed.begin(), needed.end()), needed.end());
+    ExactSums subset;
+    {
+      absl::MutexLock lock(&mu_);
+      const ExactSums& ex = state_->exact;
       std::fill(out.batches.begin(), out.batches.end(), ex.batches);
-      return out;
-    }
-    std::vector<double> self(st.streams.size(),
-                             std::numeric_limits<double>::quiet_NaN());
-    auto self_z = [&](int s) {
-      if (std::isnan(self[s])) self[s] = ExactZ(ex, s, s, debiased);
-      return self[s];
-    };
-    for (size_t i = 0; i < nr; ++i) {
-      for (size_t j = 0; j < nc; ++j) {
-        const int s = (*rows)[i], t = (*cols)[j];
-        const double zs = self_z(s), zt = self_z(t);
-        out.batches[i * nc + j] = ex.batches;
-        if (zs > 0 && zt > 0) {
-          out.values[i * nc + j] =
-              (s == t ? zs : ExactZ(ex, s, t, debiased)) / std::sqrt(zs * zt);
-        }
+      if (ex.dim == 0 || ex.rows < (debiased ? 4 : 2)) return out;
+      if (ExactSubsetBytes(ex, needed) > kMaxExactCopyBytes) {
+        ExactMatrix(ex, rows, cols, debiased, out.values.data());
+        return out;
       }
+      subset = ExactSubset(ex, needed);
     }
+    // Stream indices of the subset: positions in `needed`.
+    auto remap = [&](std::vector<int>& v) {
+      for (int& s : v) {
+        s = static_cast<int>(std::lower_bound(needed.begin(), needed.end(), s) -
+                             needed.begin());
+      }
+    };
+    remap(rows);
+    remap(cols);
+    ExactMatrix(subset, rows, cols, debiased, out.values.data());
     return out;
   }
 
-  // Minibatch: sum the buckets in range, then divide.
+  // Minibatch: sum the buckets in range, then divide. For a square query
+  // (rows == cols) the column self terms are the transpose of the row ones.
   int mb = 0;
   for (int i = 0; i < measure_index; ++i)
     mb += IsExact(config_.measures[i].estimator) ? 0 : 1;
-  std::vector<double> num(nr * nc, 0.0), self_r(nr * nc, 0.0),
-      self_c(nr * nc, 0.0);
-  for (auto it = st.buckets[mb].lower_bound(bucket_min);
-       it != st.buckets[mb].end() && it->first <= bucket_max; ++it) {
-    const PairSums& sums = it->second;
-    const int s = sums.size;
-    for (size_t i = 0; i < nr; ++i) {
-      const int a = (*rows)[i];
-      if (a >= s) continue;
-      for (size_t j = 0; j < nc; ++j) {
-        const int b = (*cols)[j];
-        if (b >= s) continue;
-        num[i * nc + j] += sums.num[a * s + b];
-        self_r[i * nc + j] += sums.self[a * s + b];
-        self_c[i * nc + j] += sums.self[b * s + a];
-        out.batches[i * nc + j] += sums.count[a * s + b];
+  const bool square = rows == cols;
+  const bool rows_identity = IsIdentity(rows);
+  const bool cols_identity = square ? rows_identity : IsIdentity(cols);
+  std::vector<double> num(nr * nc, 0.0), self_r(nr * nc, 0.0);
+  std::vector<double> self_c_t(square ? 0 : nc * nr, 0.0);  // nc × nr
+  {
+    absl::MutexLock lock(&mu_);
+    const std::map<int64_t, PairSums>& buckets = state_->buckets[mb];
+    for (auto it = buckets.lower_bound(bucket_min);
+         it != buckets.end() && it->first <= bucket_max; ++it) {
+      const PairSums& sums = it->second;
+      AddBlock(sums.num, sums.size, rows, cols, cols_identity, num.data());
+      AddBlock(sums.self, sums.size, rows, cols, cols_identity, self_r.data());
+      AddBlock(sums.count, sums.size, rows, cols, cols_identity,
+               out.batches.data());
+      if (!square) {
+        AddBlock(sums.self, sums.size, cols, rows, rows_identity,
+                 self_c_t.data());
       }
     }
   }
-  for (size_t e = 0; e < nr * nc; ++e) {
-    if (out.batches[e] > 0 && self_r[e] > 0 && self_c[e] > 0) {
-      out.values[e] = num[e] / std::sqrt(self_r[e] * self_c[e]);
+  const std::vector<double>& self_t = square ? self_r : self_c_t;
+  for (size_t i = 0; i < nr; ++i) {
+    for (size_t j = 0; j < nc; ++j) {
+      const size_t e = i * nc + j;
+      const double self_c = self_t[j * nr + i];
+      if (out.batches[e] > 0 && self_r[e] > 0 && self_c > 0) {
+        out.values[e] = num[e] / std::sqrt(self_r[e] * self_c);
+      }
     }
   }
   return out;
@@ -1224,6 +1353,11 @@ SessionInfo Session::Info() const {
   info.pending_bytes = st.pending_bytes;
   info.state_bytes = st.SumsBytes();
   return info;
+}
+
+int64_t Session::pending_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return state_->pending_bytes;
 }
 
 }  // namespace cka::core

@@ -156,6 +156,9 @@ absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
 
 std::string EncodeSums(const PairSums& sums) {
   ByteWriter w;
+  w.Reserve(4 * sizeof(uint64_t) +
+            (sums.num.size() + sums.self.size()) * sizeof(double) +
+            sums.count.size() * sizeof(int64_t));
   w.I64(sums.size);
   w.Doubles(sums.num);
   w.Doubles(sums.self);
@@ -185,6 +188,9 @@ absl::StatusOr<PairSums> DecodeSums(std::string_view bytes, int streams) {
 
 std::string EncodeExact(const ExactSums& ex) {
   ByteWriter w;
+  w.Reserve(8 * sizeof(uint64_t) + ex.offset.size() * sizeof(int64_t) +
+            (ex.xx.size() + ex.x.size() + ex.aa.size() + ex.ax.size()) *
+                sizeof(double));
   w.I64(ex.dim);
   w.I64s(ex.offset);
   w.Doubles(ex.xx);
@@ -269,6 +275,13 @@ bool PackKernels(int64_t n, size_t k, std::vector<double>* kernels) {
 
 std::string EncodePending(const PendingBatch& p) {
   ByteWriter w;
+  size_t bytes = (7 + p.kernels.size() + p.self.size() + p.activations.size()) *
+                     sizeof(uint64_t) +
+                 p.streams.size() * sizeof(int64_t);
+  for (const auto& k : p.kernels) bytes += k.size() * sizeof(double);
+  for (const auto& s : p.self) bytes += s.size() * sizeof(double);
+  for (const auto& a : p.activations) bytes += a.size() * sizeof(double);
+  w.Reserve(bytes);
   w.I64(p.n);
   w.I64(p.step);
   w.U64(p.seq);

@@ -25,6 +25,11 @@ void ThreadPool::Schedule(std::function<void()> fn) {
   queue_.push_back(std::move(fn));
 }
 
+void ThreadPool::ScheduleUrgent(std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  urgent_.push_back(std::move(fn));
+}
+
 void ThreadPool::Work() {
   while (true) {
     std::function<void()> fn;
@@ -32,12 +37,14 @@ void ThreadPool::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](ThreadPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || !p->queue_.empty();
+            return p->stopping_ || !p->urgent_.empty() || !p->queue_.empty();
           },
           this));
-      if (queue_.empty()) return;  // stopping and drained
-      fn = std::move(queue_.front());
-      queue_.pop_front();
+      std::deque<std::function<void()>>& from =
+          urgent_.empty() ? queue_ : urgent_;
+      if (from.empty()) return;  // stopping and drained
+      fn = std::move(from.front());
+      from.pop_front();
     }
     fn();
   }

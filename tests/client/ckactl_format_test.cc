@@ -65,5 +65,32 @@ TEST(MatrixFormatTest, CsvAndJsonCarryEveryEntry) {
   EXPECT_EQ(j["rows"][1].get<std::string>(), "b/x");
 }
 
+TEST(SessionFormatTest, GetShowsCountersAndStateSizes) {
+  v1::Session session;
+  session.set_session_id("run");
+  session.mutable_config()->add_measures()->set_name("linear");
+  session.mutable_config()->set_step_bucket(100);
+  session.add_streams("a/conv1");
+  session.add_streams("a/fc");
+  session.set_batches_applied(7);
+  session.set_batches_pending(2);
+  session.set_batches_evicted(1);
+  session.set_state_bytes(4096);
+  session.set_pending_bytes(512);
+  EXPECT_EQ(FormatSession(session),
+            "session run\n"
+            "  measures:        linear:linear:unbiased\n"
+            "  step bucket:     100\n"
+            "  streams:         a/conv1 a/fc\n"
+            "  batches applied: 7\n"
+            "  batches pending: 2\n"
+            "  batches evicted: 1\n"
+            "  state bytes:     4096\n"
+            "  pending bytes:   512\n");
+  const nlohmann::json j = SessionJson(session);
+  EXPECT_EQ(j["state_bytes"].get<int64_t>(), 4096);
+  EXPECT_EQ(j["pending_bytes"].get<int64_t>(), 512);
+}
+
 }  // namespace
 }  // namespace cka::ckactl

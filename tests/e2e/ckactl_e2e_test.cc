@@ -130,6 +130,8 @@ TEST_F(CkactlE2eTest, CreateSendMatrixGetListDeleteRoundTrip) {
   r = Ckactl({"get", "exp"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("batches applied: 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("state bytes:"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("state bytes:     0\n"), std::string::npos) << r.out;
   r = Ckactl({"list", "--format", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)[0]["session_id"], "exp");

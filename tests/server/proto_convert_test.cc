@@ -244,6 +244,8 @@ TEST(ProtoConvertTest, SessionCarriesConfigStreamsAndCounters) {
   info.batches_applied = 7;
   info.batches_pending = 2;
   info.batches_evicted = 1;
+  info.pending_bytes = 512;
+  info.state_bytes = 4096;
   v1::Session proto;
   SessionToProto("run", info, &proto);
   EXPECT_EQ(proto.session_id(), "run");
@@ -253,6 +255,8 @@ TEST(ProtoConvertTest, SessionCarriesConfigStreamsAndCounters) {
   EXPECT_EQ(proto.batches_applied(), 7);
   EXPECT_EQ(proto.batches_pending(), 2);
   EXPECT_EQ(proto.batches_evicted(), 1);
+  EXPECT_EQ(proto.pending_bytes(), 512);
+  EXPECT_EQ(proto.state_bytes(), 4096);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -304,6 +305,63 @@ TEST_F(SimilarityServiceTest, StreamedBatchesGiveTheEnginesOwnMatrix) {
   request.set_session_id("nobody");
   EXPECT_EQ(GetSimilarity(request, &matrix).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// A batch of source "m" with `layers` layers l0, l1, ... (d = 4).
+v1::ActivationBatch BatchOfLayers(const std::string& session_id, int layers) {
+  std::mt19937 rng(7);
+  v1::ActivationBatch batch;
+  batch.set_session_id(session_id);
+  batch.set_source("m");
+  batch.set_batch_id("b0");
+  for (int l = 0; l < layers; ++l) {
+    v1::LayerActivation* layer = batch.add_layers();
+    layer->set_layer(absl::StrCat("l", l));
+    RandomActivations(kExamples, 4, &rng, layer->mutable_activations());
+  }
+  return batch;
+}
+
+TEST_F(SimilarityServiceTest, GetSessionReportsStateBytesGrowingWithStreams) {
+  StartServer();
+  std::map<int, int64_t> state_bytes;  // streams → state_bytes
+  for (int streams : {2, 4, 8}) {
+    const std::string id = absl::StrCat("s", streams);
+    ASSERT_TRUE(CreateSession(id).ok());
+    v1::Session session;
+    ASSERT_TRUE(GetSession(id, &session).ok());
+    EXPECT_EQ(session.state_bytes(), 0) << "no batch yet";
+    grpc::Status status;
+    std::vector<v1::BatchAck> acks =
+        Stream({BatchOfLayers(id, streams)}, &status);
+    ASSERT_EQ(acks.size(), 1u);
+    ASSERT_EQ(acks[0].code(), 0) << acks[0].message();
+    ASSERT_TRUE(GetSession(id, &session).ok());
+    EXPECT_GT(session.state_bytes(), 0);
+    EXPECT_EQ(session.pending_bytes(), 0);
+    state_bytes[streams] = session.state_bytes();
+  }
+  // One measure, one step bucket: the sums are streams² pairs of a fixed size.
+  EXPECT_EQ(state_bytes[4], 4 * state_bytes[2]);
+  EXPECT_EQ(state_bytes[8], 16 * state_bytes[2]);
+}
+
+TEST_F(SimilarityServiceTest, GetSessionReportsPendingBytesOfTheJoinBuffer) {
+  StartServer();
+  v1::SessionConfig config;
+  for (const char* stream : {"m/l0", "m/l1", "other/l0"})
+    config.add_streams(stream);
+  ASSERT_TRUE(CreateSession("s", nullptr, config).ok());
+  grpc::Status status;
+  std::vector<v1::BatchAck> acks = Stream({BatchOfLayers("s", 2)}, &status);
+  ASSERT_EQ(acks.size(), 1u);
+  ASSERT_EQ(acks[0].code(), 0) << acks[0].message();
+  v1::Session session;
+  ASSERT_TRUE(GetSession("s", &session).ok());
+  EXPECT_EQ(session.batches_pending(), 1);
+  EXPECT_GT(session.pending_bytes(), 0);
+  EXPECT_EQ(session.pending_bytes(),
+            (*server_->engine().GetSession("s"))->pending_bytes());
 }
 
 TEST_F(SimilarityServiceTest, BadBatchesGetTheirCodeAndTheStreamGoesOn) {

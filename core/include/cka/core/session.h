@@ -3,8 +3,10 @@
 //
 // Thread safety: every public method of Session is thread-safe. Prepare() takes
 // no lock and may run on many threads at once (it is where the Gram work
-// happens); Commit() and Query() take the session's mutex for as long as it
-// takes to update or copy the sums (never for Gram work).
+// happens); Commit() takes the session's mutex for as long as it takes to
+// update the sums (never for Gram work), Query() only to resolve the stream
+// names and to copy (or add up over the step buckets) the sums it needs: it
+// computes the matrix after releasing the mutex.
 #ifndef CKA_CORE_SESSION_H_
 #define CKA_CORE_SESSION_H_
 
@@ -173,8 +175,12 @@ class Session {
   // on a session without step buckets.
   absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
 
-  // Returns the configuration and counters.
+  // Returns the configuration and counters. Copies the config and every
+  // stream name; see pending_bytes() for a cheap read of one counter.
   SessionInfo Info() const;
+  // Returns the bytes the join buffer holds now (Info().pending_bytes),
+  // copying nothing else: cheap enough to call after every commit.
+  int64_t pending_bytes() const;
   const SessionConfig& config() const { return config_; }
 
   // Returns the complete running state (config, sums per bucket, applied batch

@@ -23,6 +23,12 @@ class ThreadPool {
   // Queues `fn` to run on a worker. Never blocks.
   void Schedule(std::function<void()> fn);
 
+  // Queues `fn` ahead of everything queued by Schedule (behind earlier
+  // ScheduleUrgent work): for short work whose latency matters, such as
+  // answering a query while batches wait. It still waits for a worker to
+  // finish what it is running. Never blocks.
+  void ScheduleUrgent(std::function<void()> fn);
+
   // Calls fn(i) for every i in [0, n) on the workers and the calling thread,
   // and returns when all calls have returned. Safe to call from a worker (the
   // caller does the work that no free worker takes, so it cannot deadlock).
@@ -35,6 +41,7 @@ class ThreadPool {
   void Work();
 
   mutable absl::Mutex mu_;
+  std::deque<std::function<void()>> urgent_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;

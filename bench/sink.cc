@@ -154,11 +154,14 @@ absl::StatusOr<SinkStreamResult> StreamToSink(
   absl::Mutex mu;
   int64_t acked = 0;
   bool reader_done = false;
+  std::chrono::steady_clock::time_point warm_at, last_ack_at;
   std::thread reader([&] {
     ChunkAck ack;
     while (stream->Read(&ack)) {
       absl::MutexLock lock(&mu);
       ++acked;
+      last_ack_at = std::chrono::steady_clock::now();
+      if (acked == kWarmupMessages) warm_at = last_ack_at;
     }
     absl::MutexLock lock(&mu);
     reader_done = true;
@@ -167,7 +170,7 @@ absl::StatusOr<SinkStreamResult> StreamToSink(
   const auto start = std::chrono::steady_clock::now();
   const auto stop_writing = start + absl::ToChronoNanoseconds(duration);
   int64_t sent = 0;
-  while (sent < min_messages ||
+  while (sent < min_messages + kWarmupMessages ||
          std::chrono::steady_clock::now() < stop_writing) {
     {
       absl::MutexLock lock(&mu);
@@ -182,18 +185,18 @@ absl::StatusOr<SinkStreamResult> StreamToSink(
   }
   stream->WritesDone();
   reader.join();
-  const auto end = std::chrono::steady_clock::now();
   const grpc::Status status = stream->Finish();
   if (!status.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                         absl::StrCat("sink stream: ", status.error_message()));
   }
-  if (acked != sent || sent < min_messages) {
+  if (acked != sent || sent < min_messages + kWarmupMessages) {
     return absl::InternalError(absl::StrCat(
         "sink stream: ", sent, " messages written, ", acked, " acknowledged"));
   }
-  result.messages = sent;
-  result.seconds = std::chrono::duration<double>(end - start).count();
+  // Steady state: from the ack of the last warm-up message to the last ack.
+  result.messages = sent - kWarmupMessages;
+  result.seconds = std::chrono::duration<double>(last_ack_at - warm_at).count();
   return result;
 }
 

@@ -31,17 +31,22 @@ int RunSinkServer(int max_message_mb);
 // What StreamToSink measured.
 struct SinkStreamResult {
   int64_t message_bytes = 0;  // the serialized size of each message
-  int64_t messages = 0;       // messages written and acknowledged
-  double seconds = 0;         // from the first write to the last ack
+  int64_t messages = 0;       // acknowledged after the warm-up
+  double seconds = 0;         // from the last warm-up ack to the last ack
 };
+
+// Messages at the start of a stream that StreamToSink does not count: gRPC's
+// flow-control windows grow over the first messages (bandwidth-delay probing).
+inline constexpr int64_t kWarmupMessages = 3;
 
 // Streams messages of parts of `part_bytes` bytes (one per layer of a batch)
 // into the Sink at `channel` over one bidirectional stream, keeping at most
 // `window` of them unacknowledged (writes from the calling thread, acks read by
 // a second one, as cka::client::ActivationStreamer does), until `duration` has
-// passed and at least `min_messages` were written; then half-closes and waits
-// for every ack. Returns the status of the call when it fails, or Internal
-// when acks are missing.
+// passed and at least `min_messages` were written after kWarmupMessages; then
+// half-closes and waits for every ack. The result counts the messages after the
+// warm-up, from the warm-up's last ack to the last ack. Returns the status of
+// the call when it fails, or Internal when acks are missing.
 absl::StatusOr<SinkStreamResult> StreamToSink(
     const std::shared_ptr<grpc::Channel>& channel,
     const std::vector<int64_t>& part_bytes, int window, absl::Duration duration,

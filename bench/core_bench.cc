@@ -209,6 +209,7 @@ Result RunWorkload(const Workload& w, Mode mode, int batches) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cka::core::ReexecWithHugePages(argv);  // as ckad does
   cka::core::KeepFreedMemoryForReuse();  // as ckad does
   CLI::App app{"cka core benchmark: Gram + centring + all pairs against sgemm"};
   bool quick = false, sgemm_only = false;

@@ -839,6 +839,7 @@ absl::Status RunAll(const BenchConfig& config) {
 }  // namespace cka::bench
 
 int main(int argc, char** argv) {
+  cka::core::ReexecWithHugePages(argv);  // as ckad does
   // The allocator settings of ckad, for the sink and the client alike: the
   // transport ceiling and the end-to-end figures then differ in ckad alone.
   cka::core::KeepFreedMemoryForReuse();

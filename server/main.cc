@@ -9,6 +9,7 @@
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
+  cka::core::ReexecWithHugePages(argv);
   cka::core::KeepFreedMemoryForReuse();
   absl::StatusOr<cka::server::CommandLine> cl =
       cka::server::ParseCommandLine(argc, argv);

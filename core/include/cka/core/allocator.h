@@ -15,6 +15,16 @@ namespace cka::core {
 // start; a no-op where mallopt does not exist.
 void KeepFreedMemoryForReuse();
 
+// Restarts the program (execv of /proc/self/exe with `argv`) with glibc's
+// malloc backing its heaps with transparent huge pages
+// (GLIBC_TUNABLES=glibc.malloc.hugetlb=1), unless GLIBC_TUNABLES already sets
+// glibc.malloc.hugetlb (set it to 0 to opt out). With 4 KiB pages, every
+// fresh page of a received message costs a fault: on the virtual machines
+// measured, gRPC moved 16 MB messages at ~150 MB/s with 4 KiB pages and
+// ~2 GB/s with huge pages. Call first thing in main(), before any thread
+// starts; returns normally when nothing is to be done or execv fails.
+void ReexecWithHugePages(char** argv);
+
 }  // namespace cka::core
 
 #endif  // CKA_CORE_ALLOCATOR_H_

@@ -5,7 +5,7 @@
     numpy_peer.py --self-test
 
 It reads the batches of make_batches.py (DIR/workloads.json, DIR/<name>/s<i>.npy) and, for each
-workload, computes what ckad computes for one batch of S streams (../shared/MATH.md: linear
+workload, computes what ckad computes for one batch of S streams (MATH.md of the developers' guide: linear
 kernel, unbiased HSIC_1 via U-centred Grams, sums over batches):
 
   - per stream the Gram K_s = X_s @ X_s.T in float32 (numpy calls syrk for X @ X.T),

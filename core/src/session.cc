@@ -211,6 +211,21 @@ void Convert16(const void* data, int64_t count, T* out) {
   }
 }
 
+// InvalidArgument naming the first value of `values` (`count` of them, rows of
+// `width`) that is NaN or Inf; OK when all are finite.
+template <typename T>
+absl::Status FirstNonFinite(const std::string& ctx, const T* values,
+                            int64_t count, int64_t width) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: value %g at row %d, column %d is not finite (NaN or Inf)", ctx,
+          static_cast<double>(values[i]), i / width, i % width));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Converts `count` elements of `t` to T (float or double), checking that all
 // are finite. `width` only locates a bad value (row, column) in the error
 // message.
@@ -234,15 +249,7 @@ absl::Status Widen(const std::string& ctx, const TensorView& t, int64_t count,
       break;
   }
   Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> view(dst, count);
-  if (!view.allFinite()) {
-    for (int64_t i = 0; i < count; ++i) {
-      if (!std::isfinite(dst[i])) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: value %g at row %d, column %d is not finite (NaN or Inf)", ctx,
-            static_cast<double>(dst[i]), i / width, i % width));
-      }
-    }
-  }
+  if (!view.allFinite()) return FirstNonFinite(ctx, dst, count, width);
   return absl::OkStatus();
 }
 
@@ -265,13 +272,7 @@ absl::Status CheckGramDiagonal(const std::string& ctx, const TensorView& t,
                                const float* gram) {
   for (int64_t r = 0; r < n; ++r) {
     if (std::isfinite(gram[r * n + r])) continue;
-    for (int64_t i = 0; i < n * d; ++i) {
-      if (!std::isfinite(x[i])) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: value %g at row %d, column %d is not finite (NaN or Inf)", ctx,
-            static_cast<double>(x[i]), i / d, i % d));
-      }
-    }
+    if (absl::Status s = FirstNonFinite(ctx, x, n * d, d); !s.ok()) return s;
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: the squared norm of row %d overflows float32 (its %s values are "
         "too large); scale the activations down",
@@ -538,7 +539,12 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
     const std::string ctx = LayerContext(rep.streams[i], rep.batch_id);
     std::vector<double>& gram = scratch.gram;
     const float* gram32 = nullptr;  // set on the float32 path
-    gram.resize(n2);
+    // The float64 Gram: every path but float32 activations of a linear-only
+    // session fills it.
+    if (layer.kind == LayerInput::Kind::kGram || exact ||
+        layer.tensor.dtype == DType::kFloat64 || needs_gram64) {
+      gram.resize(n2);
+    }
     if (layer.kind == LayerInput::Kind::kGram) {
       std::vector<double>& g = scratch.widened64;
       if (absl::Status s = Widen(ctx, layer.tensor, n * n, n, &g); !s.ok()) {

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/src/byte_codec.h"  // the checksum Session::Serialize appends
+
 namespace cka::fuzz {
 
 void CheckFailed(const char* file, int line, const char* cond,
@@ -81,19 +83,10 @@ core::BatchInput BaseBatch(std::vector<float>* storage) {
   return batch;
 }
 
-uint64_t Fnv1a64(std::string_view bytes) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string WithFixedChecksum(std::string_view bytes) {
   std::string fixed(bytes);
   if (fixed.size() < 8) return fixed;
-  const uint64_t h = Fnv1a64(bytes.substr(0, bytes.size() - 8));
+  const uint64_t h = core::Fnv1a64(bytes.substr(0, bytes.size() - 8));
   std::memcpy(fixed.data() + fixed.size() - 8, &h, 8);
   return fixed;
 }

@@ -52,10 +52,6 @@ core::BatchInput BaseBatch(std::vector<float>* storage);
 // collinear (valid for every measure), seeded by `seed`.
 std::vector<float> SampleActivations(int n, int d, uint32_t seed);
 
-// Returns the 64-bit FNV-1a hash of `bytes` (the checksum Session::Serialize
-// appends).
-uint64_t Fnv1a64(std::string_view bytes);
-
 // Returns `bytes` with its last 8 bytes replaced by the FNV-1a-64 hash of what
 // precedes them, so that a mutated serialised session gets past the checksum
 // and reaches the record decoders. Bytes shorter than 8 are returned as they

@@ -2,6 +2,7 @@
 #ifndef CKA_SERVER_FLAGS_H_
 #define CKA_SERVER_FLAGS_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -14,6 +15,10 @@ struct CommandLine {
   ServerOptions options;
   std::string log_level =
       "info";  // trace, debug, info, warn, error, critical or off
+  // MiB of resident memory that malloc may hold without having it in use
+  // before ckad returns free pages to the kernel (FreedMemoryLimiter); -1
+  // never returns them.
+  int64_t max_retained_free_mb = 256;
   // Offline transfer of one session (then exit without serving): export when
   // export_session is set, import when import_file is set; both need
   // options.data_dir.

@@ -5,6 +5,7 @@
 #include "cka/core/allocator.h"
 #include "cka/server/server.h"
 #include "server/flags.h"
+#include "server/freed_memory_limiter.h"
 #include "server/session_transfer.h"
 #include "spdlog/spdlog.h"
 
@@ -45,6 +46,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Started before the server and stopped after it.
+  const cka::server::FreedMemoryLimiter freed_memory_limiter(
+      cl->max_retained_free_mb < 0 ? -1 : cl->max_retained_free_mb << 20,
+      absl::Seconds(10));
   absl::StatusOr<std::unique_ptr<cka::server::Server>> server =
       cka::server::Server::BuildAndStart(cl->options);
   if (!server.ok()) {

@@ -14,6 +14,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cka/core/config.h"
 #include "grpcpp/alarm.h"
 #include "server/proto_convert.h"
@@ -246,42 +248,44 @@ class SimilarityServiceImpl::ActivationStream final
   }
 
   // Runs on the pool: decode, prepare, commit, and fill in the slot's ack.
+  // The batch's bytes are freed as soon as it is applied or rejected: a slot
+  // can wait for the group commit much longer than it took to compute, and
+  // only its ack is needed until then.
   void Process(Slot* slot) {
-    const v1::ActivationBatch& batch = slot->batch;
     v1::BatchAck& ack = slot->ack;
-    ack.set_session_id(batch.session_id());
-    ack.set_source(batch.source());
-    ack.set_batch_id(batch.batch_id());
+    ack.set_session_id(slot->batch.session_id());
+    ack.set_source(slot->batch.source());
+    ack.set_batch_id(slot->batch.batch_id());
     std::shared_ptr<core::Session> session;
-    absl::StatusOr<core::IngestResult> result = Apply(batch, &session);
-    if (result.ok()) {
-      ack.set_code(0);
-      ack.set_duplicate(result->duplicate());
-      if (service_->committer_ != nullptr) {
-        // An OK ack means durable: it waits for the group commit that holds
-        // this batch (or, for a duplicate, the earlier commit it repeats).
-        service_->committer_->AwaitDurable(
-            batch.session_id(), std::move(session), result->version,
-            [this, slot](absl::Status durable) {
-              if (!durable.ok()) {
-                slot->ack.set_code(ToRpcCode(
-                    durable,
-                    absl::StrCat("batch '", slot->batch.batch_id(), "'")));
-                slot->ack.set_message(std::string(durable.message()));
-                slot->ack.set_duplicate(false);
-              }
-              Complete(slot);
-            });
-        return;
-      }
-    } else {
+    absl::StatusOr<core::IngestResult> result = Apply(slot->batch, &session);
+    if (!result.ok()) {
       const absl::Status& status = result.status();
-      ack.set_code(
-          ToRpcCode(status, absl::StrCat("batch '", batch.batch_id(), "'")));
+      ack.set_code(ToRpcCode(
+          status, absl::StrCat("batch '", slot->batch.batch_id(), "'")));
       ack.set_message(std::string(status.message()));
-      service_->LogRejectedBatch(batch, peer_, ack.code(), ack.message());
+      service_->LogRejectedBatch(slot->batch, peer_, ack.code(), ack.message());
     }
-    Complete(slot);
+    slot->batch = v1::ActivationBatch();  // moves in an empty one: frees
+    if (!result.ok() || service_->committer_ == nullptr) {
+      if (result.ok()) ack.set_duplicate(result->duplicate());
+      Complete(slot);
+      return;
+    }
+    ack.set_code(0);
+    ack.set_duplicate(result->duplicate());
+    // An OK ack means durable: it waits for the group commit that holds this
+    // batch (or, for a duplicate, the earlier commit it repeats).
+    service_->committer_->AwaitDurable(
+        ack.session_id(), std::move(session), result->version,
+        [this, slot](absl::Status durable) {
+          if (!durable.ok()) {
+            slot->ack.set_code(ToRpcCode(
+                durable, absl::StrCat("batch '", slot->ack.batch_id(), "'")));
+            slot->ack.set_message(std::string(durable.message()));
+            slot->ack.set_duplicate(false);
+          }
+          Complete(slot);
+        });
   }
 
   // Marks the slot's ack ready, starts what that allows, and releases the
@@ -776,19 +780,30 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     absl::MutexLock lock(&mu_);
     ++queries_in_flight_;
   }
-  pool_->ScheduleUrgent(
-      [this, reactor, request, response, session = *std::move(session)] {
-        absl::StatusOr<core::SimilarityMatrix> matrix =
-            session->Query(SimilarityQueryFromProto(*request));
-        if (matrix.ok()) {
-          SimilarityMatrixToProto(request->session_id(), *matrix, response);
-          reactor->Finish(grpc::Status::OK);
-        } else {
-          reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
-        }
-        absl::MutexLock lock(&mu_);
-        --queries_in_flight_;
-      });
+  const absl::Time scheduled = absl::Now();
+  pool_->ScheduleUrgent([this, reactor, request, response, scheduled,
+                         session = *std::move(session)] {
+    const absl::Time started = absl::Now();
+    absl::StatusOr<core::SimilarityMatrix> matrix =
+        session->Query(SimilarityQueryFromProto(*request));
+    if (matrix.ok()) {
+      const absl::Time queried = absl::Now();
+      SimilarityMatrixToProto(request->session_id(), *matrix, response);
+      spdlog::debug(
+          "GetSimilarity '{}': {} x {} in {:.2f} ms ({:.2f} ms queued, "
+          "{:.2f} ms query, {:.2f} ms conversion)",
+          request->session_id(), matrix->rows.size(), matrix->cols.size(),
+          absl::ToDoubleMilliseconds(absl::Now() - scheduled),
+          absl::ToDoubleMilliseconds(started - scheduled),
+          absl::ToDoubleMilliseconds(queried - started),
+          absl::ToDoubleMilliseconds(absl::Now() - queried));
+      reactor->Finish(grpc::Status::OK);
+    } else {
+      reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
+    }
+    absl::MutexLock lock(&mu_);
+    --queries_in_flight_;
+  });
   return reactor;
 }
 

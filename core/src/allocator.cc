@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -16,6 +17,16 @@ void KeepFreedMemoryForReuse() {
   // 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  // Unless the environment sets it: few arenas, since each keeps its own
+  // freed memory (glibc's default is 8 per core).
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr &&
+      (tunables == nullptr ||
+       std::string(tunables).find("glibc.malloc.arena_max") ==
+           std::string::npos)) {
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    mallopt(M_ARENA_MAX, static_cast<int>(std::max(2L, cores)));
+  }
 #endif
 }
 

@@ -33,6 +33,7 @@ TEST(FlagsTest, NoFlagsGiveTheDocumentedDefaults) {
             limits.session.max_pending_bytes);
   EXPECT_EQ(o.limits.session.max_exact_bytes, limits.session.max_exact_bytes);
   EXPECT_EQ(cl->log_level, "info");
+  EXPECT_EQ(cl->max_retained_free_mb, 256);
   EXPECT_FALSE(cl->help_requested);
 }
 
@@ -41,7 +42,8 @@ TEST(FlagsTest, EveryFlagReachesItsOption) {
       {"--listen", "0.0.0.0:7000", "--data-dir=/var/lib/ckad", "--threads", "3",
        "--max-message-mb", "128", "--log-level", "debug", "--max-sessions", "5",
        "--max-streams-per-session", "6", "--max-pending-mb", "7",
-       "--max-exact-mb", "8", "--shutdown-grace-s", "2.5"});
+       "--max-exact-mb", "8", "--shutdown-grace-s", "2.5",
+       "--max-retained-free-mb", "-1"});
   ASSERT_TRUE(cl.ok()) << cl.status();
   const ServerOptions& o = cl->options;
   EXPECT_EQ(o.listen, "0.0.0.0:7000");
@@ -54,6 +56,7 @@ TEST(FlagsTest, EveryFlagReachesItsOption) {
   EXPECT_EQ(o.limits.session.max_pending_bytes, int64_t{7} << 20);
   EXPECT_EQ(o.limits.session.max_exact_bytes, int64_t{8} << 20);
   EXPECT_EQ(o.shutdown_grace, absl::Milliseconds(2500));
+  EXPECT_EQ(cl->max_retained_free_mb, -1);
 }
 
 TEST(FlagsTest, HelpIsRequestedAndDescribesEveryFlag) {
@@ -63,7 +66,8 @@ TEST(FlagsTest, HelpIsRequestedAndDescribesEveryFlag) {
   for (const char* flag :
        {"--listen", "--data-dir", "--threads", "--max-message-mb",
         "--log-level", "--max-sessions", "--max-streams-per-session",
-        "--max-pending-mb", "--max-exact-mb", "--shutdown-grace-s"}) {
+        "--max-pending-mb", "--max-exact-mb", "--shutdown-grace-s",
+        "--max-retained-free-mb"}) {
     EXPECT_NE(cl->help.find(flag), std::string::npos) << flag;
   }
 }
@@ -106,6 +110,8 @@ TEST(FlagsTest, BadValuesAreInvalidArgumentNamingTheFlag) {
       {{"--max-sessions", "0"}, "max-sessions"},
       {{"--max-pending-mb", "x"}, "max-pending-mb"},
       {{"--shutdown-grace-s", "-3"}, "shutdown-grace-s"},
+      {{"--max-retained-free-mb", "-2"}, "max-retained-free-mb"},
+      {{"--max-retained-free-mb", "lots"}, "max-retained-free-mb"},
       {{"--no-such-flag"}, "no-such-flag"},
       {{"stray"}, "stray"},
       {{"--listen"}, "listen"},

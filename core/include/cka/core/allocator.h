@@ -9,10 +9,12 @@ namespace cka::core {
 // bytes, Gram scratch, stacked kernels); with glibc's defaults many of those
 // come as fresh pages from mmap, and a fresh 4 KiB page costs a page fault —
 // on virtual machines ~10 µs, which made a 4 MB buffer cost more than the
-// arithmetic done in it. Buffers up to 32 MiB then come from the heap, and up
-// to 64 MiB of free memory is kept at the top of each malloc arena (a bound on
-// what this costs in RSS per arena). Call once at start-up, before threads
-// start; a no-op where mallopt does not exist.
+// arithmetic done in it. Buffers up to 32 MiB then come from the heap, up to
+// 64 MiB of free memory is kept at the top of each malloc arena, and there are
+// at most max(2, cores) arenas (unless MALLOC_ARENA_MAX or GLIBC_TUNABLES
+// sets it): each arena keeps its own freed memory. ckad also bounds what is
+// kept in all (server/freed_memory_limiter.h). Call once at start-up, before
+// threads start; a no-op where mallopt does not exist.
 void KeepFreedMemoryForReuse();
 
 // Restarts the program (execv of /proc/self/exe with `argv`) with glibc's

@@ -1,0 +1,92 @@
+#include "server/freed_memory_limiter.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cka/core/allocator.h"
+#include "gtest/gtest.h"
+
+namespace cka::server {
+namespace {
+
+// Sanitizers bring their own malloc, which malloc_trim does not touch.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define CKA_TEST_SANITIZER_MALLOC 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CKA_TEST_SANITIZER_MALLOC 1
+#endif
+#if defined(__GLIBC__) && !defined(CKA_TEST_SANITIZER_MALLOC)
+constexpr bool kGlibcMalloc = true;
+#else
+constexpr bool kGlibcMalloc = false;
+#endif
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// Leaves `blocks` MiB freed but kept by malloc: each touched block is freed
+// between small blocks that stay allocated, so malloc cannot give it back by
+// shrinking its heap. Returns the small blocks (FreeAll them afterwards).
+std::vector<void*> FreeBetweenPins(int blocks) {
+  core::KeepFreedMemoryForReuse();  // 1 MiB blocks come from the heap
+  std::vector<void*> freed, pins;
+  for (int i = 0; i < blocks; ++i) {
+    freed.push_back(std::malloc(kMiB));
+    std::memset(freed.back(), 1, kMiB);
+    pins.push_back(std::malloc(64 << 10));
+  }
+  for (void* p : freed) std::free(p);
+  return pins;
+}
+
+void FreeAll(const std::vector<void*>& blocks) {
+  for (void* p : blocks) std::free(p);
+}
+
+TEST(FreedMemoryLimiterTest, TrimsOnlyWhenMoreThanTheLimitIsRetained) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  const std::vector<void*> pins = FreeBetweenPins(96);
+
+  const FreedMemoryCheck kept = FreedMemoryLimiter::Check(int64_t{1} << 40);
+  EXPECT_FALSE(kept.trimmed);
+  EXPECT_GE(kept.retained(), 64 * kMiB);
+  EXPECT_EQ(kept.resident_after, kept.resident_before);
+
+  const FreedMemoryCheck trimmed = FreedMemoryLimiter::Check(16 * kMiB);
+  EXPECT_TRUE(trimmed.trimmed);
+  EXPECT_LE(trimmed.resident_after, trimmed.resident_before - 64 * kMiB)
+      << "before " << trimmed.resident_before << " after "
+      << trimmed.resident_after;
+  FreeAll(pins);
+}
+
+TEST(FreedMemoryLimiterTest, ItsThreadReturnsWhatIsRetainedBeyondTheLimit) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  FreedMemoryLimiter limiter(16 * kMiB, absl::Milliseconds(10));
+  const std::vector<void*> pins = FreeBetweenPins(96);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (limiter.released_bytes() < 64 * kMiB && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GE(limiter.trims(), 1);
+  EXPECT_GE(limiter.released_bytes(), 64 * kMiB);
+  FreeAll(pins);
+}
+
+TEST(FreedMemoryLimiterTest, ANegativeLimitStartsNoThread) {
+  FreedMemoryLimiter limiter(-1, absl::Milliseconds(1));
+  const std::vector<void*> pins = FreeBetweenPins(8);
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(limiter.trims(), 0);
+  FreeAll(pins);
+}
+
+}  // namespace
+}  // namespace cka::server

@@ -401,7 +401,11 @@ def section_queries(service):
     mx = num(get(q, "max_ms"))
     rows = [row("GetSimilarity p50", get(q, "p50_ms"), "ms", note=note),
             row("GetSimilarity p99", get(q, "p99_ms"), "ms", target="query_p99_ms",
-                note=f"max {mx:.2f} ms" if mx is not None else "")]
+                note=f"max {mx:.2f} ms" if mx is not None else ""),
+            row("GetSimilarity p99 inside ckad", get(q, "server_p99_ms"), "ms",
+                note=(f"p50 {num(get(q, 'server_p50_ms')):.2f} ms; queued query to converted "
+                      "matrix (x-cka-server-time-ms), without transport and client"
+                      if num(get(q, "server_p50_ms")) is not None else ""))]
     return rows, []
 
 

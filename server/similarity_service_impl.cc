@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -90,6 +91,10 @@ std::string DescribeConfig(const core::SessionConfig& config) {
                       config.streams.size(), " declared streams, step bucket ",
                       config.step_bucket);
 }
+
+// Trailing metadata of a GetSimilarity answer: milliseconds from the queued
+// query to its converted answer (client/include/cka/client/client.h).
+constexpr char kServerTimeMetadataKey[] = "x-cka-server-time-ms";
 
 }  // namespace
 
@@ -781,7 +786,7 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     ++queries_in_flight_;
   }
   const absl::Time scheduled = absl::Now();
-  pool_->ScheduleUrgent([this, reactor, request, response, scheduled,
+  pool_->ScheduleUrgent([this, context, reactor, request, response, scheduled,
                          session = *std::move(session)] {
     const absl::Time started = absl::Now();
     absl::StatusOr<core::SimilarityMatrix> matrix =
@@ -789,14 +794,19 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     if (matrix.ok()) {
       const absl::Time queried = absl::Now();
       SimilarityMatrixToProto(request->session_id(), *matrix, response);
+      const absl::Time converted = absl::Now();
       spdlog::debug(
           "GetSimilarity '{}': {} x {} in {:.2f} ms ({:.2f} ms queued, "
           "{:.2f} ms query, {:.2f} ms conversion)",
           request->session_id(), matrix->rows.size(), matrix->cols.size(),
-          absl::ToDoubleMilliseconds(absl::Now() - scheduled),
+          absl::ToDoubleMilliseconds(converted - scheduled),
           absl::ToDoubleMilliseconds(started - scheduled),
           absl::ToDoubleMilliseconds(queried - started),
-          absl::ToDoubleMilliseconds(absl::Now() - queried));
+          absl::ToDoubleMilliseconds(converted - queried));
+      context->AddTrailingMetadata(
+          kServerTimeMetadataKey,
+          absl::StrFormat("%.3f",
+                          absl::ToDoubleMilliseconds(converted - scheduled)));
       reactor->Finish(grpc::Status::OK);
     } else {
       reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -305,6 +306,41 @@ TEST_F(SimilarityServiceTest, StreamedBatchesGiveTheEnginesOwnMatrix) {
   request.set_session_id("nobody");
   EXPECT_EQ(GetSimilarity(request, &matrix).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// The trailing metadata key that the proto documents for GetSimilarity.
+constexpr char kServerTimeKey[] = "x-cka-server-time-ms";
+
+TEST_F(SimilarityServiceTest, GetSimilarityAnswersCarryCkadsOwnTime) {
+  StartServer();
+  ASSERT_TRUE(CreateSession("s").ok());
+  grpc::Status status;
+  ASSERT_EQ(Stream(Batches("s", 2), &status).size(), 2u);
+  v1::GetSimilarityRequest request;
+  request.set_session_id("s");
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::SimilarityMatrix matrix;
+  const absl::Time before = absl::Now();
+  ASSERT_TRUE(stub_->GetSimilarity(&context, request, &matrix).ok());
+  const double call_ms = absl::ToDoubleMilliseconds(absl::Now() - before);
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(kServerTimeKey);
+  ASSERT_NE(it, trailers.end());
+  double server_ms = -1;
+  ASSERT_TRUE(absl::SimpleAtod(
+      std::string(it->second.data(), it->second.size()), &server_ms));
+  // ckad's share of the call: never negative, never longer than the call.
+  EXPECT_GE(server_ms, 0.0);
+  EXPECT_LE(server_ms, call_ms);
+
+  // An error answer carries no time.
+  request.set_session_id("nobody");
+  grpc::ClientContext missing;
+  SetDeadline(&missing);
+  EXPECT_EQ(stub_->GetSimilarity(&missing, request, &matrix).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(missing.GetServerTrailingMetadata().count(kServerTimeKey), 0u);
 }
 
 // A batch of source "m" with `layers` layers l0, l1, ... (d = 4).

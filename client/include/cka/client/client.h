@@ -65,6 +65,11 @@ struct ClientOptions {
 // one (deploy/README.md: the router hashes on it).
 inline constexpr char kSessionMetadataKey[] = "x-cka-session";
 
+// The trailing metadata key of every GetSimilarity answer: the milliseconds
+// ckad spent on it, from queueing the query to its converted matrix (what is
+// not in it is transport, serialisation and waiting for the CPU).
+inline constexpr char kServerTimeMetadataKey[] = "x-cka-server-time-ms";
+
 // The standard gRPC health states
 // (grpc.health.v1.HealthCheckResponse.ServingStatus).
 enum class ServingStatus {

@@ -2,6 +2,8 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -28,6 +30,18 @@ constexpr int64_t kBatchOverheadBytes = 64;
 // How long Close waits for the server to end the stream after the client's
 // half-close.
 constexpr absl::Duration kHalfCloseGrace = absl::Seconds(10);
+
+// Puts the calling thread in Linux's SCHED_BATCH class: a background thread of
+// the streamer that wakes up then does not preempt the training loop (Submit
+// wakes the sender, which then serialises a batch for milliseconds). It still
+// gets its fair share of the CPU. Best effort; no privilege needed.
+void DeferToTheTrainingLoop() {
+#if defined(__linux__)
+  sched_param param{};
+  param.sched_priority = 0;
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
+#endif
+}
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -429,6 +443,7 @@ absl::StatusOr<std::shared_ptr<const WireBatch>> ActivationStreamerImpl::Encode(
 }
 
 void ActivationStreamerImpl::RunSender() {
+  DeferToTheTrainingLoop();
   absl::Duration backoff = options_.initial_backoff;
   bool first_stream = true;
   while (true) {
@@ -563,6 +578,7 @@ bool ActivationStreamerImpl::RunStream() {
 }
 
 void ActivationStreamerImpl::ReadAcks(BatchStream* stream, int64_t generation) {
+  DeferToTheTrainingLoop();
   v1::BatchAck ack;
   while (stream->Read(&ack)) {
     absl::MutexLock lock(&mu_);

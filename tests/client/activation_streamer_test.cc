@@ -1,11 +1,17 @@
 #include "cka/client/activation_streamer.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <Eigen/Core>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -431,6 +437,46 @@ TEST(ActivationStreamerTest, CloseDeliversEverythingAndEndsTheStreamCleanly) {
   EXPECT_EQ(streamer->stats().reconnects, 0);
   EXPECT_TRUE(streamer->Close(Soon()).ok());  // idempotent
 }
+
+#if defined(__linux__)
+// The number of this process's threads in scheduling class SCHED_BATCH
+// (/proc/self/task/<tid>/stat, field 41, "policy"; SCHED_BATCH is 3).
+int ThreadsInSchedBatch() {
+  int count = 0;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    // The command name (field 2) is in parentheses and may hold spaces.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= 41 && fields >> field; ++i) {
+      if (i == 41 && field == "3") ++count;
+    }
+  }
+  return count;
+}
+
+TEST(ActivationStreamerTest, ItsBackgroundThreadsDoNotPreemptTheTrainingLoop) {
+  FakeServer server;
+  std::unique_ptr<Client> client = MakeClient(server.address());
+  const int before = ThreadsInSchedBatch();
+  std::unique_ptr<ActivationStreamer> streamer = MakeStreamer(*client);
+  ASSERT_TRUE(streamer->Submit(SmallBatch("b0")).ok());
+  absl::StatusOr<std::vector<BatchError>> flushed = streamer->Flush(Soon());
+  ASSERT_TRUE(flushed.ok()) << flushed.status();
+  // The sender and, while a stream is open, its ack reader.
+  EXPECT_EQ(ThreadsInSchedBatch(), before + 2);
+  // The caller's own thread keeps its class.
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
+  ASSERT_TRUE(streamer->Close(Soon()).ok());
+  streamer.reset();
+  EXPECT_EQ(ThreadsInSchedBatch(), before);
+}
+#endif
 
 TEST(ClientTest, CallsToAServerThatIsNotThereFailWithUnavailable) {
   ClientOptions options;

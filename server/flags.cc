@@ -59,9 +59,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
       ->capture_default_str()
       ->check(CLI::Range(1, 2047));
   app.add_option("--max-retained-free-mb", cl.max_retained_free_mb,
-                 "MiB of freed memory malloc may keep for reuse; beyond it, "
-                 "checked every 10 s, free pages go back to the kernel "
-                 "(-1 = keep all)")
+                 "MiB of freed memory malloc may keep for reuse while ckad "
+                 "is busy (checked every second, trimmed at most every 10 s); "
+                 "an idle ckad returns all free pages (-1 = keep all)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 30));
   app.add_option("--log-level", cl.log_level, "spdlog level")

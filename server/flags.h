@@ -15,9 +15,9 @@ struct CommandLine {
   ServerOptions options;
   std::string log_level =
       "info";  // trace, debug, info, warn, error, critical or off
-  // MiB of resident memory that malloc may hold without having it in use
-  // before ckad returns free pages to the kernel (FreedMemoryLimiter); -1
-  // never returns them.
+  // MiB of resident memory that malloc may hold without having it in use,
+  // while busy, before ckad returns free pages to the kernel
+  // (FreedMemoryPolicy::max_retained_bytes); -1 never returns them.
   int64_t max_retained_free_mb = 256;
   // Offline transfer of one session (then exit without serving): export when
   // export_session is set, import when import_file is set; both need

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 
+#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
 #if defined(__GLIBC__)
@@ -24,14 +26,20 @@ int64_t ResidentBytes() {
   return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
 }
 
+// CPU time of all threads of this process so far.
+absl::Duration ProcessCpuTime() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
 double Mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 }  // namespace
 
-FreedMemoryLimiter::FreedMemoryLimiter(int64_t max_retained_bytes,
-                                       absl::Duration interval)
-    : max_retained_bytes_(max_retained_bytes), interval_(interval) {
-  if (max_retained_bytes_ >= 0) thread_ = std::thread([this] { Run(); });
+FreedMemoryLimiter::FreedMemoryLimiter(FreedMemoryPolicy policy)
+    : policy_(policy) {
+  if (policy_.max_retained_bytes >= 0) thread_ = std::thread([this] { Run(); });
 }
 
 FreedMemoryLimiter::~FreedMemoryLimiter() {
@@ -73,13 +81,32 @@ int64_t FreedMemoryLimiter::released_bytes() const {
 }
 
 void FreedMemoryLimiter::Run() {
+  absl::Duration cpu_before = ProcessCpuTime();
+  absl::Time last_trim = absl::Now();
+  bool trimmed_while_idle = false;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_)) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), policy_.interval)) {
+        return;
+      }
     }
-    const FreedMemoryCheck check = Check(max_retained_bytes_);
+    const bool idle = ProcessCpuTime() - cpu_before <
+                      policy_.interval * policy_.idle_cpu_fraction;
+    FreedMemoryCheck check;
+    if (idle && !trimmed_while_idle) {
+      check = Check(0);
+      trimmed_while_idle = true;
+    } else if (!idle) {
+      trimmed_while_idle = false;
+      if (absl::Now() - last_trim >= policy_.busy_gap) {
+        check = Check(policy_.max_retained_bytes);
+      }
+    }
+    // After the check: its own work is not the next interval's use.
+    cpu_before = ProcessCpuTime();
     if (!check.trimmed) continue;
+    last_trim = absl::Now();
     const int64_t released = check.resident_before - check.resident_after;
     {
       absl::MutexLock lock(&mu_);
@@ -88,11 +115,12 @@ void FreedMemoryLimiter::Run() {
     }
     spdlog::debug(
         "returned {:.1f} MiB of freed memory to the kernel in {:.1f} ms "
-        "(resident {:.1f} -> {:.1f} MiB, {:.1f} MiB in use by malloc, "
+        "({}; resident {:.1f} -> {:.1f} MiB, {:.1f} MiB in use by malloc, "
         "--max-retained-free-mb {:.0f})",
         Mib(released), absl::ToDoubleMilliseconds(check.took),
-        Mib(check.resident_before), Mib(check.resident_after),
-        Mib(check.in_use), Mib(max_retained_bytes_));
+        idle ? "idle" : "busy", Mib(check.resident_before),
+        Mib(check.resident_after), Mib(check.in_use),
+        Mib(policy_.max_retained_bytes));
   }
 }
 

@@ -23,21 +23,31 @@ struct FreedMemoryCheck {
   int64_t retained() const { return resident_before - in_use; }
 };
 
+// When the limiter looks and when it trims.
+struct FreedMemoryPolicy {
+  // While busy: trim when more than this is retained (below 0: never trim,
+  // and start no thread).
+  int64_t max_retained_bytes = int64_t{256} << 20;
+  absl::Duration interval = absl::Seconds(1);   // how often it looks
+  absl::Duration busy_gap = absl::Seconds(10);  // least time between busy trims
+  // An interval in which the process used less CPU than this fraction of one
+  // core is idle: on entering idleness, all free pages go back.
+  double idle_cpu_fraction = 0.02;
+};
+
 // ckad keeps freed memory for reuse (core::KeepFreedMemoryForReuse), and
 // glibc keeps it per malloc arena: an arena that threads filled once keeps its
 // pages after they moved on. Over many batches, RSS grew with the batch count
 // although the memory in use did not (W1: 391 MB after 1k batches, 650 MB
-// after 10k). This limiter checks, every `interval`, how much resident memory
-// malloc does not have in use, and when that exceeds `max_retained_bytes`
-// returns all free pages to the kernel (malloc_trim). A trim costs tens of
-// milliseconds and the pages then fault in again, so the interval is long
-// (ckad: 10 s) and the limit above what a steady stream keeps. A no-op
-// without glibc. Thread-safe.
+// after 10k). This limiter looks every `interval` at how much resident memory
+// malloc does not have in use. While ckad is busy, it returns all free pages
+// to the kernel (malloc_trim) when that exceeds `max_retained_bytes`, at most
+// once per `busy_gap`: a trim costs tens of milliseconds and the pages then
+// fault in again. When ckad turns idle, it returns them once, so that an idle
+// ckad holds what it uses. A no-op without glibc. Thread-safe.
 class FreedMemoryLimiter {
  public:
-  // Starts the checking thread; a `max_retained_bytes` below 0 starts none
-  // (Check still works).
-  FreedMemoryLimiter(int64_t max_retained_bytes, absl::Duration interval);
+  explicit FreedMemoryLimiter(FreedMemoryPolicy policy);
   ~FreedMemoryLimiter();  // stops the thread
 
   FreedMemoryLimiter(const FreedMemoryLimiter&) = delete;
@@ -46,15 +56,15 @@ class FreedMemoryLimiter {
   // One check: trims when more than `max_retained_bytes` is retained.
   static FreedMemoryCheck Check(int64_t max_retained_bytes);
 
-  // The checks so far that trimmed, and the bytes they returned.
+  // The checks so far that trimmed (busy or idle), and the bytes they
+  // returned.
   int64_t trims() const;
   int64_t released_bytes() const;
 
  private:
   void Run();
 
-  const int64_t max_retained_bytes_;
-  const absl::Duration interval_;
+  const FreedMemoryPolicy policy_;
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t trims_ ABSL_GUARDED_BY(mu_) = 0;

@@ -47,9 +47,11 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Started before the server and stopped after it.
-  const cka::server::FreedMemoryLimiter freed_memory_limiter(
-      cl->max_retained_free_mb < 0 ? -1 : cl->max_retained_free_mb << 20,
-      absl::Seconds(10));
+  cka::server::FreedMemoryPolicy memory_policy;
+  memory_policy.max_retained_bytes =
+      cl->max_retained_free_mb < 0 ? -1 : cl->max_retained_free_mb << 20;
+  const cka::server::FreedMemoryLimiter freed_memory_limiter(memory_policy);
+
   absl::StatusOr<std::unique_ptr<cka::server::Server>> server =
       cka::server::Server::BuildAndStart(cl->options);
   if (!server.ok()) {

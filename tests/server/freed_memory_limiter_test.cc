@@ -1,8 +1,10 @@
 #include "server/freed_memory_limiter.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -67,21 +69,83 @@ TEST(FreedMemoryLimiterTest, TrimsOnlyWhenMoreThanTheLimitIsRetained) {
   FreeAll(pins);
 }
 
-TEST(FreedMemoryLimiterTest, ItsThreadReturnsWhatIsRetainedBeyondTheLimit) {
-  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
-  FreedMemoryLimiter limiter(16 * kMiB, absl::Milliseconds(10));
-  const std::vector<void*> pins = FreeBetweenPins(96);
+// Keeps one core busy until destroyed: the process is not idle.
+class Spinner {
+ public:
+  Spinner()
+      : thread_([this] {
+          while (!stop_.load()) {
+          }
+        }) {}
+  ~Spinner() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Waits up to 10 s for `limiter` to have released `bytes`.
+void AwaitReleased(const FreedMemoryLimiter& limiter, int64_t bytes) {
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (limiter.released_bytes() < 64 * kMiB && absl::Now() < deadline) {
+  while (limiter.released_bytes() < bytes && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));
   }
+}
+
+TEST(FreedMemoryLimiterTest, WhileBusyItReturnsWhatIsRetainedBeyondTheLimit) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  Spinner busy;
+  FreedMemoryPolicy policy;
+  policy.max_retained_bytes = 16 * kMiB;
+  policy.interval = absl::Milliseconds(100);
+  policy.busy_gap = absl::ZeroDuration();
+  FreedMemoryLimiter limiter(policy);
+  const std::vector<void*> pins = FreeBetweenPins(96);
+  AwaitReleased(limiter, 64 * kMiB);
   EXPECT_GE(limiter.trims(), 1);
   EXPECT_GE(limiter.released_bytes(), 64 * kMiB);
   FreeAll(pins);
 }
 
+TEST(FreedMemoryLimiterTest, WhileBusyItKeepsWhatIsWithinTheLimit) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  Spinner busy;
+  FreedMemoryPolicy policy;
+  policy.max_retained_bytes = int64_t{1} << 40;
+  policy.interval = absl::Milliseconds(100);
+  policy.busy_gap = absl::ZeroDuration();
+  FreedMemoryLimiter limiter(policy);
+  const std::vector<void*> pins = FreeBetweenPins(96);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(limiter.trims(), 0);
+  FreeAll(pins);
+}
+
+TEST(FreedMemoryLimiterTest, WhenIdleItReturnsAllFreePagesOnce) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  FreedMemoryPolicy policy;
+  policy.max_retained_bytes = int64_t{1} << 40;  // never while busy
+  policy.interval = absl::Milliseconds(50);
+  FreedMemoryLimiter limiter(policy);
+  const std::vector<void*> pins = FreeBetweenPins(96);
+  AwaitReleased(limiter, 64 * kMiB);
+  EXPECT_GE(limiter.released_bytes(), 64 * kMiB);
+  // Still idle: no second trim.
+  const int64_t trims = limiter.trims();
+  EXPECT_GE(trims, 1);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(limiter.trims(), trims);
+  FreeAll(pins);
+}
+
 TEST(FreedMemoryLimiterTest, ANegativeLimitStartsNoThread) {
-  FreedMemoryLimiter limiter(-1, absl::Milliseconds(1));
+  FreedMemoryPolicy policy;
+  policy.max_retained_bytes = -1;
+  policy.interval = absl::Milliseconds(1);
+  FreedMemoryLimiter limiter(policy);
   const std::vector<void*> pins = FreeBetweenPins(8);
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_EQ(limiter.trims(), 0);

@@ -61,7 +61,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   app.add_option("--max-retained-free-mb", cl.max_retained_free_mb,
                  "MiB of freed memory malloc may keep for reuse while ckad "
                  "is busy (checked every second, trimmed at most every 10 s); "
-                 "an idle ckad returns all free pages (-1 = keep all)")
+                 "an idle ckad (no batch for a second) returns all free pages "
+                 "(-1 = keep all)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 30));
   app.add_option("--log-level", cl.log_level, "spdlog level")

@@ -3,9 +3,9 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <ctime>
 
 #include "absl/time/clock.h"
+#include "cka/core/allocator.h"
 #include "spdlog/spdlog.h"
 
 #if defined(__GLIBC__)
@@ -24,13 +24,6 @@ int64_t ResidentBytes() {
   std::fclose(f);
   if (read != 2) return -1;
   return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
-}
-
-// CPU time of all threads of this process so far.
-absl::Duration ProcessCpuTime() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return absl::DurationFromTimespec(ts);
 }
 
 double Mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
@@ -81,7 +74,10 @@ int64_t FreedMemoryLimiter::released_bytes() const {
 }
 
 void FreedMemoryLimiter::Run() {
-  absl::Duration cpu_before = ProcessCpuTime();
+  auto activity = [this] {
+    return policy_.activity ? policy_.activity() : int64_t{-1};
+  };
+  int64_t activity_before = activity();
   absl::Time last_trim = absl::Now();
   bool trimmed_while_idle = false;
   while (true) {
@@ -91,10 +87,13 @@ void FreedMemoryLimiter::Run() {
         return;
       }
     }
-    const bool idle = ProcessCpuTime() - cpu_before <
-                      policy_.interval * policy_.idle_cpu_fraction;
+    const int64_t activity_now = activity();
+    const bool idle = policy_.activity && activity_now == activity_before;
+    activity_before = activity_now;
     FreedMemoryCheck check;
+    int64_t cached = 0;
     if (idle && !trimmed_while_idle) {
+      cached = core::ReleaseCachedBuffers();
       check = Check(0);
       trimmed_while_idle = true;
     } else if (!idle) {
@@ -103,8 +102,6 @@ void FreedMemoryLimiter::Run() {
         check = Check(policy_.max_retained_bytes);
       }
     }
-    // After the check: its own work is not the next interval's use.
-    cpu_before = ProcessCpuTime();
     if (!check.trimmed) continue;
     last_trim = absl::Now();
     const int64_t released = check.resident_before - check.resident_after;
@@ -115,10 +112,11 @@ void FreedMemoryLimiter::Run() {
     }
     spdlog::debug(
         "returned {:.1f} MiB of freed memory to the kernel in {:.1f} ms "
-        "({}; resident {:.1f} -> {:.1f} MiB, {:.1f} MiB in use by malloc, "
-        "--max-retained-free-mb {:.0f})",
+        "({}, {:.1f} MiB of cached kernel blocks freed; resident {:.1f} -> "
+        "{:.1f} MiB, {:.1f} MiB in use by malloc, --max-retained-free-mb "
+        "{:.0f})",
         Mib(released), absl::ToDoubleMilliseconds(check.took),
-        idle ? "idle" : "busy", Mib(check.resident_before),
+        idle ? "idle" : "busy", Mib(cached), Mib(check.resident_before),
         Mib(check.resident_after), Mib(check.in_use),
         Mib(policy_.max_retained_bytes));
   }

@@ -3,6 +3,7 @@
 #define CKA_SERVER_FREED_MEMORY_LIMITER_H_
 
 #include <cstdint>
+#include <functional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -30,9 +31,10 @@ struct FreedMemoryPolicy {
   int64_t max_retained_bytes = int64_t{256} << 20;
   absl::Duration interval = absl::Seconds(1);   // how often it looks
   absl::Duration busy_gap = absl::Seconds(10);  // least time between busy trims
-  // An interval in which the process used less CPU than this fraction of one
-  // core is idle: on entering idleness, all free pages go back.
-  double idle_cpu_fraction = 0.02;
+  // A counter that grows while the process works (ckad: batches received).
+  // An interval in which it did not change is idle: on entering idleness, all
+  // free pages go back. Unset: never idle.
+  std::function<int64_t()> activity;
 };
 
 // ckad keeps freed memory for reuse (core::KeepFreedMemoryForReuse), and
@@ -43,8 +45,10 @@ struct FreedMemoryPolicy {
 // malloc does not have in use. While ckad is busy, it returns all free pages
 // to the kernel (malloc_trim) when that exceeds `max_retained_bytes`, at most
 // once per `busy_gap`: a trim costs tens of milliseconds and the pages then
-// fault in again. When ckad turns idle, it returns them once, so that an idle
-// ckad holds what it uses. A no-op without glibc. Thread-safe.
+// fault in again. When ckad turns idle (no batch received for an interval), it
+// frees core's cached kernel blocks
+// (core::ReleaseCachedBuffers) and returns all free pages once, so that an
+// idle ckad holds what it uses. A no-op without glibc. Thread-safe.
 class FreedMemoryLimiter {
  public:
   explicit FreedMemoryLimiter(FreedMemoryPolicy policy);

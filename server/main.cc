@@ -46,18 +46,21 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // Started before the server and stopped after it.
-  cka::server::FreedMemoryPolicy memory_policy;
-  memory_policy.max_retained_bytes =
-      cl->max_retained_free_mb < 0 ? -1 : cl->max_retained_free_mb << 20;
-  const cka::server::FreedMemoryLimiter freed_memory_limiter(memory_policy);
-
   absl::StatusOr<std::unique_ptr<cka::server::Server>> server =
       cka::server::Server::BuildAndStart(cl->options);
   if (!server.ok()) {
     spdlog::critical("ckad cannot start: {}", server.status().ToString());
     return 1;
   }
+  // Stopped before the server, whose counter it reads.
+  cka::server::FreedMemoryPolicy memory_policy;
+  memory_policy.max_retained_bytes =
+      cl->max_retained_free_mb < 0 ? -1 : cl->max_retained_free_mb << 20;
+  memory_policy.activity = [s = server->get()] {
+    return s->batches_received();
+  };
+  const cka::server::FreedMemoryLimiter freed_memory_limiter(memory_policy);
+
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("received {}", signal == SIGTERM ? "SIGTERM" : "SIGINT");

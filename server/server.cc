@@ -143,6 +143,9 @@ class ServerImpl final : public Server {
   void Shutdown() override;
   void Wait() override;
   core::Engine& engine() override { return *engine_; }
+  int64_t batches_received() const override {
+    return service_->batches_received();
+  }
 
  private:
   absl::Duration grace_;

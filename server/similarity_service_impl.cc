@@ -146,6 +146,7 @@ class SimilarityServiceImpl::ActivationStream final
         // be sent, so the batch is not applied either; the client resends it.
         reading_.reset();
       } else if (ok) {
+        service_->batches_received_.fetch_add(1);
         to_process = reading_.get();
         slots_.push_back(std::move(reading_));
         refs_.Take();

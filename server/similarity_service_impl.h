@@ -2,6 +2,7 @@
 #ifndef CKA_SERVER_SIMILARITY_SERVICE_IMPL_H_
 #define CKA_SERVER_SIMILARITY_SERVICE_IMPL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -76,6 +77,9 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   // Checks that no reactor is alive.
   ~SimilarityServiceImpl() override;
 
+  // Batch messages read from all streams so far.
+  int64_t batches_received() const { return batches_received_.load(); }
+
   grpc::ServerUnaryReactor* CreateSession(
       grpc::CallbackServerContext* context,
       const v1::CreateSessionRequest* request, v1::Session* response) override;
@@ -142,6 +146,7 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
 
   core::Engine* const engine_;
   core::ThreadPool* const pool_;
+  std::atomic<int64_t> batches_received_{0};
   GroupCommitter* const committer_;
   LogRateLimiter rejected_log_limiter_;
   const AdmissionOptions admission_;

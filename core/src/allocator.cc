@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "buffer_cache.h"
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -28,6 +30,10 @@ void KeepFreedMemoryForReuse() {
     mallopt(M_ARENA_MAX, static_cast<int>(std::max(2L, cores)));
   }
 #endif
+}
+
+int64_t ReleaseCachedBuffers() {
+  return static_cast<int64_t>(BufferCache::Global().Clear());
 }
 
 void ReexecWithHugePages(char** argv) {

@@ -42,4 +42,21 @@ void BufferCache::Give(std::vector<double> buffer) {
   kept_.push_back(std::move(buffer));
 }
 
+size_t BufferCache::Clear() {
+  std::vector<std::vector<double>> freed;
+  size_t bytes;
+  {
+    absl::MutexLock lock(&mu_);
+    freed.swap(kept_);
+    bytes = kept_bytes_;
+    kept_bytes_ = 0;
+  }
+  return bytes;  // `freed` goes here, outside the lock
+}
+
+size_t BufferCache::kept_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return kept_bytes_;
+}
+
 }  // namespace cka::core

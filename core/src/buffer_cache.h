@@ -26,9 +26,13 @@ class BufferCache {
   std::vector<double> Take(size_t size);
   // Keeps `buffer` for a later Take, unless the cache is full.
   void Give(std::vector<double> buffer);
+  // Frees every kept buffer and returns their bytes.
+  size_t Clear();
+  // The bytes of the kept buffers.
+  size_t kept_bytes() const;
 
  private:
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::vector<std::vector<double>> kept_ ABSL_GUARDED_BY(mu_);
   size_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };

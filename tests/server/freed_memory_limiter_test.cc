@@ -1,9 +1,11 @@
 #include "server/freed_memory_limiter.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -69,21 +71,28 @@ TEST(FreedMemoryLimiterTest, TrimsOnlyWhenMoreThanTheLimitIsRetained) {
   FreeAll(pins);
 }
 
-// Keeps one core busy until destroyed: the process is not idle.
-class Spinner {
+// A counter that a thread keeps advancing until destroyed: the limiter's
+// activity probe of a busy process.
+class Activity {
  public:
-  Spinner()
+  Activity()
       : thread_([this] {
           while (!stop_.load()) {
+            count_.fetch_add(1);
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
           }
         }) {}
-  ~Spinner() {
+  ~Activity() {
     stop_ = true;
     thread_.join();
+  }
+  std::function<int64_t()> probe() {
+    return [this] { return count_.load(); };
   }
 
  private:
   std::atomic<bool> stop_{false};
+  std::atomic<int64_t> count_{0};
   std::thread thread_;
 };
 
@@ -97,8 +106,9 @@ void AwaitReleased(const FreedMemoryLimiter& limiter, int64_t bytes) {
 
 TEST(FreedMemoryLimiterTest, WhileBusyItReturnsWhatIsRetainedBeyondTheLimit) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
-  Spinner busy;
+  Activity busy;
   FreedMemoryPolicy policy;
+  policy.activity = busy.probe();
   policy.max_retained_bytes = 16 * kMiB;
   policy.interval = absl::Milliseconds(100);
   policy.busy_gap = absl::ZeroDuration();
@@ -112,8 +122,9 @@ TEST(FreedMemoryLimiterTest, WhileBusyItReturnsWhatIsRetainedBeyondTheLimit) {
 
 TEST(FreedMemoryLimiterTest, WhileBusyItKeepsWhatIsWithinTheLimit) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
-  Spinner busy;
+  Activity busy;
   FreedMemoryPolicy policy;
+  policy.activity = busy.probe();
   policy.max_retained_bytes = int64_t{1} << 40;
   policy.interval = absl::Milliseconds(100);
   policy.busy_gap = absl::ZeroDuration();
@@ -129,8 +140,10 @@ TEST(FreedMemoryLimiterTest, WhenIdleItReturnsAllFreePagesOnce) {
   FreedMemoryPolicy policy;
   policy.max_retained_bytes = int64_t{1} << 40;  // never while busy
   policy.interval = absl::Milliseconds(50);
-  FreedMemoryLimiter limiter(policy);
+  policy.activity = [] { return int64_t{7}; };  // nothing happens
+  // Freed first: the limiter's first interval is idle and trims once.
   const std::vector<void*> pins = FreeBetweenPins(96);
+  FreedMemoryLimiter limiter(policy);
   AwaitReleased(limiter, 64 * kMiB);
   EXPECT_GE(limiter.released_bytes(), 64 * kMiB);
   // Still idle: no second trim.
@@ -138,6 +151,18 @@ TEST(FreedMemoryLimiterTest, WhenIdleItReturnsAllFreePagesOnce) {
   EXPECT_GE(trims, 1);
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_EQ(limiter.trims(), trims);
+  FreeAll(pins);
+}
+
+TEST(FreedMemoryLimiterTest, WithoutAnActivityProbeItIsNeverIdle) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  FreedMemoryPolicy policy;
+  policy.max_retained_bytes = int64_t{1} << 40;
+  policy.interval = absl::Milliseconds(20);
+  FreedMemoryLimiter limiter(policy);
+  const std::vector<void*> pins = FreeBetweenPins(16);
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(limiter.trims(), 0);
   FreeAll(pins);
 }
 

@@ -278,6 +278,7 @@ TEST_F(SimilarityServiceTest, StreamedBatchesGiveTheEnginesOwnMatrix) {
     EXPECT_EQ(acks[i].batch_id(), absl::StrCat("b", i));
     EXPECT_FALSE(acks[i].duplicate());
   }
+  EXPECT_EQ(server_->batches_received(), 5);
 
   v1::GetSimilarityRequest
       request;  // empty measure, rows and cols: first measure, all streams

@@ -2,6 +2,8 @@
 #ifndef CKA_CORE_ALLOCATOR_H_
 #define CKA_CORE_ALLOCATOR_H_
 
+#include <cstdint>
+
 namespace cka::core {
 
 // Makes glibc malloc keep freed memory for reuse instead of returning it to the
@@ -16,6 +18,11 @@ namespace cka::core {
 // kept in all (server/freed_memory_limiter.h). Call once at start-up, before
 // threads start; a no-op where mallopt does not exist.
 void KeepFreedMemoryForReuse();
+
+// Frees the buffers that core keeps for reuse across batches (per-batch kernel
+// blocks, at most 256 MiB) and returns their bytes; later batches allocate them
+// again. For a process that has turned idle. Thread-safe.
+int64_t ReleaseCachedBuffers();
 
 // Restarts the program (execv of /proc/self/exe with `argv`) with glibc's
 // malloc backing its heaps with transparent huge pages

@@ -64,6 +64,9 @@ class Server {
   virtual void Wait() = 0;
   // Returns the engine (for tests that compare against the core's own answer).
   virtual core::Engine& engine() = 0;
+  // Returns the number of batch messages read from all streams so far: it
+  // grows while ckad ingests. Thread-safe.
+  virtual int64_t batches_received() const = 0;
 };
 
 }  // namespace cka::server

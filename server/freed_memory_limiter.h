@@ -46,9 +46,9 @@ struct FreedMemoryPolicy {
 // to the kernel (malloc_trim) when that exceeds `max_retained_bytes`, at most
 // once per `busy_gap`: a trim costs tens of milliseconds and the pages then
 // fault in again. When ckad turns idle (no batch received for an interval), it
-// frees core's cached kernel blocks
-// (core::ReleaseCachedBuffers) and returns all free pages once, so that an
-// idle ckad holds what it uses. A no-op without glibc. Thread-safe.
+// frees core's cached kernel blocks (core::ReleaseCachedBuffers) and returns
+// all free pages once, so that an idle ckad holds what it uses. A no-op without
+// glibc. Thread-safe.
 class FreedMemoryLimiter {
  public:
   explicit FreedMemoryLimiter(FreedMemoryPolicy policy);

@@ -270,15 +270,14 @@ class SimilarityServiceImpl::ActivationStream final
           status, absl::StrCat("batch '", slot->batch.batch_id(), "'")));
       ack.set_message(std::string(status.message()));
       service_->LogRejectedBatch(slot->batch, peer_, ack.code(), ack.message());
+    } else {
+      ack.set_duplicate(result->duplicate());  // code 0: OK
     }
     slot->batch = v1::ActivationBatch();  // moves in an empty one: frees
     if (!result.ok() || service_->committer_ == nullptr) {
-      if (result.ok()) ack.set_duplicate(result->duplicate());
       Complete(slot);
       return;
     }
-    ack.set_code(0);
-    ack.set_duplicate(result->duplicate());
     // An OK ack means durable: it waits for the group commit that holds this
     // batch (or, for a duplicate, the earlier commit it repeats).
     service_->committer_->AwaitDurable(

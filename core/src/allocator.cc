@@ -13,6 +13,15 @@
 #endif
 
 namespace cka::core {
+namespace {
+
+// GLIBC_TUNABLES as set in the environment ("" when unset).
+std::string Tunables() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  return tunables == nullptr ? "" : tunables;
+}
+
+}  // namespace
 
 void KeepFreedMemoryForReuse() {
 #if defined(__GLIBC__)
@@ -21,11 +30,8 @@ void KeepFreedMemoryForReuse() {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   // Unless the environment sets it: few arenas, since each keeps its own
   // freed memory (glibc's default is 8 per core).
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr &&
-      (tunables == nullptr ||
-       std::string(tunables).find("glibc.malloc.arena_max") ==
-           std::string::npos)) {
+      Tunables().find("glibc.malloc.arena_max") == std::string::npos) {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     mallopt(M_ARENA_MAX, static_cast<int>(std::max(2L, cores)));
   }
@@ -38,8 +44,7 @@ int64_t ReleaseCachedBuffers() {
 
 void ReexecWithHugePages(char** argv) {
 #if defined(__GLIBC__)
-  const char* current = std::getenv("GLIBC_TUNABLES");
-  std::string tunables = current == nullptr ? "" : current;
+  std::string tunables = Tunables();
   if (tunables.find("glibc.malloc.hugetlb") != std::string::npos) return;
   tunables += tunables.empty() ? "" : ":";
   tunables += "glibc.malloc.hugetlb=1";

@@ -38,12 +38,27 @@ TEST(FlagsTest, NoFlagsGiveTheDocumentedDefaults) {
 }
 
 TEST(FlagsTest, EveryFlagReachesItsOption) {
-  absl::StatusOr<CommandLine> cl = Parse(
-      {"--listen", "0.0.0.0:7000", "--data-dir=/var/lib/ckad", "--threads", "3",
-       "--max-message-mb", "128", "--log-level", "debug", "--max-sessions", "5",
-       "--max-streams-per-session", "6", "--max-pending-mb", "7",
-       "--max-exact-mb", "8", "--shutdown-grace-s", "2.5",
-       "--max-retained-free-mb", "-1"});
+  absl::StatusOr<CommandLine> cl = Parse({"--listen",
+                                          "0.0.0.0:7000",
+                                          "--data-dir=/var/lib/ckad",
+                                          "--threads",
+                                          "3",
+                                          "--max-message-mb",
+                                          "128",
+                                          "--log-level",
+                                          "debug",
+                                          "--max-sessions",
+                                          "5",
+                                          "--max-streams-per-session",
+                                          "6",
+                                          "--max-pending-mb",
+                                          "7",
+                                          "--max-exact-mb",
+                                          "8",
+                                          "--shutdown-grace-s",
+                                          "2.5",
+                                          "--max-retained-free-mb",
+                                          "-1"});
   ASSERT_TRUE(cl.ok()) << cl.status();
   const ServerOptions& o = cl->options;
   EXPECT_EQ(o.listen, "0.0.0.0:7000");

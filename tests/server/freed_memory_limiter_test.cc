@@ -104,15 +104,21 @@ void AwaitReleased(const FreedMemoryLimiter& limiter, int64_t bytes) {
   }
 }
 
+// A limiter that looks every 100 ms and may trim at every look while `busy`
+// advances.
+FreedMemoryPolicy BusyPolicy(Activity& busy, int64_t max_retained_bytes) {
+  FreedMemoryPolicy policy;
+  policy.activity = busy.probe();
+  policy.max_retained_bytes = max_retained_bytes;
+  policy.interval = absl::Milliseconds(100);
+  policy.busy_gap = absl::ZeroDuration();
+  return policy;
+}
+
 TEST(FreedMemoryLimiterTest, WhileBusyItReturnsWhatIsRetainedBeyondTheLimit) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
   Activity busy;
-  FreedMemoryPolicy policy;
-  policy.activity = busy.probe();
-  policy.max_retained_bytes = 16 * kMiB;
-  policy.interval = absl::Milliseconds(100);
-  policy.busy_gap = absl::ZeroDuration();
-  FreedMemoryLimiter limiter(policy);
+  FreedMemoryLimiter limiter(BusyPolicy(busy, 16 * kMiB));
   const std::vector<void*> pins = FreeBetweenPins(96);
   AwaitReleased(limiter, 64 * kMiB);
   EXPECT_GE(limiter.trims(), 1);
@@ -123,12 +129,7 @@ TEST(FreedMemoryLimiterTest, WhileBusyItReturnsWhatIsRetainedBeyondTheLimit) {
 TEST(FreedMemoryLimiterTest, WhileBusyItKeepsWhatIsWithinTheLimit) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
   Activity busy;
-  FreedMemoryPolicy policy;
-  policy.activity = busy.probe();
-  policy.max_retained_bytes = int64_t{1} << 40;
-  policy.interval = absl::Milliseconds(100);
-  policy.busy_gap = absl::ZeroDuration();
-  FreedMemoryLimiter limiter(policy);
+  FreedMemoryLimiter limiter(BusyPolicy(busy, int64_t{1} << 40));
   const std::vector<void*> pins = FreeBetweenPins(96);
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_EQ(limiter.trims(), 0);

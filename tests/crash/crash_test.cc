@@ -149,6 +149,14 @@ class CkadProcess {
                                            "20",
                                            "--log-level",
                                            "info"};
+    // Built before fork: the child of this threaded process may make only
+    // async-signal-safe calls. (It used to build them after fork; under ASan
+    // a child then sometimes hung in malloc on a lock that one of the
+    // streamers' threads held at the fork.)
+    std::vector<char*> args;
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
     pid_ = ::fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
@@ -158,10 +166,6 @@ class CkadProcess {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      std::vector<char*> args;
-      for (const std::string& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
       ::execv(args[0], args.data());
       ::_exit(127);
     }

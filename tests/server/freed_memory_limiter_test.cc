@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -13,6 +14,10 @@
 #include "absl/time/time.h"
 #include "cka/core/allocator.h"
 #include "gtest/gtest.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace cka::server {
 namespace {
@@ -69,6 +74,57 @@ TEST(FreedMemoryLimiterTest, TrimsOnlyWhenMoreThanTheLimitIsRetained) {
       << "before " << trimmed.resident_before << " after "
       << trimmed.resident_after;
   FreeAll(pins);
+}
+
+// How many heaps malloc_info reports: one per arena (and per extra heap of
+// a non-main arena).
+int MallocHeaps() {
+#if defined(__GLIBC__)
+  char* text = nullptr;
+  size_t size = 0;
+  std::FILE* f = open_memstream(&text, &size);
+  if (f == nullptr) return -1;
+  malloc_info(0, f);
+  std::fclose(f);
+  int heaps = 0;
+  for (const char* p = text; (p = std::strstr(p, "<heap nr=")) != nullptr; ++p)
+    ++heaps;
+  std::free(text);
+  return heaps;
+#else
+  return -1;
+#endif
+}
+
+TEST(FreedMemoryLimiterTest, ReturnsTheFreedMemoryOfEveryThread) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr ||
+      (tunables != nullptr && std::strstr(tunables, "arena_max") != nullptr)) {
+    GTEST_SKIP() << "the environment sets the malloc arena count";
+  }
+  if (MallocHeaps() != 1) {
+    GTEST_SKIP() << "threads of earlier tests made malloc arenas; run alone";
+  }
+  core::KeepFreedMemoryForReuse();
+  // 48 MiB that another thread touched and freed: it stays at the top of that
+  // thread's arena (below the 64 MiB trim threshold). malloc_trim returns the
+  // free top of the main arena only, so this needs the one arena that
+  // KeepFreedMemoryForReuse sets.
+  std::thread([] {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 48; ++i) {
+      blocks.push_back(std::malloc(kMiB));
+      std::memset(blocks.back(), 1, kMiB);
+    }
+    FreeAll(blocks);
+  }).join();
+  EXPECT_EQ(MallocHeaps(), 1);
+  const FreedMemoryCheck check = FreedMemoryLimiter::Check(0);
+  EXPECT_TRUE(check.trimmed);
+  EXPECT_LE(check.resident_after, check.resident_before - 40 * kMiB)
+      << "before " << check.resident_before << " after "
+      << check.resident_after;
 }
 
 // A counter that a thread keeps advancing until destroyed: the limiter's

@@ -343,6 +343,12 @@ def section_submit(service, peer):
                             "numpy p50", ratio(v, base_us), "submit_vs_numpy", percent=True,
                             note=note))
         for q in ("p50", "p99"):
+            v = get(e, f"paced_submit_cpu_us_{q}")
+            if v is not None:
+                rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, caller's CPU time", v,
+                                "µs", base_us, "µs", "numpy p50", ratio(v, base_us),
+                                percent=True, note="paced run"))
+        for q in ("p50", "p99"):
             v = get(e, f"submit_us_{q}")
             rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, unpaced", v, "µs", base_us,
                             "µs", "numpy p50", ratio(v, base_us), percent=True,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -42,7 +43,8 @@ def fake_inputs():
              "batches_per_s": 90.0, "mb_per_s": 850.0, "submit_us_p50": 50.0,
              "submit_us_p99": 200.0, "submit_us_max": 400.0,
              "paced_interval_ms": 12.0, "paced_submit_us_p50": 50.0,
-             "paced_submit_us_p99": 200.0, "paced_submit_us_max": 400.0},
+             "paced_submit_us_p99": 200.0, "paced_submit_us_max": 400.0,
+             "paced_submit_cpu_us_p50": 25.0, "paced_submit_cpu_us_p99": 100.0},
             {"workload": "W1", "mode": "gram_reduction", "batches": 100, "seconds": 1,
              "batches_per_s": 70.0, "mb_per_s": 700.0, "submit_us_p50": 10.0,
              "submit_us_p99": 20.0, "submit_us_max": 30.0,
@@ -98,6 +100,11 @@ def test_ratios_and_targets():
     r = find_row(rep, 6, "W1 activations Submit p50")  # 50 µs / 12.5 ms = 0.4 %
     assert abs(r["ratio"] - 0.004) < 1e-12 and r["pass"] is True
     assert find_row(rep, 6, "W1 activations Submit p99")["pass"] is False  # 2 %
+    # The caller's CPU time is shown beside it, not judged; absent where not measured.
+    r = find_row(rep, 6, "W1 activations Submit p99, caller's CPU time")  # 100 µs / 12.5 ms
+    assert abs(r["ratio"] - 0.008) < 1e-12 and "pass" not in r
+    with pytest.raises(KeyError):
+        find_row(rep, 6, "W1 gram_reduction Submit p99, caller's CPU time")
     r = find_row(rep, 7, "growth 1000 → 10000 batches, right after the flush")
     assert r["value"] == 30.0 and "pass" not in r  # shown, not judged
     r = find_row(rep, 7, "growth 1000 → 10000 batches, idle (flat?)")

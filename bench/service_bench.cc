@@ -499,9 +499,9 @@ absl::StatusOr<Json> StreamWorkload(CkadInstance& ckad, const Workload& w,
   // Up to 128 batches, so that p99 is not simply the largest of a few.
   const int64_t paced_batches = std::clamp<int64_t>(
       static_cast<int64_t>(paced_time / interval), kMinBatches, 128);
-  BENCH_ASSIGN_OR_RETURN(paced, PacedSubmitTimes(ckad, w, reduce_to_gram,
-                                                 session_id + "-paced",
-                                                 paced_batches, interval));
+  BENCH_ASSIGN_OR_RETURN(
+      paced, PacedSubmitTimes(ckad, w, reduce_to_gram, session_id + "-paced",
+                              paced_batches, interval));
   Json figure = {{"workload", w.name},
                  {"mode", mode},
                  {"batches", batches},
@@ -587,8 +587,8 @@ absl::StatusOr<Json> RunEndToEnd(const BenchConfig& config,
       const std::string session_id =
           absl::StrCat("e2e-", w.name, gram ? "-gram" : "-activations");
       BENCH_ASSIGN_OR_RETURN(
-          figure, StreamWorkload(*ckad, w, gram, target_bytes, paced_time,
-                                 session_id));
+          figure,
+          StreamWorkload(*ckad, w, gram, target_bytes, paced_time, session_id));
       figures.push_back(std::move(figure));
       if (&w == &matrix_workload && !gram) {
         BENCH_ASSIGN_OR_RETURN(matrix, FinalMatrix(*ckad, w, session_id));

@@ -5,16 +5,15 @@
 #include <pthread.h>
 #include <sched.h>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <deque>
 #include <thread>
-#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "gram.h"
 #include "grpc_status.h"
 
 namespace cka::client {
@@ -105,43 +104,29 @@ bool GramIsSmaller(const LayerPayload& layer) {
          GramBytes(layer) < static_cast<int64_t>(layer.bytes.size());
 }
 
-// Computes K = X·Xᵀ of the n × d row-major matrix at `data` in Accumulator
-// precision and returns it as float32 bytes, exactly symmetric.
-template <typename Scalar, typename Accumulator>
-std::string GramOf(const char* data, int64_t n, int64_t d) {
-  using Rows =
-      Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using AccMatrix = Eigen::Matrix<Accumulator, Eigen::Dynamic, Eigen::Dynamic>;
-  Eigen::Map<const Rows> x(reinterpret_cast<const Scalar*>(data), n, d);
-  AccMatrix k = AccMatrix::Zero(n, n);
-  if constexpr (std::is_same_v<Scalar, Accumulator>) {
-    k.template selfadjointView<Eigen::Lower>().rankUpdate(x);
-  } else {
-    const AccMatrix xa = x.template cast<Accumulator>();
-    k.template selfadjointView<Eigen::Lower>().rankUpdate(xa);
-  }
-  k.template triangularView<Eigen::StrictlyUpper>() = k.transpose();
-  const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
-      kf = k.template cast<float>();
-  return std::string(reinterpret_cast<const char*>(kf.data()),
-                     static_cast<size_t>(n * n) * sizeof(float));
-}
-
 std::string GramBytesOf(const LayerPayload& layer) {
-  const int64_t n = layer.shape[0];
-  const int64_t d =
-      static_cast<int64_t>(layer.bytes.size() / DTypeSize(layer.dtype)) / n;
-  const char* data = layer.bytes.data();
+  internal::GramInput in;
+  in.data = layer.bytes.data();
+  in.n = layer.shape[0];
+  in.d =
+      static_cast<int64_t>(layer.bytes.size() / DTypeSize(layer.dtype)) / in.n;
   switch (layer.dtype) {
     case v1::FLOAT64:
-      return GramOf<double, double>(data, n, d);
+      in.type = internal::GramInput::Type::kFloat64;
+      break;
     case v1::FLOAT16:
-      return GramOf<Eigen::half, float>(data, n, d);
+      in.type = internal::GramInput::Type::kFloat16;
+      break;
     case v1::BFLOAT16:
-      return GramOf<Eigen::bfloat16, float>(data, n, d);
+      in.type = internal::GramInput::Type::kBFloat16;
+      break;
     default:
-      return GramOf<float, float>(data, n, d);
+      in.type = internal::GramInput::Type::kFloat32;
+      break;
   }
+  std::string bytes(static_cast<size_t>(in.n * in.n) * sizeof(float), '\0');
+  internal::Gram(in, reinterpret_cast<float*>(bytes.data()));
+  return bytes;
 }
 
 // Returns true for a stream-level error that will happen again on a resend of

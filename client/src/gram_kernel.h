@@ -1,0 +1,54 @@
+// The Gram K = X·Xᵀ of a layer's activations, for the streamer's client-side
+// reduction. Included by gram.cc and by gram_avx2.cc, which compiles it once
+// more with AVX2 and FMA under its own name for Eigen's namespace.
+#ifndef CKA_CLIENT_SRC_GRAM_KERNEL_H_
+#define CKA_CLIENT_SRC_GRAM_KERNEL_H_
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <type_traits>
+
+#include "gram.h"
+
+namespace cka::client::internal {
+// Unnamed: each file that includes this has its own copies, compiled with its
+// own instruction set, which the linker must not merge.
+namespace {
+
+// K of the n × d row-major matrix at `data`, accumulated in Accumulator
+// precision, written to `out` as n × n float32, exactly symmetric.
+template <typename Scalar, typename Accumulator>
+void GramOf(const void* data, int64_t n, int64_t d, float* out) {
+  using Rows =
+      Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using AccMatrix = Eigen::Matrix<Accumulator, Eigen::Dynamic, Eigen::Dynamic>;
+  Eigen::Map<const Rows> x(static_cast<const Scalar*>(data), n, d);
+  AccMatrix k = AccMatrix::Zero(n, n);
+  if constexpr (std::is_same_v<Scalar, Accumulator>) {
+    k.template selfadjointView<Eigen::Lower>().rankUpdate(x);
+  } else {
+    const AccMatrix xa = x.template cast<Accumulator>();
+    k.template selfadjointView<Eigen::Lower>().rankUpdate(xa);
+  }
+  k.template triangularView<Eigen::StrictlyUpper>() = k.transpose();
+  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>>(out, n, n) =
+      k.template cast<float>();
+}
+
+inline void GramOfType(GramInput in, float* out) {
+  switch (in.type) {
+    case GramInput::Type::kFloat64:
+      return GramOf<double, double>(in.data, in.n, in.d, out);
+    case GramInput::Type::kFloat16:
+      return GramOf<Eigen::half, float>(in.data, in.n, in.d, out);
+    case GramInput::Type::kBFloat16:
+      return GramOf<Eigen::bfloat16, float>(in.data, in.n, in.d, out);
+    case GramInput::Type::kFloat32:
+      return GramOf<float, float>(in.data, in.n, in.d, out);
+  }
+}
+
+}  // namespace
+}  // namespace cka::client::internal
+
+#endif  // CKA_CLIENT_SRC_GRAM_KERNEL_H_

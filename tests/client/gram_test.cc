@@ -1,0 +1,80 @@
+#include "src/gram.h"
+
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <vector>
+
+namespace cka::client::internal {
+namespace {
+
+using Rows =
+    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// K of `x` in float64: the oracle.
+Eigen::MatrixXd Reference(const Rows& x) { return x * x.transpose(); }
+
+template <typename T>
+std::vector<T> Convert(const Rows& x) {
+  std::vector<T> out(x.size());
+  for (Eigen::Index i = 0; i < x.size(); ++i) out[i] = T(x.data()[i]);
+  return out;
+}
+
+// Runs `gram` on `x` given as `type`; checks K against the float64 Gram of
+// the values as that type holds them, within `tolerance` of the largest entry,
+// and that K is exactly symmetric.
+template <typename T>
+void ExpectGram(void (*gram)(GramInput, float*), GramInput::Type type,
+                const Rows& x, double tolerance) {
+  const std::vector<T> data = Convert<T>(x);
+  Rows held(x.rows(), x.cols());
+  for (Eigen::Index i = 0; i < x.size(); ++i)
+    held.data()[i] = static_cast<double>(data[i]);
+  const int64_t n = x.rows();
+  std::vector<float> k(n * n, -1.0f);
+  gram({data.data(), type, n, static_cast<int64_t>(x.cols())}, k.data());
+  const Eigen::MatrixXd reference = Reference(held);
+  const double scale = reference.cwiseAbs().maxCoeff();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_NEAR(k[i * n + j], reference(i, j), tolerance * scale)
+          << "(" << i << ", " << j << ")";
+      EXPECT_EQ(k[i * n + j], k[j * n + i]) << "(" << i << ", " << j << ")";
+    }
+  }
+}
+
+// Sizes that leave remainders in every blocking of the kernels: n and d not
+// multiples of 8, and d above one cache block.
+const Rows kX = Rows::Random(37, 1029);
+
+TEST(GramTest, EveryTypeMatchesTheFloat64Gram) {
+  for (auto gram : {&Gram, &GramBaseline}) {
+    SCOPED_TRACE(gram == &Gram ? "Gram" : "GramBaseline");
+    // float32 sums of 1029 terms: a few 1e-7 of the largest entry.
+    ExpectGram<float>(gram, GramInput::Type::kFloat32, kX, 1e-5);
+    // float64 sums, then rounded to float32: half an ulp of float32.
+    ExpectGram<double>(gram, GramInput::Type::kFloat64, kX, 6e-8);
+    ExpectGram<Eigen::half>(gram, GramInput::Type::kFloat16, kX, 1e-5);
+    ExpectGram<Eigen::bfloat16>(gram, GramInput::Type::kBFloat16, kX, 1e-5);
+  }
+}
+
+TEST(GramTest, TakesTheAvx2BuildWhereTheCpuHasIt) {
+#if defined(__x86_64__)
+  EXPECT_EQ(GramUsesAvx2(),
+            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+#else
+  EXPECT_FALSE(GramUsesAvx2());
+#endif
+}
+
+TEST(GramTest, OneRowAndOneColumn) {
+  const Rows x = Rows::Constant(1, 1, 3.0);
+  ExpectGram<float>(&Gram, GramInput::Type::kFloat32, x, 0.0);
+}
+
+}  // namespace
+}  // namespace cka::client::internal

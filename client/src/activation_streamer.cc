@@ -49,8 +49,10 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 // Returns the bytes prod(shape)·element needs, or an error naming the layer.
 absl::StatusOr<int64_t> CheckLayer(const std::string& batch_id,
                                    const LayerPayload& layer) {
-  const std::string where =
-      absl::StrCat("batch '", batch_id, "' layer '", layer.layer, "'");
+  // Formatted only for an error: Submit checks every layer of every batch.
+  auto where = [&] {
+    return absl::StrCat("batch '", batch_id, "' layer '", layer.layer, "'");
+  };
   if (layer.layer.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch '", batch_id, "': a layer has no name"));
@@ -58,36 +60,36 @@ absl::StatusOr<int64_t> CheckLayer(const std::string& batch_id,
   const size_t element = DTypeSize(layer.dtype);
   if (element == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": dtype ", static_cast<int>(layer.dtype),
+        absl::StrCat(where(), ": dtype ", static_cast<int>(layer.dtype),
                      " is not one of FLOAT32, FLOAT64, FLOAT16, BFLOAT16"));
   }
   if (layer.is_gram) {
     if (layer.shape.size() != 2 || layer.shape[0] != layer.shape[1]) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Gram shape ",
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": Gram shape ",
                                                      ShapeString(layer.shape),
                                                      ", expected [n, n]"));
     }
   } else if (layer.shape.size() < 2) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": shape ", ShapeString(layer.shape),
+        absl::StrCat(where(), ": shape ", ShapeString(layer.shape),
                      ", expected rank >= 2 (examples first)"));
   }
   int64_t total = static_cast<int64_t>(element);
   for (int64_t dim : layer.shape) {
     if (dim <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": shape ",
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": shape ",
                                                      ShapeString(layer.shape),
                                                      " has a dimension <= 0"));
     }
     if (total > INT64_MAX / dim) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, ": shape ", ShapeString(layer.shape), " overflows"));
+          where(), ": shape ", ShapeString(layer.shape), " overflows"));
     }
     total *= dim;
   }
   if (static_cast<int64_t>(layer.bytes.size()) != total) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": ", layer.bytes.size(), " bytes, but shape ",
+        absl::StrCat(where(), ": ", layer.bytes.size(), " bytes, but shape ",
                      ShapeString(layer.shape), " needs ", total));
   }
   return total;

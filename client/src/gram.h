@@ -18,6 +18,9 @@ struct GramInput {
 
 // Writes K (n × n float32, exactly symmetric) to `out`: float32 inputs
 // accumulate in float32, float64 in float64, 16-bit floats in float32.
+// Needs n, d >= 1, n·d values at `in.data` and room for n·n floats at `out`
+// (the caller checks the shape; nothing here fails). Thread-safe: no shared
+// state.
 void Gram(GramInput in, float* out);
 
 // The same on the baseline instruction set only (for tests).

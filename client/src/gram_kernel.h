@@ -16,26 +16,34 @@ namespace cka::client::internal {
 namespace {
 
 // K of the n × d row-major matrix at `data`, accumulated in Accumulator
-// precision, written to `out` as n × n float32, exactly symmetric.
+// precision (float: straight into `out`), written to `out` as n × n float32,
+// exactly symmetric.
 template <typename Scalar, typename Accumulator>
 void GramOf(const void* data, int64_t n, int64_t d, float* out) {
   using Rows =
       Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using AccMatrix = Eigen::Matrix<Accumulator, Eigen::Dynamic, Eigen::Dynamic>;
   Eigen::Map<const Rows> x(static_cast<const Scalar*>(data), n, d);
-  AccMatrix k = AccMatrix::Zero(n, n);
-  if constexpr (std::is_same_v<Scalar, Accumulator>) {
-    k.template selfadjointView<Eigen::Lower>().rankUpdate(x);
+  Eigen::Map<Eigen::MatrixXf> k(out, n, n);
+  if constexpr (std::is_same_v<Accumulator, float>) {
+    k.setZero();
+    if constexpr (std::is_same_v<Scalar, float>) {
+      k.selfadjointView<Eigen::Lower>().rankUpdate(x);
+    } else {
+      k.selfadjointView<Eigen::Lower>().rankUpdate(x.template cast<float>());
+    }
+    k.triangularView<Eigen::StrictlyUpper>() = k.transpose();
   } else {
-    const AccMatrix xa = x.template cast<Accumulator>();
-    k.template selfadjointView<Eigen::Lower>().rankUpdate(xa);
+    static_assert(std::is_same_v<Scalar, Accumulator>);
+    using AccMatrix =
+        Eigen::Matrix<Accumulator, Eigen::Dynamic, Eigen::Dynamic>;
+    AccMatrix acc = AccMatrix::Zero(n, n);
+    acc.template selfadjointView<Eigen::Lower>().rankUpdate(x);
+    acc.template triangularView<Eigen::StrictlyUpper>() = acc.transpose();
+    k = acc.template cast<float>();
   }
-  k.template triangularView<Eigen::StrictlyUpper>() = k.transpose();
-  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>>(out, n, n) =
-      k.template cast<float>();
 }
 
-inline void GramOfType(GramInput in, float* out) {
+void GramOfType(GramInput in, float* out) {
   switch (in.type) {
     case GramInput::Type::kFloat64:
       return GramOf<double, double>(in.data, in.n, in.d, out);

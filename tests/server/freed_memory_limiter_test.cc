@@ -100,7 +100,8 @@ TEST(FreedMemoryLimiterTest, ReturnsTheFreedMemoryOfEveryThread) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (std::getenv("MALLOC_ARENA_MAX") != nullptr ||
-      (tunables != nullptr && std::strstr(tunables, "arena_max") != nullptr)) {
+      (tunables != nullptr &&
+       std::strstr(tunables, "glibc.malloc.arena_max") != nullptr)) {
     GTEST_SKIP() << "the environment sets the malloc arena count";
   }
   if (MallocHeaps() != 1) {
@@ -211,27 +212,30 @@ TEST(FreedMemoryLimiterTest, WhenIdleItReturnsAllFreePagesOnce) {
   FreeAll(pins);
 }
 
+// The trims a limiter with `policy` makes in `wait` after `blocks` MiB were
+// freed.
+int64_t TrimsAfterFreeing(const FreedMemoryPolicy& policy, int blocks,
+                          absl::Duration wait) {
+  FreedMemoryLimiter limiter(policy);
+  const std::vector<void*> pins = FreeBetweenPins(blocks);
+  absl::SleepFor(wait);
+  FreeAll(pins);
+  return limiter.trims();
+}
+
 TEST(FreedMemoryLimiterTest, WithoutAnActivityProbeItIsNeverIdle) {
   if (!kGlibcMalloc) GTEST_SKIP() << "needs glibc's malloc (not a sanitizer's)";
   FreedMemoryPolicy policy;
   policy.max_retained_bytes = int64_t{1} << 40;
   policy.interval = absl::Milliseconds(20);
-  FreedMemoryLimiter limiter(policy);
-  const std::vector<void*> pins = FreeBetweenPins(16);
-  absl::SleepFor(absl::Milliseconds(200));
-  EXPECT_EQ(limiter.trims(), 0);
-  FreeAll(pins);
+  EXPECT_EQ(TrimsAfterFreeing(policy, 16, absl::Milliseconds(200)), 0);
 }
 
 TEST(FreedMemoryLimiterTest, ANegativeLimitStartsNoThread) {
   FreedMemoryPolicy policy;
   policy.max_retained_bytes = -1;
   policy.interval = absl::Milliseconds(1);
-  FreedMemoryLimiter limiter(policy);
-  const std::vector<void*> pins = FreeBetweenPins(8);
-  absl::SleepFor(absl::Milliseconds(50));
-  EXPECT_EQ(limiter.trims(), 0);
-  FreeAll(pins);
+  EXPECT_EQ(TrimsAfterFreeing(policy, 8, absl::Milliseconds(50)), 0);
 }
 
 }  // namespace

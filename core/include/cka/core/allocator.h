@@ -12,9 +12,9 @@ namespace cka::core {
 // come as fresh pages from mmap, and a fresh 4 KiB page costs a page fault —
 // on virtual machines ~10 µs, which made a 4 MB buffer cost more than the
 // arithmetic done in it. Buffers up to 32 MiB then come from the heap, up to
-// 64 MiB of free memory is kept at its top, and all threads share one malloc
-// arena (unless MALLOC_ARENA_MAX or GLIBC_TUNABLES sets the count), so that
-// malloc_trim can return all of it. ckad also bounds what is kept
+// 64 MiB of free memory is kept at the heap's top, and all threads share one
+// malloc arena (unless MALLOC_ARENA_MAX or GLIBC_TUNABLES sets the count), so
+// that malloc_trim can return all of it. ckad also bounds what is kept
 // (server/freed_memory_limiter.h). Call once at start-up, before threads
 // start; a no-op where mallopt does not exist.
 void KeepFreedMemoryForReuse();

@@ -56,6 +56,9 @@
 #include "cka/v1/similarity.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "nlohmann/json.hpp"
 #include "npy_reader.h"
 #include "sink.h"
@@ -310,6 +313,7 @@ class CkadInstance {
   client::Client& client() { return *client_; }
   ChildProcess& process() { return *process_; }
   const std::string& data_dir() const { return data_dir_; }
+  const std::string& address() const { return address_; }
 
  private:
   CkadInstance(std::unique_ptr<ChildProcess> process, std::string data_dir)
@@ -759,10 +763,15 @@ absl::StatusOr<Json> RunQueries(const BenchConfig& config) {
   v1::GetSimilarityRequest request;
   request.set_session_id(session_id);
   const int64_t entries = int64_t{kQueryStreams} * kQueryStreams;
-  // The generated stub on the client's channel, as Client::GetSimilarity
-  // calls it, to read ckad's own time from the trailing metadata.
+  // The generated stub, as Client::GetSimilarity calls it, to read ckad's own
+  // time from the trailing metadata. Its connection is not the streamer's: a
+  // dashboard is another process, not the training job.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageMb << 20);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   const std::unique_ptr<v1::Similarity::Stub> stub =
-      v1::Similarity::NewStub(ckad->client().channel());
+      v1::Similarity::NewStub(grpc::CreateCustomChannel(
+          ckad->address(), grpc::InsecureChannelCredentials(), args));
   std::vector<double> query_ms, server_ms;
   absl::Status query_status;
   const int64_t acked_before = streamer->stats().acked;

@@ -34,6 +34,9 @@ namespace {
 // How long unary and health calls may take to finish once the streams have
 // drained.
 constexpr absl::Duration kCallDrainTime = absl::Seconds(1);
+// Threads that answer GetSimilarity and WatchSimilarity, apart from the batch
+// workers: a query there waited for a worker to finish a batch's Gram work.
+constexpr int kQueryThreads = 2;
 
 // Splits "host:port" (IPv6 hosts in brackets) and checks the port. Returns the
 // host.
@@ -150,13 +153,15 @@ class ServerImpl final : public Server {
  private:
   absl::Duration grace_;
   int port_ = 0;
-  // Destroyed in reverse order: the gRPC server and the service before the pool
-  // and the committer they use, and those before the engine and the store.
+  // Destroyed in reverse order: the gRPC server and the service before the
+  // pools and the committer they use, and those before the engine and the
+  // store.
   std::unique_ptr<TokenTable> tokens_;  // null: no authentication
   std::unique_ptr<SqliteStateStore> store_;
   std::unique_ptr<core::Engine> engine_;
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<core::ThreadPool> pool_;
+  std::unique_ptr<core::ThreadPool> query_pool_;
   std::unique_ptr<SimilarityServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
 
@@ -243,10 +248,11 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
       options.threads > 0
           ? options.threads
           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  pool_ = std::make_unique<core::ThreadPool>(threads);
+  pool_ = std::make_unique<core::ThreadPool>(threads, "ckad-batch");
   // Layers and streams run in parallel on the pool; a multi-threaded BLAS call
   // inside each would oversubscribe the cores (bench/core_bench: layer-pool).
   if (threads > 1) core::SetBlasThreads(1);
+  query_pool_ = std::make_unique<core::ThreadPool>(kQueryThreads, "ckad-query");
   const int max_message_bytes = options.max_message_mb << 20;
   AdmissionOptions admission;
   admission.tokens = tokens_.get();
@@ -254,7 +260,8 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   admission.max_streams_per_client = options.max_streams_per_client;
   admission.max_pending_total_bytes = options.max_pending_total_bytes;
   service_ = std::make_unique<SimilarityServiceImpl>(
-      engine_.get(), pool_.get(), committer_.get(), admission);
+      engine_.get(), pool_.get(), query_pool_.get(), committer_.get(),
+      admission);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -394,7 +394,7 @@ class SimilarityServiceImpl::SimilarityWatch final
       refs_.Take();  // the tick chain's
       if (shutting_down) finish_wanted_ = ShuttingDownStatus();
     }
-    service_->pool_->Schedule([this] { Tick(); });
+    service_->query_pool_->Schedule([this] { Tick(); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -468,7 +468,7 @@ class SimilarityServiceImpl::SimilarityWatch final
       alarm_ = std::make_unique<grpc::Alarm>();
       alarm_->Set(absl::ToChronoTime(absl::Now() + poll_period_),
                   [this](bool /*fired*/) {
-                    service_->pool_->Schedule([this] { Tick(); });
+                    service_->query_pool_->Schedule([this] { Tick(); });
                   });
     }
   }
@@ -539,10 +539,12 @@ class SimilarityServiceImpl::SimilarityWatch final
 
 SimilarityServiceImpl::SimilarityServiceImpl(core::Engine* engine,
                                              core::ThreadPool* pool,
+                                             core::ThreadPool* query_pool,
                                              GroupCommitter* committer,
                                              AdmissionOptions admission)
     : engine_(engine),
       pool_(pool),
+      query_pool_(query_pool),
       committer_(committer),
       rejected_log_limiter_(kRejectedLogLinesPerSecond),
       admission_(admission),
@@ -779,14 +781,14 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     return reactor;
   }
   // The query and the conversion of its matrix (65,536 entries for 256
-  // streams) run on the pool, ahead of queued batches: reactions must not
-  // block. gRPC keeps `request` and `response` until Finish.
+  // streams) run on the query pool: reactions must not block. gRPC keeps
+  // `request` and `response` until Finish.
   {
     absl::MutexLock lock(&mu_);
     ++queries_in_flight_;
   }
   const absl::Time scheduled = absl::Now();
-  pool_->ScheduleUrgent([this, context, reactor, request, response, scheduled,
+  query_pool_->Schedule([this, context, reactor, request, response, scheduled,
                          session = *std::move(session)] {
     const absl::Time started = absl::Now();
     absl::StatusOr<core::SimilarityMatrix> matrix =

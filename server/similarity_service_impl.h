@@ -37,10 +37,10 @@ struct AdmissionOptions {
 };
 
 // Implements every RPC of cka.v1.Similarity with the callback API. Reactions
-// never block: the session RPCs do only short engine calls; GetSimilarity
-// moves its query onto `pool` (ahead of queued batches, ThreadPool::
-// ScheduleUrgent) and finishes from there; StreamActivations and
-// WatchSimilarity move decoding, Gram work, commits and queries onto `pool`.
+// never block: the session RPCs do only short engine calls; StreamActivations
+// moves decoding, Gram work and commits onto `pool`; GetSimilarity and
+// WatchSimilarity move their queries onto `query_pool`, so that a query never
+// waits for a worker to finish a batch.
 //
 // StreamActivations keeps at most kStreamWindow batches of one stream read but
 // not yet acked; the next read is issued only below that (backpressure: a busy
@@ -56,10 +56,9 @@ struct AdmissionOptions {
 // CreateSession and a DeleteSession answer only once their change is durable
 // (GroupCommitter); the reactions never wait for it.
 //
-// Thread-safe. `engine`, `pool` and `committer` must
-// outlive the service, and the service must outlive every RPC: call
-// BeginShutdown, stop the grpc::Server, then WaitForReactors before destroying
-// it.
+// Thread-safe. `engine`, the pools and `committer` must outlive the service,
+// and the service must outlive every RPC: call BeginShutdown, stop the
+// grpc::Server, then WaitForReactors before destroying it.
 class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
  public:
   // Batches of one stream that may be in flight (read, not yet acked).
@@ -72,7 +71,7 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   static constexpr absl::Duration kWatchPollPeriod = absl::Milliseconds(100);
 
   SimilarityServiceImpl(core::Engine* engine, core::ThreadPool* pool,
-                        GroupCommitter* committer,
+                        core::ThreadPool* query_pool, GroupCommitter* committer,
                         AdmissionOptions admission = {});
   // Checks that no reactor is alive.
   ~SimilarityServiceImpl() override;
@@ -146,6 +145,7 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
 
   core::Engine* const engine_;
   core::ThreadPool* const pool_;
+  core::ThreadPool* const query_pool_;
   std::atomic<int64_t> batches_received_{0};
   GroupCommitter* const committer_;
   LogRateLimiter rejected_log_limiter_;

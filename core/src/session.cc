@@ -281,8 +281,8 @@ absl::Status CheckGramDiagonal(const std::string& ctx, const TensorView& t,
   return absl::OkStatus();
 }
 
-// Writes the upper triangle of V·Vᵀ (k × k) for the k × len row-major `v`.
-// With a pool and enough work, the columns are split among its threads and
+// Writes V·Vᵀ (k × k, symmetric, both triangles) for the k × len row-major
+// `v`. With a pool and enough work, the columns are split among its threads and
 // the partial products summed (in chunk order, so the result depends only on
 // the pool's size).
 void PairProducts(const double* v, int k, size_t len, ThreadPool* pool,
@@ -301,19 +301,22 @@ void PairProducts(const double* v, int k, size_t len, ThreadPool* pool,
   };
   if (chunks == 1) {
     syrk(0, len, out);
-    return;
-  }
-  std::vector<std::vector<double>> partial(chunks);
-  pool->ParallelFor(chunks, [&](int c) {
-    partial[c].resize(static_cast<size_t>(k) * k);
-    syrk(len * c / chunks, len * (c + 1) / chunks, partial[c].data());
-  });
-  for (int i = 0; i < k; ++i) {
-    for (int j = i; j < k; ++j) {
-      double sum = 0.0;
-      for (const std::vector<double>& p : partial) sum += p[i * k + j];
-      out[i * k + j] = sum;
+  } else {
+    std::vector<std::vector<double>> partial(chunks);
+    pool->ParallelFor(chunks, [&](int c) {
+      partial[c].resize(static_cast<size_t>(k) * k);
+      syrk(len * c / chunks, len * (c + 1) / chunks, partial[c].data());
+    });
+    for (int i = 0; i < k; ++i) {
+      for (int j = i; j < k; ++j) {
+        double sum = 0.0;
+        for (const std::vector<double>& p : partial) sum += p[i * k + j];
+        out[i * k + j] = sum;
+      }
     }
+  }
+  for (int i = 1; i < k; ++i) {
+    for (int j = 0; j < i; ++j) out[i * k + j] = out[j * k + i];
   }
 }
 
@@ -677,31 +680,28 @@ absl::StatusOr<IngestResult> Session::Ingest(const BatchInput& batch,
 
 namespace {
 
-// Adds HSIC values of pairs of one batch to the sums of one bucket. `rows` are
-// the stream indices of the new layers, `cols` of every layer present (new ones
-// first); `cross` is rows × cols with cross[i * cols + j] = HSIC(K_rows[i],
-// K_cols[j]); `self_cols` the self terms of the cols.
-void AddPairs(const std::vector<int>& rows, const std::vector<int>& cols,
-              const std::vector<double>& cross,
-              const std::vector<double>& self_cols, PairSums& sums) {
-  const int s = sums.size;
-  const size_t nc = cols.size();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const int a = rows[i];
-    for (size_t j = 0; j < nc; ++j) {
-      const int b = cols[j];
-      // A pair of two new layers appears twice (i, j) and (j, i): count it
-      // once.
-      if (j < rows.size() && j < i) continue;
-      const double h = cross[i * nc + j];
-      sums.num[a * s + b] += h;
-      sums.self[a * s + b] += self_cols[i];
-      sums.count[a * s + b] += 1;
-      if (a != b) {
-        sums.num[b * s + a] += h;
-        sums.self[b * s + a] += self_cols[j];
-        sums.count[b * s + a] += 1;
-      }
+// Adds one batch's HSIC values to the sums of one bucket, under the session
+// mutex, so row by row (the sums are S × S; a column-wise pass missed the cache
+// and held queries up). `streams` are the stream indices of the batch's layers,
+// the `k_new` new ones first, then those that arrived earlier; row i < k_new of
+// `cross` (leading dimension `ld`) holds HSIC(K_i, K_j) for every layer j, and
+// `self[i]` is HSIC(K_i, K_i). Every pair with a new layer gets the batch once
+// in each order; pairs of two earlier layers had it before.
+void AddPairs(const std::vector<int>& streams, int k_new, const double* cross,
+              size_t ld, const std::vector<double>& self, PairSums& sums) {
+  const size_t s = sums.size;
+  const int k_all = static_cast<int>(streams.size());
+  for (int x = 0; x < k_all; ++x) {
+    const size_t row = streams[x] * s;
+    double* num = sums.num.data() + row;
+    double* self_sum = sums.self.data() + row;
+    int64_t* count = sums.count.data() + row;
+    const bool is_new = x < k_new;
+    for (int y = 0; y < (is_new ? k_all : k_new); ++y) {
+      const int b = streams[y];
+      num[b] += is_new ? cross[x * ld + y] : cross[y * ld + x];
+      self_sum[b] += self[x];
+      count[b] += 1;
     }
   }
 }
@@ -839,6 +839,8 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   const int k = static_cast<int>(rep.streams.size());
   std::vector<double>
       gathered;  // the new layers' kernels, when not all are new
+  std::vector<double> gathered_cross;  // when not all are new, or some arrived
+                                       // before
   for (size_t m = 0; m < measures.size(); ++m) {
     const std::vector<double>& pairs = rep.pairs[m];
     std::vector<double> self_cols(k_all);
@@ -847,13 +849,19 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     }
     for (int o = 0; o < k_old; ++o) self_cols[k_new + o] = pending->self[m][o];
     // cross = V_new · [V_new; V_old]ᵀ: every pair of this batch that involves a
-    // new layer. The new × new block comes from Prepare (upper triangle; fresh
-    // is in ascending layer order), the new × old block is computed here.
-    std::vector<double> cross(static_cast<size_t>(k_new) * k_all);
-    for (int i = 0; i < k_new; ++i) {
-      for (int j = i; j < k_new; ++j) {
-        cross[i * k_all + j] = pairs[fresh[i] * k + fresh[j]];
+    // new layer. The new × new block comes from Prepare, the new × old block is
+    // computed here. When every layer is new, that is Prepare's matrix itself.
+    const double* cross = pairs.data();
+    size_t ld = k;
+    if (k_new != k || k_old > 0) {
+      gathered_cross.assign(static_cast<size_t>(k_new) * k_all, 0.0);
+      for (int i = 0; i < k_new; ++i) {
+        for (int j = 0; j < k_new; ++j) {
+          gathered_cross[i * k_all + j] = pairs[fresh[i] * k + fresh[j]];
+        }
       }
+      cross = gathered_cross.data();
+      ld = k_all;
     }
     if (k_old > 0) {
       const double* v_new = rep.kernels[m].data();
@@ -868,12 +876,13 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k_new, k_old,
                   static_cast<int>(packed), 1.0, v_new,
                   static_cast<int>(packed), pending->kernels[m].data(),
-                  static_cast<int>(packed), 0.0, cross.data() + k_new, k_all);
+                  static_cast<int>(packed), 0.0, gathered_cross.data() + k_new,
+                  k_all);
     }
     PairSums& sums = st.buckets[m][bucket];
     st.dirty.insert(SumsKey(m, bucket));
     sums.Resize(s_count);
-    AddPairs(fresh_index, cols, cross, self_cols, sums);
+    AddPairs(cols, k_new, cross, ld, self_cols, sums);
   }
 
   if (complete) {

@@ -1,15 +1,24 @@
 #include "cka/core/thread_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
 
 namespace cka::core {
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, const std::string& name) {
   if (threads < 1) threads = 1;
+  // Linux keeps 15 bytes of a thread's name.
+  const std::string thread_name = name.substr(0, 15);
   workers_.reserve(threads);
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  for (int i = 0; i < threads; ++i) {
+    workers_.emplace_back([this, thread_name] {
+      pthread_setname_np(pthread_self(), thread_name.c_str());
+      Work();
+    });
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -25,11 +34,6 @@ void ThreadPool::Schedule(std::function<void()> fn) {
   queue_.push_back(std::move(fn));
 }
 
-void ThreadPool::ScheduleUrgent(std::function<void()> fn) {
-  absl::MutexLock lock(&mu_);
-  urgent_.push_back(std::move(fn));
-}
-
 void ThreadPool::Work() {
   while (true) {
     std::function<void()> fn;
@@ -37,14 +41,12 @@ void ThreadPool::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](ThreadPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || !p->urgent_.empty() || !p->queue_.empty();
+            return p->stopping_ || !p->queue_.empty();
           },
           this));
-      std::deque<std::function<void()>>& from =
-          urgent_.empty() ? queue_ : urgent_;
-      if (from.empty()) return;  // stopping and drained
-      fn = std::move(from.front());
-      from.pop_front();
+      if (queue_.empty()) return;  // stopping and drained
+      fn = std::move(queue_.front());
+      queue_.pop_front();
     }
     fn();
   }

@@ -118,35 +118,5 @@ TEST(ThreadPoolTest, ParallelForRunsEveryIndexOnce) {
   EXPECT_EQ(nested.load(), 16);
 }
 
-TEST(ThreadPoolTest, UrgentWorkRunsBeforeQueuedWork) {
-  ThreadPool pool(1);
-  absl::Mutex mu;
-  bool release = false;
-  std::vector<std::string> order;
-  // Holds the only worker until everything below is queued.
-  pool.Schedule([&] {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(&release));
-  });
-  auto record = [&](std::string name) {
-    return [&, name] {
-      absl::MutexLock lock(&mu);
-      order.push_back(name);
-    };
-  };
-  pool.Schedule(record("normal 1"));
-  pool.Schedule(record("normal 2"));
-  pool.ScheduleUrgent(record("urgent 1"));
-  pool.ScheduleUrgent(record("urgent 2"));
-  {
-    absl::MutexLock lock(&mu);
-    release = true;
-    mu.Await(absl::Condition(
-        +[](std::vector<std::string>* o) { return o->size() == 4; }, &order));
-  }
-  EXPECT_EQ(order, (std::vector<std::string>{"urgent 1", "urgent 2", "normal 1",
-                                             "normal 2"}));
-}
-
 }  // namespace
 }  // namespace cka::core::testing

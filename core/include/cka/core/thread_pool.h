@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,19 +16,15 @@ namespace cka::core {
 // queued, then joins the workers.
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);
+  // `name` names the worker threads (as top -H and perf show them; Linux keeps
+  // its first 15 bytes).
+  explicit ThreadPool(int threads, const std::string& name = "cka-pool");
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // Queues `fn` to run on a worker. Never blocks.
   void Schedule(std::function<void()> fn);
-
-  // Queues `fn` ahead of everything queued by Schedule (behind earlier
-  // ScheduleUrgent work): for short work whose latency matters, such as
-  // answering a query while batches wait. It still waits for a worker to
-  // finish what it is running. Never blocks.
-  void ScheduleUrgent(std::function<void()> fn);
 
   // Calls fn(i) for every i in [0, n) on the workers and the calling thread,
   // and returns when all calls have returned. Safe to call from a worker (the
@@ -41,7 +38,6 @@ class ThreadPool {
   void Work();
 
   mutable absl::Mutex mu_;
-  std::deque<std::function<void()>> urgent_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;

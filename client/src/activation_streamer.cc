@@ -2,6 +2,9 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/sync_stream.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -15,12 +18,15 @@
 #include "absl/synchronization/mutex.h"
 #include "gram.h"
 #include "grpc_status.h"
+#include "wire_batch.h"
 
 namespace cka::client {
 namespace {
 
-using WireBatch = v1::ActivationBatch;
-using BatchStream = grpc::ClientReaderWriter<v1::ActivationBatch, v1::BatchAck>;
+using internal::WireBatch;
+// Writes each batch as the serialized bytes of a WireBatch (no copy of its
+// tensor bytes), reads BatchAcks.
+using BatchStream = grpc::ClientReaderWriter<grpc::ByteBuffer, v1::BatchAck>;
 
 // Bytes a tag, a length prefix and a few small fields add around a payload,
 // generously.
@@ -156,7 +162,10 @@ class ActivationStreamerImpl final : public ActivationStreamer {
   ActivationStreamerImpl(const Client& client, StreamerOptions options)
       : client_options_(client.options()),
         options_(std::move(options)),
-        stub_(v1::Similarity::NewStub(client.channel())) {
+        channel_(client.channel()),
+        stub_(v1::Similarity::NewStub(channel_)),
+        stream_method_(stream_method_name_.c_str(),
+                       grpc::internal::RpcMethod::BIDI_STREAMING, channel_) {
     sender_ = std::thread([this] { RunSender(); });
   }
 
@@ -214,7 +223,14 @@ class ActivationStreamerImpl final : public ActivationStreamer {
 
   const ClientOptions client_options_;
   const StreamerOptions options_;
+  const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Similarity::Stub> stub_;
+  // StreamActivations, called through gRPC's own stream factory (as the
+  // generated stub does) so that the stream writes byte buffers rather than
+  // ActivationBatch messages, which gRPC would serialize into a copy.
+  const std::string stream_method_name_ = absl::StrCat(
+      "/", v1::Similarity::service_full_name(), "/StreamActivations");
+  const grpc::internal::RpcMethod stream_method_;
   std::thread sender_;
   // Touched by the sender thread only.
   enum class GramAllowed {
@@ -391,21 +407,23 @@ void ActivationStreamerImpl::ResolveGramReduction() {
 absl::StatusOr<std::shared_ptr<const WireBatch>> ActivationStreamerImpl::Encode(
     Batch batch) {
   ResolveGramReduction();
-  auto message = std::make_shared<WireBatch>();
-  message->set_session_id(options_.session_id);
-  message->set_source(options_.source);
-  message->set_batch_id(batch.batch_id());
-  message->set_step(batch.step());
+  v1::ActivationBatch header;  // the tensors' bytes go in `payloads`
+  header.set_session_id(options_.session_id);
+  header.set_source(options_.source);
+  header.set_batch_id(batch.batch_id());
+  header.set_step(batch.step());
+  std::vector<LayerBytes> payloads;
+  payloads.reserve(batch.layers().size());
   int reduced = 0;
   for (LayerPayload& layer : batch.mutable_layers()) {
-    v1::LayerActivation* wire = message->add_layers();
+    v1::LayerActivation* wire = header.add_layers();
     wire->set_layer(layer.layer);
     if (gram_allowed_ == GramAllowed::kYes && GramIsSmaller(layer)) {
       v1::Tensor* gram = wire->mutable_gram();
       gram->add_shape(layer.shape[0]);
       gram->add_shape(layer.shape[0]);
       gram->set_dtype(v1::FLOAT32);
-      gram->set_data(GramBytesOf(layer));
+      payloads.emplace_back(GramBytesOf(layer));
       ++reduced;
       continue;
     }
@@ -413,9 +431,11 @@ absl::StatusOr<std::shared_ptr<const WireBatch>> ActivationStreamerImpl::Encode(
         layer.is_gram ? wire->mutable_gram() : wire->mutable_activations();
     for (int64_t dim : layer.shape) tensor->add_shape(dim);
     tensor->set_dtype(layer.dtype);
-    tensor->set_data(std::move(layer.bytes).TakeString());
+    payloads.push_back(std::move(layer.bytes));
   }
-  const int64_t size = static_cast<int64_t>(message->ByteSizeLong());
+  std::shared_ptr<const WireBatch> message =
+      WireBatch::Create(std::move(header), std::move(payloads));
+  const int64_t size = message->size();
   if (size > client_options_.max_message_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("batch '", batch.batch_id(), "': its message is ", size,
@@ -426,7 +446,7 @@ absl::StatusOr<std::shared_ptr<const WireBatch>> ActivationStreamerImpl::Encode(
     absl::MutexLock lock(&mu_);
     stats_.gram_reduced_layers += reduced;
   }
-  return std::shared_ptr<const WireBatch>(std::move(message));
+  return message;
 }
 
 void ActivationStreamerImpl::RunSender() {
@@ -461,7 +481,10 @@ bool ActivationStreamerImpl::RunStream() {
   grpc::ClientContext context;
   Client::PrepareContext(client_options_, absl::ZeroDuration(), &context,
                          options_.session_id);
-  std::unique_ptr<BatchStream> stream = stub_->StreamActivations(&context);
+  std::unique_ptr<BatchStream> stream(
+      grpc::internal::ClientReaderWriterFactory<
+          grpc::ByteBuffer, v1::BatchAck>::Create(channel_.get(),
+                                                  stream_method_, &context));
   int64_t generation = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -515,7 +538,7 @@ bool ActivationStreamerImpl::RunStream() {
       ++stats_.sent;
       if (next.resend) ++stats_.resent;
     }
-    if (!stream->Write(*next.message)) break;
+    if (!stream->Write(next.message->ToByteBuffer())) break;
   }
 
   if (graceful) {

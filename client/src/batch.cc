@@ -24,15 +24,6 @@ LayerBytes::LayerBytes(std::shared_ptr<const void> owner, const char* data,
                        size_t size)
     : owner_(std::move(owner)), data_(data), size_(size) {}
 
-std::string LayerBytes::TakeString() && {
-  if (!string_.empty()) return std::move(string_);
-  std::string out(data_ == nullptr ? "" : std::string(data_, size_));
-  owner_.reset();
-  data_ = nullptr;
-  size_ = 0;
-  return out;
-}
-
 namespace {
 
 // Returns prod(shape)·element, or 0 for an empty, negative or overflowing shape

@@ -9,8 +9,8 @@
 // Ownership: the `const` overloads copy the bytes on the calling thread (they
 // must, the caller keeps the memory); the overloads taking an rvalue
 // (std::vector, std::string, a row-major Eigen matrix) take ownership without
-// copying, and the bytes are copied into the wire message, if at all, on the
-// streamer's background thread.
+// copying. The streamer never copies the bytes either: gRPC sends them from the
+// batch's own buffers, which live until the batch is acked.
 //
 // Thread safety: a Batch is a value; one thread at a time.
 #ifndef CKA_CLIENT_BATCH_H_
@@ -64,9 +64,6 @@ class LayerBytes {
 
   const char* data() const { return string_.empty() ? data_ : string_.data(); }
   size_t size() const { return string_.empty() ? size_ : string_.size(); }
-  // Moves the bytes into a string: free when they were given as a string, one
-  // copy otherwise.
-  std::string TakeString() &&;
 
  private:
   std::string string_;

@@ -839,8 +839,8 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   const int k = static_cast<int>(rep.streams.size());
   std::vector<double>
       gathered;  // the new layers' kernels, when not all are new
-  std::vector<double> gathered_cross;  // when not all are new, or some arrived
-                                       // before
+  // The new layers' pairs, when not all layers are new or some came earlier.
+  std::vector<double> gathered_cross;
   for (size_t m = 0; m < measures.size(); ++m) {
     const std::vector<double>& pairs = rep.pairs[m];
     std::vector<double> self_cols(k_all);

@@ -348,6 +348,14 @@ def section_submit(service, peer):
                 rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, caller's CPU time", v,
                                 "µs", base_us, "µs", "numpy p50", ratio(v, base_us),
                                 percent=True, note="paced run"))
+        control = get(e, "paced_control_us_p99")
+        if control is not None:
+            c50 = num(get(e, "paced_control_us_p50"))
+            rows.append(row(f"{name} {get(e, 'mode')} fixed-work control p99", control, "µs",
+                            base_us, "µs", "numpy p50", ratio(control, base_us), percent=True,
+                            note=(f"p50 {c50:.0f} µs; the same arithmetic timed after each "
+                                  "Submit: p99 minus p50 is what this machine adds to any "
+                                  "short call" if c50 is not None else "")))
         for q in ("p50", "p99"):
             v = get(e, f"submit_us_{q}")
             rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, unpaced", v, "µs", base_us,

@@ -44,7 +44,8 @@ def fake_inputs():
              "submit_us_p99": 200.0, "submit_us_max": 400.0,
              "paced_interval_ms": 12.0, "paced_submit_us_p50": 50.0,
              "paced_submit_us_p99": 200.0, "paced_submit_us_max": 400.0,
-             "paced_submit_cpu_us_p50": 25.0, "paced_submit_cpu_us_p99": 100.0},
+             "paced_submit_cpu_us_p50": 25.0, "paced_submit_cpu_us_p99": 100.0,
+             "paced_control_us_p50": 20.0, "paced_control_us_p99": 150.0},
             {"workload": "W1", "mode": "gram_reduction", "batches": 100, "seconds": 1,
              "batches_per_s": 70.0, "mb_per_s": 700.0, "submit_us_p50": 10.0,
              "submit_us_p99": 20.0, "submit_us_max": 30.0,
@@ -105,6 +106,11 @@ def test_ratios_and_targets():
     assert abs(r["ratio"] - 0.008) < 1e-12 and "pass" not in r
     with pytest.raises(KeyError):
         find_row(rep, 6, "W1 gram_reduction Submit p99, caller's CPU time")
+    # So is the fixed-work control, with its p50 in the note.
+    r = find_row(rep, 6, "W1 activations fixed-work control p99")  # 150 µs / 12.5 ms
+    assert abs(r["ratio"] - 0.012) < 1e-12 and "pass" not in r and "p50 20 µs" in r["note"]
+    with pytest.raises(KeyError):
+        find_row(rep, 6, "W1 gram_reduction fixed-work control p99")
     r = find_row(rep, 7, "growth 1000 → 10000 batches, right after the flush")
     assert r["value"] == 30.0 and "pass" not in r  # shown, not judged
     r = find_row(rep, 7, "growth 1000 → 10000 batches, idle (flat?)")

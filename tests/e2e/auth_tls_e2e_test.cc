@@ -33,16 +33,6 @@ void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-std::unique_ptr<server::Server> Start(server::ServerOptions options) {
-  options.listen = "127.0.0.1:0";
-  options.threads = 2;
-  options.shutdown_grace = absl::Seconds(5);
-  absl::StatusOr<std::unique_ptr<server::Server>> server =
-      server::Server::BuildAndStart(options);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? *std::move(server) : nullptr;
-}
-
 std::unique_ptr<client::Client> Connect(client::ClientOptions options,
                                         int port) {
   if (options.server == "127.0.0.1:50051")
@@ -104,7 +94,7 @@ class AuthE2eTest : public ::testing::Test {
                                    "  ", kAdminToken, " admin  \n"));
     server::ServerOptions options;
     options.auth_tokens_file = tokens;
-    server_ = Start(options);
+    server_ = StartServer(options);
     ASSERT_NE(server_, nullptr);
   }
   void TearDown() override {
@@ -321,7 +311,7 @@ class TlsE2eTest : public ::testing::Test {
 TestCertificates* TlsE2eTest::certs_ = nullptr;
 
 TEST_F(TlsE2eTest, ATlsConnectionWorksByAddressAndByServerName) {
-  std::unique_ptr<server::Server> server = Start(TlsServer(false));
+  std::unique_ptr<server::Server> server = StartServer(TlsServer(false));
   ASSERT_NE(server, nullptr);
   std::unique_ptr<client::Client> c = Connect(TlsClient(false), server->port());
   ASSERT_TRUE(c->CreateSession("s", LinearConfig()).ok());
@@ -335,7 +325,7 @@ TEST_F(TlsE2eTest, ATlsConnectionWorksByAddressAndByServerName) {
 }
 
 TEST_F(TlsE2eTest, APlaintextClientOrAnUntrustedServerFails) {
-  std::unique_ptr<server::Server> server = Start(TlsServer(false));
+  std::unique_ptr<server::Server> server = StartServer(TlsServer(false));
   ASSERT_NE(server, nullptr);
   EXPECT_FALSE(Connect(client::ClientOptions(), server->port())
                    ->ListSessions(absl::Seconds(3))
@@ -348,7 +338,7 @@ TEST_F(TlsE2eTest, APlaintextClientOrAnUntrustedServerFails) {
 }
 
 TEST_F(TlsE2eTest, MutualTlsAcceptsACertifiedClientAndRefusesOneWithout) {
-  std::unique_ptr<server::Server> server = Start(TlsServer(true));
+  std::unique_ptr<server::Server> server = StartServer(TlsServer(true));
   ASSERT_NE(server, nullptr);
   std::unique_ptr<client::Client> certified =
       Connect(TlsClient(true), server->port());
@@ -368,7 +358,7 @@ TEST_F(TlsE2eTest, TlsAndTokensTogether) {
   WriteFile(tokens, absl::StrCat(kWriterToken, " writer\n"));
   server::ServerOptions options = TlsServer(true);
   options.auth_tokens_file = tokens;
-  std::unique_ptr<server::Server> server = Start(options);
+  std::unique_ptr<server::Server> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   client::ClientOptions with_token = TlsClient(true);
   with_token.bearer_token = kWriterToken;

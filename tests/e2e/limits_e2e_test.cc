@@ -22,16 +22,6 @@ namespace {
 
 using BatchStream = grpc::ClientReaderWriter<v1::ActivationBatch, v1::BatchAck>;
 
-std::unique_ptr<server::Server> Start(server::ServerOptions options) {
-  options.listen = "127.0.0.1:0";
-  options.threads = 2;
-  options.shutdown_grace = absl::Seconds(5);
-  absl::StatusOr<std::unique_ptr<server::Server>> server =
-      server::Server::BuildAndStart(options);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? *std::move(server) : nullptr;
-}
-
 v1::ActivationBatch Batch(const std::string& session, const std::string& source,
                           const std::string& batch_id, int n, int d) {
   v1::ActivationBatch b;
@@ -88,7 +78,7 @@ std::unique_ptr<v1::Similarity::Stub> Stub(int port) {
 TEST(StreamsPerClientTest, AStreamBeyondTheLimitEndsWithResourceExhausted) {
   server::ServerOptions options;
   options.max_streams_per_client = 2;
-  std::unique_ptr<server::Server> server = Start(options);
+  std::unique_ptr<server::Server> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   std::unique_ptr<v1::Similarity::Stub> stub = Stub(server->port());
 
@@ -143,7 +133,7 @@ TEST(StreamsPerClientTest, WithTokensEachTokenHasItsOwnLimit) {
   server::ServerOptions options;
   options.max_streams_per_client = 1;
   options.auth_tokens_file = dir + "/tokens";
-  std::unique_ptr<server::Server> server = Start(options);
+  std::unique_ptr<server::Server> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   std::unique_ptr<v1::Similarity::Stub> stub = Stub(server->port());
 
@@ -186,7 +176,7 @@ TEST(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
   constexpr int kRows = 64;  // a pending 64 × 64 Gram is 32 KiB
   server::ServerOptions options;
   options.max_pending_total_bytes = 256 << 10;
-  std::unique_ptr<server::Server> server = Start(options);
+  std::unique_ptr<server::Server> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   // Far below each session's own budget: only the total can refuse.
   ASSERT_GT(server->engine().limits().session.max_pending_bytes,

@@ -16,9 +16,13 @@ namespace cka::testing {
 
 std::unique_ptr<server::Server> StartServer(int max_message_mb) {
   server::ServerOptions options;
+  options.max_message_mb = max_message_mb;
+  return StartServer(options);
+}
+
+std::unique_ptr<server::Server> StartServer(server::ServerOptions options) {
   options.listen = "127.0.0.1:0";
   options.threads = 2;
-  options.max_message_mb = max_message_mb;
   options.shutdown_grace = absl::Seconds(5);
   absl::StatusOr<std::unique_ptr<server::Server>> server =
       server::Server::BuildAndStart(options);

@@ -16,6 +16,9 @@ namespace cka::testing {
 // Starts the real server on 127.0.0.1:0 with a small worker pool; fails the
 // test on error.
 std::unique_ptr<server::Server> StartServer(int max_message_mb = 64);
+// The same with `options`, of which it replaces the address, the worker count
+// and the shutdown grace.
+std::unique_ptr<server::Server> StartServer(server::ServerOptions options);
 // Returns a client of 127.0.0.1:`port`.
 std::unique_ptr<client::Client> ConnectClient(int port);
 

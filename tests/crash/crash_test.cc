@@ -417,6 +417,18 @@ class CrashTest : public ::testing::Test {
         << "ckad did not start; its log is " << log_;
   }
 
+  // Starts one streamer per source into `session`.
+  std::vector<std::unique_ptr<Streamer>> StartStreamers(
+      const std::string& session) {
+    std::vector<std::unique_ptr<Streamer>> streamers;
+    for (size_t s = 0; s < kSources.size(); ++s) {
+      streamers.push_back(
+          std::make_unique<Streamer>(port_, session, static_cast<int>(s)));
+      streamers.back()->Start();
+    }
+    return streamers;
+  }
+
   std::string dir_, data_dir_, log_;
   int port_ = 0;
   std::unique_ptr<CkadProcess> server_;
@@ -429,12 +441,7 @@ TEST_F(CrashTest, AckedBatchesSurviveRepeatedSigkillAndNoneCountsTwice) {
   ASSERT_NO_FATAL_FAILURE(StartServing());
   ASSERT_TRUE(CreateSession(stub_.get(), session).ok());
 
-  std::vector<std::unique_ptr<Streamer>> streamers;
-  for (size_t s = 0; s < kSources.size(); ++s) {
-    streamers.push_back(
-        std::make_unique<Streamer>(port_, session, static_cast<int>(s)));
-    streamers.back()->Start();
-  }
+  std::vector<std::unique_ptr<Streamer>> streamers = StartStreamers(session);
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
   std::uniform_int_distribution<int> alive_ms(50, 600);
   const absl::Time started = absl::Now();
@@ -485,12 +492,7 @@ TEST_F(CrashTest, EverythingAckedBeforeSigtermIsThereAfterRestart) {
   const std::string session = "term";
   ASSERT_NO_FATAL_FAILURE(StartServing());
   ASSERT_TRUE(CreateSession(stub_.get(), session).ok());
-  std::vector<std::unique_ptr<Streamer>> streamers;
-  for (size_t s = 0; s < kSources.size(); ++s) {
-    streamers.push_back(
-        std::make_unique<Streamer>(port_, session, static_cast<int>(s)));
-    streamers.back()->Start();
-  }
+  std::vector<std::unique_ptr<Streamer>> streamers = StartStreamers(session);
   absl::SleepFor(absl::Milliseconds(1500));
   server_->Send(SIGTERM);
   // Before the drain ends their streams, so that they do not reconnect.

@@ -782,7 +782,9 @@ absl::StatusOr<Json> RunQueries(const BenchConfig& config) {
   const int64_t entries = int64_t{kQueryStreams} * kQueryStreams;
   // The generated stub, as Client::GetSimilarity calls it, to read ckad's own
   // time from the trailing metadata. Its connection is not the streamer's: a
-  // dashboard is another process, not the training job.
+  // dashboard is another process, not the training job. (Channels with equal
+  // arguments share one connection through gRPC's global subchannel pool, so
+  // client::MakeChannel would not do; a local pool gives this one its own.)
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageMb << 20);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

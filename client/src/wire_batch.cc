@@ -39,16 +39,16 @@ void ReleaseBatch(void* batch) {
 std::shared_ptr<const WireBatch> WireBatch::Create(
     v1::ActivationBatch header, std::vector<LayerBytes> payloads) {
   std::shared_ptr<WireBatch> batch(new WireBatch());
-  batch->framing_.resize(payloads.size());
+  batch->batch_id_ = header.batch_id();
   // The fields in field-number order, as SerializeAsString writes them: the
   // batch's fields, then each layer (its name, then its tensor: shape, dtype,
   // then data). Every length is known before the data is sent.
-  v1::ActivationBatch fields = header;
-  fields.clear_layers();
-  std::string framing = fields.SerializeAsString();
+  google::protobuf::RepeatedPtrField<v1::LayerActivation> layers;
+  layers.Swap(header.mutable_layers());
+  std::string framing = header.SerializeAsString();
   int64_t size = 0;
-  for (size_t i = 0; i < payloads.size(); ++i) {
-    const v1::LayerActivation& layer = header.layers(static_cast<int>(i));
+  for (int i = 0; i < layers.size(); ++i) {
+    const v1::LayerActivation& layer = layers[i];
     const bool gram = layer.has_gram();
     const std::string tensor =
         (gram ? layer.gram() : layer.activations()).SerializeAsString();
@@ -72,15 +72,12 @@ std::shared_ptr<const WireBatch> WireBatch::Create(
     framing += tensor;
     if (data > 0) AppendFieldHead(v1::Tensor::kDataFieldNumber, data, &framing);
     size += static_cast<int64_t>(framing.size() + data);
-    batch->framing_[i] = std::move(framing);
+    batch->framing_.push_back(std::move(framing));
     framing.clear();
   }
-  if (payloads.empty()) {
-    size = static_cast<int64_t>(framing.size());
-    batch->framing_.push_back(std::move(framing));
-  }
+  size += static_cast<int64_t>(framing.size());
+  batch->framing_.push_back(std::move(framing));
   batch->size_ = size;
-  batch->header_ = std::move(header);
   batch->payloads_ = std::move(payloads);
   return batch;
 }
@@ -89,8 +86,10 @@ grpc::ByteBuffer WireBatch::ToByteBuffer() const {
   std::vector<grpc::Slice> slices;
   slices.reserve(framing_.size() + payloads_.size());
   for (size_t i = 0; i < framing_.size(); ++i) {
-    slices.emplace_back(framing_[i].data(), framing_[i].size());  // copied
-    if (i >= payloads_.size() || payloads_[i].size() == 0) continue;
+    if (!framing_[i].empty()) {
+      slices.emplace_back(framing_[i].data(), framing_[i].size());  // copied
+    }
+    if (i == payloads_.size() || payloads_[i].size() == 0) continue;
     // Not copied: gRPC releases the reference once the bytes are sent.
     slices.emplace_back(
         const_cast<char*>(payloads_[i].data()), payloads_[i].size(),

@@ -32,7 +32,7 @@ class WireBatch : public std::enable_shared_from_this<WireBatch> {
   static std::shared_ptr<const WireBatch> Create(
       v1::ActivationBatch header, std::vector<LayerBytes> payloads);
 
-  const std::string& batch_id() const { return header_.batch_id(); }
+  const std::string& batch_id() const { return batch_id_; }
   // Bytes of the serialized message.
   int64_t size() const { return size_; }
   // Returns the serialized message.
@@ -41,10 +41,12 @@ class WireBatch : public std::enable_shared_from_this<WireBatch> {
  private:
   WireBatch() = default;
 
-  v1::ActivationBatch header_;
+  std::string batch_id_;
   std::vector<LayerBytes> payloads_;
-  // framing_[i] goes just before payloads_[i]; framing_[0] starts with the
-  // batch's own fields.
+  // The message is framing_[0], payloads_[0], framing_[1], ..., the last
+  // payload, then framing_.back() (empty unless there are no layers):
+  // framing_[i] ends with the field heads of payload i, and framing_[0] starts
+  // with the batch's own fields.
   std::vector<std::string> framing_;
   int64_t size_ = 0;
 };

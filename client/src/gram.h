@@ -1,6 +1,8 @@
 // The client-side Gram reduction's arithmetic: K = X·Xᵀ of a layer, on the
-// widest vector instructions this CPU has (AVX2 and FMA where present: about
-// twice the speed of the SSE2 baseline that x86-64 builds target).
+// widest vector instructions this CPU has. x86-64 builds target SSE2; Gram
+// also has a build with AVX2 and FMA (about twice the speed) and one with
+// AVX-512 (about 1.5 times AVX2's where the CPU has full-width AVX-512 units),
+// and picks one at run time.
 #ifndef CKA_CLIENT_SRC_GRAM_H_
 #define CKA_CLIENT_SRC_GRAM_H_
 
@@ -16,18 +18,26 @@ struct GramInput {
   int64_t n, d;
 };
 
+// The instruction sets that Gram has a build for, narrowest first.
+enum class GramBuild { kBaseline, kAvx2, kAvx512 };
+
 // Writes K (n × n float32, exactly symmetric) to `out`: float32 inputs
 // accumulate in float32, float64 in float64, 16-bit floats in float32.
 // Needs n, d >= 1, n·d values at `in.data` and room for n·n floats at `out`
-// (the caller checks the shape; nothing here fails). Thread-safe: no shared
-// state.
+// (the caller checks the shape; nothing here fails). Runs the widest build
+// that this binary has and this CPU runs (GramBuildInUse). Thread-safe: no
+// shared state.
 void Gram(GramInput in, float* out);
 
-// The same on the baseline instruction set only (for tests).
-void GramBaseline(GramInput in, float* out);
+// Returns true when this binary has `build` and this CPU can run it.
+bool GramBuildRuns(GramBuild build);
 
-// Whether Gram runs the AVX2 and FMA build on this CPU.
-bool GramUsesAvx2();
+// Returns the build that Gram runs: the widest for which GramBuildRuns.
+GramBuild GramBuildInUse();
+
+// The same as Gram on the given build, which must be one that GramBuildRuns
+// (for tests).
+void GramOn(GramBuild build, GramInput in, float* out);
 
 }  // namespace cka::client::internal
 

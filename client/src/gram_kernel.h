@@ -1,6 +1,7 @@
 // The Gram K = X·Xᵀ of a layer's activations, for the streamer's client-side
-// reduction. Included by gram.cc and by gram_avx2.cc, which compiles it once
-// more with AVX2 and FMA under its own name for Eigen's namespace.
+// reduction. Included by gram.cc, and by gram_avx2.cc and gram_avx512.cc,
+// which compile it once more with wider instruction sets, each under its own
+// name for Eigen's namespace.
 #ifndef CKA_CLIENT_SRC_GRAM_KERNEL_H_
 #define CKA_CLIENT_SRC_GRAM_KERNEL_H_
 

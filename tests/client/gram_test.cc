@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace cka::client::internal {
@@ -50,9 +51,32 @@ void ExpectGram(void (*gram)(GramInput, float*), GramInput::Type type,
 // multiples of 8, and d above one cache block.
 const Rows kX = Rows::Random(37, 1029);
 
-TEST(GramTest, EveryTypeMatchesTheFloat64Gram) {
-  for (auto gram : {&Gram, &GramBaseline}) {
-    SCOPED_TRACE(gram == &Gram ? "Gram" : "GramBaseline");
+const char* Name(GramBuild build) {
+  switch (build) {
+    case GramBuild::kBaseline:
+      return "baseline";
+    case GramBuild::kAvx2:
+      return "AVX2";
+    case GramBuild::kAvx512:
+      return "AVX-512";
+  }
+  return "?";
+}
+
+template <GramBuild kBuild>
+void GramOnBuild(GramInput in, float* out) {
+  GramOn(kBuild, in, out);
+}
+
+TEST(GramTest, EveryBuildAndTypeMatchesTheFloat64Gram) {
+  const std::pair<GramBuild, void (*)(GramInput, float*)> builds[] = {
+      {GramBuild::kBaseline, &GramOnBuild<GramBuild::kBaseline>},
+      {GramBuild::kAvx2, &GramOnBuild<GramBuild::kAvx2>},
+      {GramBuild::kAvx512, &GramOnBuild<GramBuild::kAvx512>},
+      {GramBuildInUse(), &Gram}};
+  for (const auto& [build, gram] : builds) {
+    SCOPED_TRACE(Name(build));
+    if (!GramBuildRuns(build)) continue;
     // float32 sums of 1029 terms: a few 1e-7 of the largest entry.
     ExpectGram<float>(gram, GramInput::Type::kFloat32, kX, 1e-5);
     // float64 sums, then rounded to float32: half an ulp of float32.
@@ -62,12 +86,26 @@ TEST(GramTest, EveryTypeMatchesTheFloat64Gram) {
   }
 }
 
-TEST(GramTest, TakesTheAvx2BuildWhereTheCpuHasIt) {
+// The builds this binary has are compiled in on x86-64 (g++ 12 and clang++ 14
+// accept their flags), so on this CPU each runs exactly where it has the
+// instructions, and Gram takes the widest.
+TEST(GramTest, TakesTheWidestBuildTheCpuRuns) {
+  EXPECT_TRUE(GramBuildRuns(GramBuild::kBaseline));
 #if defined(__x86_64__)
-  EXPECT_EQ(GramUsesAvx2(),
-            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+  const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("f16c");
+  EXPECT_EQ(GramBuildRuns(GramBuild::kAvx2), avx2);
+  EXPECT_EQ(GramBuildRuns(GramBuild::kAvx512), avx512);
+  EXPECT_EQ(GramBuildInUse(), avx512 ? GramBuild::kAvx512
+                              : avx2 ? GramBuild::kAvx2
+                                     : GramBuild::kBaseline);
 #else
-  EXPECT_FALSE(GramUsesAvx2());
+  EXPECT_EQ(GramBuildInUse(), GramBuild::kBaseline);
 #endif
 }
 

@@ -144,6 +144,7 @@ struct Result {
   Mode mode;
   int batches;
   double median_seconds, best_seconds;  // per batch
+  std::string gram_kernel;              // the float32 Gram's, in this mode
 };
 
 // Useful floating-point work per batch: a symmetric rank-d update per stream,
@@ -200,10 +201,15 @@ Result RunWorkload(const Workload& w, Mode mode, int batches) {
   timed(-1);  // warm-up: allocations, BLAS thread start
   std::vector<double> times;
   for (int i = 0; i < batches; ++i) times.push_back(timed(i));
-  return {w.name,        w.streams,
-          w.n,           w.d,
-          mode,          batches,
-          Median(times), *std::min_element(times.begin(), times.end())};
+  return {w.name,
+          w.streams,
+          w.n,
+          w.d,
+          mode,
+          batches,
+          Median(times),
+          *std::min_element(times.begin(), times.end()),
+          cka::core::LinearGramKernelName()};
 }
 
 }  // namespace
@@ -271,9 +277,10 @@ int main(int argc, char** argv) {
     for (Mode mode : {Mode::kLayerPool, Mode::kBlasThreads}) {
       const Result r = RunWorkload(w, mode, batches);
       const double gflops = Flops(r) / r.median_seconds / 1e9;
-      std::printf("%-9s %-13s %7d %5d %6d %8d %10.2f %10.1f %8.2f\n",
+      std::printf("%-9s %-13s %7d %5d %6d %8d %10.2f %10.1f %8.2f  %s\n",
                   r.name.c_str(), ModeName(mode), r.streams, r.n, r.d,
-                  r.batches, r.median_seconds * 1e3, gflops, gflops / sgemm);
+                  r.batches, r.median_seconds * 1e3, gflops, gflops / sgemm,
+                  r.gram_kernel.c_str());
       results.push_back(r);
       // OpenBLAS threads spin for a while after a multi-threaded call; let them
       // go to sleep so that they do not steal the next run's cores.
@@ -298,7 +305,8 @@ int main(int argc, char** argv) {
                                   {"seconds_per_batch", r.median_seconds},
                                   {"best_seconds_per_batch", r.best_seconds},
                                   {"gflops", gflops},
-                                  {"ratio_to_sgemm", gflops / sgemm}});
+                                  {"ratio_to_sgemm", gflops / sgemm},
+                                  {"gram_kernel", r.gram_kernel}});
     }
     std::ofstream(json_path) << out.dump(2) << "\n";
   }

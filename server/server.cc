@@ -309,8 +309,10 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
                            : "--tls-cert/--tls-key");
   }
   spdlog::info(
-      "ckad listening on {}:{} ({}), {} worker threads, {}, max message {} MiB",
-      *host, port_, where, threads,
+      "ckad listening on {}:{} ({}), {} worker threads (float32 Grams: {}), "
+      "{}, "
+      "max message {} MiB",
+      *host, port_, where, threads, core::LinearGramKernelName(),
       options.data_dir.empty()
           ? std::string("state in memory only (no --data-dir)")
           : absl::StrCat("data dir '", options.data_dir, "' (",

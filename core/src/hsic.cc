@@ -4,15 +4,74 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "linear_gram.h"
 
 namespace cka::core {
-void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k) {
+namespace internal {
+
+bool GramKernelRuns(GramKernel kernel) {
+  switch (kernel) {
+    case GramKernel::kBlas:
+      return true;
+    case GramKernel::kEigenAvx512:
+#if defined(CKA_CORE_GRAM_AVX512)
+      // The instruction sets gram_avx512.cc is compiled with.
+      return __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+GramKernel PreferredGramKernel() {
+  static const GramKernel kernel = [] {
+    if (!GramKernelRuns(GramKernel::kEigenAvx512)) return GramKernel::kBlas;
+    const std::string core = absl::AsciiStrToLower(openblas_get_corename());
+    for (const char* avx512 : {"skylakex", "cooperlake", "sapphirerapids"}) {
+      if (core == avx512) return GramKernel::kBlas;
+    }
+    return GramKernel::kEigenAvx512;
+  }();
+  return kernel;
+}
+
+void LinearGramUpperOn(GramKernel kernel, const float* x, int64_t n, int64_t d,
+                       float* k) {
+  if (kernel == GramKernel::kEigenAvx512) {
+    LinearGramUpperAvx512(x, n, d, k);
+    return;
+  }
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(n),
               static_cast<int>(d), 1.0f, x, static_cast<int>(d), 0.0f, k,
               static_cast<int>(n));
+}
+
+}  // namespace internal
+
+void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k) {
+  internal::LinearGramUpperOn(BlasThreads() == 1
+                                  ? internal::PreferredGramKernel()
+                                  : internal::GramKernel::kBlas,
+                              x, n, d, k);
+}
+
+std::string LinearGramKernelName() {
+  if (BlasThreads() == 1 &&
+      internal::PreferredGramKernel() == internal::GramKernel::kEigenAvx512) {
+    return "Eigen rankUpdate, AVX-512";
+  }
+  return absl::StrCat("BLAS ssyrk (OpenBLAS ", openblas_get_corename(), ")");
 }
 
 void LinearGram(const double* x, int64_t n, int64_t d, double* k) {

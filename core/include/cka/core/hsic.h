@@ -8,17 +8,24 @@
 #define CKA_CORE_HSIC_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 
 namespace cka::core {
 
-// Writes the linear Gram K = X·Xᵀ of X (n × d) with BLAS syrk. The float32
-// version computes in float32 and fills only the upper triangle (i <= j) of
-// `k`; the strict lower triangle is left as it was. The float64 version fills
-// both.
+// Writes the linear Gram K = X·Xᵀ of X (n × d). The float32 version computes
+// in float32 and fills only the upper triangle (i <= j) of `k`; the strict
+// lower triangle is left as it was. It runs BLAS ssyrk, or, with one BLAS
+// thread per call on an AVX-512 CPU whose OpenBLAS is held to older kernels
+// (OPENBLAS_CORETYPE), a faster AVX-512 build of Eigen's. The float64
+// version runs BLAS dsyrk and fills both triangles.
 void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k);
 void LinearGram(const double* x, int64_t n, int64_t d, double* k);
+
+// Returns the name of the kernel that LinearGramUpper runs now (for logs and
+// benchmarks), e.g. "BLAS ssyrk (OpenBLAS Haswell)".
+std::string LinearGramKernelName();
 
 // Writes the full float64 n × n matrix whose upper triangle is that of `upper`.
 void SymmetrizeUpper(const float* upper, int64_t n, double* k);

@@ -17,7 +17,10 @@ Each workload repeats its one batch (the same data every time, computed afresh a
 for about --seconds seconds (at least 3 batches, after one warm-up batch) and reports
 batches/s, per-batch p50/p99 and GFLOP/s with the useful-flop formula of bench/core_bench.cc
 (S*n(n+1)*d + S(S+1)*n^2), plus the final CKA matrix of W1 (of the first workload when there is
-no W1, e.g. "Q" in quick mode), the numpy version and what can be learnt about its BLAS.
+no W1, e.g. "Q" in quick mode), the numpy version and what can be learnt about its BLAS: the
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE it ran under and, in blas.threadpoolctl, the kernel that
+OpenBLAS runs ("architecture", e.g. Haswell or Cooperlake), its threads and version as
+threadpoolctl reports them (None when threadpoolctl is not installed).
 
 --self-test checks the vectorized HSIC/CKA against a direct, slow float64 implementation of
 MATH.md's definition of HSIC_1 and exits non-zero on a relative mismatch above 1e-9.
@@ -104,6 +107,15 @@ def load_workload(data_dir, w):
     return xs
 
 
+def print_blas(blas):
+    """One line on stderr: the kernel threadpoolctl reports and the OpenBLAS variables."""
+    tp = blas["threadpoolctl"] or {}
+    print(f"numpy_peer: BLAS kernel {tp.get('architecture') or '?'} (threadpoolctl), "
+          f"{tp.get('num_threads') or '?'} threads, "
+          f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or '(unset)'}, "
+          f"OPENBLAS_L2_SIZE={blas['OPENBLAS_L2_SIZE'] or '(unset)'}", file=sys.stderr)
+
+
 def run_workload(xs, seconds, min_batches=3):
     """Time batches of xs for about `seconds` (at least min_batches) after one warm-up.
 
@@ -125,6 +137,8 @@ def benchmark(data_dir, seconds):
         workloads = json.load(f)
     names = [w["name"] for w in workloads]
     matrix_of = "W1" if "W1" in names else names[0]
+    blas = blas_info()
+    print_blas(blas)
     results, final = [], None
     for w in workloads:
         xs = load_workload(data_dir, w)
@@ -150,12 +164,12 @@ def benchmark(data_dir, seconds):
                      "batches": len(times) + 1,
                      "values": [[None if np.isnan(v) else float(v) for v in row]
                                 for row in cka]}
-    return {"numpy_version": np.__version__, "blas": blas_info(),
+    return {"numpy_version": np.__version__, "blas": blas,
             "seconds_target": seconds, "workloads": results, "final_matrix": final}
 
 
 # ---------------------------------------------------------------------------------------------
-# What numpy's BLAS is (best effort, stdlib + numpy only)
+# What numpy's BLAS is (best effort: stdlib + numpy, and threadpoolctl when installed)
 
 def loaded_blas_libraries():
     """Paths of the BLAS/LAPACK shared libraries mapped into this process (Linux)."""
@@ -203,13 +217,35 @@ def numpy_build_blas():
     return {k: v for k, v in info.items() if k in ("libraries", "library_dirs", "define_macros")}
 
 
+THREADPOOL_FIELDS = ("architecture", "num_threads", "version", "internal_api",
+                     "threading_layer", "filepath")
+
+
+def threadpool_blas():
+    """The BLAS that threadpoolctl finds loaded: its THREADPOOL_FIELDS (absent ones None).
+
+    None when threadpoolctl cannot be imported; {} when it finds no BLAS. For OpenBLAS,
+    "architecture" is the kernel it runs (e.g. Haswell, Cooperlake).
+    """
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    for pool in threadpoolctl.threadpool_info():
+        if pool.get("user_api") == "blas":
+            return {k: pool.get(k) for k in THREADPOOL_FIELDS}
+    return {}
+
+
 def blas_info():
     """Best-effort description of the BLAS numpy runs on."""
     libs = loaded_blas_libraries()
     info = {"build": numpy_build_blas(), "loaded": libs,
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
             "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(),
+            "threadpoolctl": threadpool_blas()}
     info.update(openblas_details(libs))
     return info
 

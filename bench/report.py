@@ -5,18 +5,21 @@
 
 It writes the benchmark batches (make_batches.py) into a temporary directory, runs on them
   - BUILD_DIR/bench/cka_core_bench --data DIR --json F1          (core hot path + sgemm),
-  - env -u OPENBLAS_CORETYPE cka_core_bench --sgemm-only --json F2  (sgemm, kernel unforced),
+  - env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE cka_core_bench --sgemm-only --json F2
+                                                                 (sgemm, kernel unforced),
   - BUILD_DIR/bench/cka_service_bench --ckad BUILD_DIR/server/ckad --data DIR --json F3,
   - numpy_peer.py --data DIR --json F4                            (the numpy peer),
+  - env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numpy_peer.py --data DIR --json F5
+                                                                 (the numpy peer, unforced),
 prints one report (a table per section: figure, baseline, ratio, the issue's target, pass/miss)
 and writes all raw figures, ratios, targets and pass/miss flags to --json
 (default bench-report.json). A missed target never fails the run; a missing or failing
 program does (exit 1, or 2 when a program is missing), and so does a final W1 CKA matrix of ckad
-that differs from numpy's by more than 1e-6.
+that differs from either numpy run's by more than 1e-6.
 
-    report.py --from-json F1 F2 F3 F4 [--json OUT]
+    report.py --from-json F1 F2 F3 F4 F5 [--json OUT]
 
-re-renders a report from the four JSON files of an earlier run ("-" for one not measured).
+re-renders a report from the five JSON files of an earlier run ("-" for one not measured).
 This script itself needs only the standard library; make_batches.py and numpy_peer.py run
 under /usr/bin/python3 (numpy).
 """
@@ -45,6 +48,13 @@ TARGETS = {
     "query_p99_ms": ("<=", 10.0),        # GetSimilarity p99 for 256 streams
     "final_matrix_max_abs_diff": ("<=", 1e-6),  # ckad vs numpy final matrix: an ERROR if missed
 }
+
+# The variables that force OpenBLAS's kernel on these machines; the "unset" runs remove both.
+UNSET_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+UNSET_TEXT = "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset"
+
+# The JSON inputs of a report, in the order of --from-json.
+INPUT_KEYS = ("core", "sgemm_unset", "service", "numpy", "numpy_unset")
 
 SECTION_TITLES = {
     1: "Compute ceiling: sgemm",
@@ -158,8 +168,21 @@ def row(item, value=None, unit="", baseline=None, baseline_unit="", baseline_wha
 # ---------------------------------------------------------------------------------------------
 # The sections: raw JSON in, rows out
 
+def sgemm_ceiling(core, sgemm_unset):
+    """The machine's compute ceiling: (the higher sgemm GFLOP/s of (1), "as set" or "unset").
+
+    (None, None) when neither was measured.
+    """
+    best, which = None, None
+    for what, src in (("as set", core), ("unset", sgemm_unset)):
+        g = num(get(src, "sgemm_gflops"))
+        if g is not None and (best is None or g > best):
+            best, which = g, what
+    return best, which
+
+
 def section_sgemm(core, sgemm_unset):
-    """(1) sgemm GFLOP/s with OPENBLAS_CORETYPE as set and unset, and the kernel of each."""
+    """(1) sgemm GFLOP/s with the OpenBLAS variables as set and unset, and the kernel of each."""
     set_g = get(core, "sgemm_gflops")
     unset_g = get(sgemm_unset, "sgemm_gflops")
     ct = get(core, "openblas_coretype")
@@ -168,12 +191,16 @@ def section_sgemm(core, sgemm_unset):
         row(f"sgemm, OPENBLAS_CORETYPE={ct_text}", set_g, "GFLOP/s",
             note=f"kernel {kernel_name(get(core, 'openblas_config')) or '?'}"
             if core else ""),
-        row("sgemm, OPENBLAS_CORETYPE unset", unset_g, "GFLOP/s", set_g, "GFLOP/s", "as set",
+        row(f"sgemm, {UNSET_TEXT}", unset_g, "GFLOP/s", set_g, "GFLOP/s", "as set",
             ratio(unset_g, set_g),
             note=f"kernel {kernel_name(get(sgemm_unset, 'openblas_config')) or '?'}"
             if sgemm_unset else ""),
     ]
     notes = []
+    ceiling, which = sgemm_ceiling(core, sgemm_unset)
+    if ceiling is not None:
+        notes.append(f"the machine's compute ceiling is the higher of the two: "
+                     f"{fmt_value(ceiling, 'GFLOP/s')} ({which}); (2) is judged against it")
     for what, src in (("as set", core), ("unset", sgemm_unset)):
         if get(src, "openblas_config"):
             notes.append(f"OpenBLAS ({what}): {get(src, 'openblas_config')}")
@@ -186,21 +213,35 @@ def core_batches_per_s(w):
     return 1.0 / spb if spb else None
 
 
-def section_core(core):
-    """(2) core GFLOP/s per workload and mode / sgemm (as set); target on layer-pool."""
-    sgemm = get(core, "sgemm_gflops")
+def section_core(core, sgemm_unset):
+    """(2) core GFLOP/s per workload and mode / the compute ceiling; target on layer-pool.
+
+    The ceiling is the higher sgemm of (1); the ratio to sgemm as set (the kernel ckad itself
+    runs here) is shown in the note and kept as ratio_to_sgemm_as_set, for information.
+    """
+    as_set = get(core, "sgemm_gflops")
+    ceiling, which = sgemm_ceiling(core, sgemm_unset)
     rows = []
     for w in get(core, "workloads") or []:
         mode = get(w, "mode") or "?"
         shape = f"{get(w, 'streams')}×{get(w, 'n')}×{get(w, 'd')}"
         spb = num(get(w, "seconds_per_batch"))
-        rows.append(row(f"{get(w, 'name')} {mode}", get(w, "gflops"), "GFLOP/s", sgemm,
-                        "GFLOP/s", "sgemm", ratio(get(w, "gflops"), sgemm),
-                        target="core_vs_sgemm" if mode == "layer-pool" else None,
-                        note=f"{shape}, {spb * 1e3:.2f} ms/batch" if spb else shape))
+        vs_set = ratio(get(w, "gflops"), as_set)
+        note = ", ".join(s for s in (
+            f"÷ sgemm as set {vs_set:.2f}" if vs_set is not None else "",
+            shape,
+            f"{spb * 1e3:.2f} ms/batch" if spb else "",
+            f"Gram: {get(w, 'gram_kernel')}" if get(w, "gram_kernel") else "") if s)
+        r = row(f"{get(w, 'name')} {mode}", get(w, "gflops"), "GFLOP/s", ceiling, "GFLOP/s",
+                f"sgemm {which}" if which else "sgemm", ratio(get(w, "gflops"), ceiling),
+                target="core_vs_sgemm" if mode == "layer-pool" else None, note=note)
+        r["ratio_to_sgemm_as_set"] = vs_set
+        rows.append(r)
     if not rows:
         rows.append(row("core workloads", target="core_vs_sgemm"))
-    notes = ["target on mode layer-pool (what ckad does); blas-threads for comparison"]
+    notes = ["target on mode layer-pool (what ckad does); blas-threads for comparison",
+             "ratio ÷ the machine's compute ceiling (the higher sgemm of (1)); "
+             "÷ sgemm as set in the notes, for information"]
     return rows, notes
 
 
@@ -236,34 +277,100 @@ def section_e2e_transport(service):
     return rows, []
 
 
-def section_numpy(core, service, peer):
-    """(5) core and end-to-end batches/s / numpy batches/s, and the final-matrix check."""
-    np_w = by_name(get(peer, "workloads"), "name")
+def blas_kernel(blas):
+    """The kernel named in a numpy_peer.py "blas" entry, or None.
+
+    threadpoolctl's "architecture"; without threadpoolctl, the core name OpenBLAS gave.
+    """
+    return get(blas, "threadpoolctl", "architecture") or get(blas, "corename")
+
+
+def faster_numpy(peer, peer_unset, name):
+    """The faster numpy run of workload `name` (more batches/s): (its entry, "as set"/"unset").
+
+    (None, None) when neither run measured the workload.
+    """
+    best, which = None, None
+    for what, src in (("as set", peer), ("unset", peer_unset)):
+        entry = get(by_name(get(src, "workloads"), "name"), name)
+        bps = num(get(entry, "batches_per_s"))
+        if bps is not None and (best is None or bps > num(get(best, "batches_per_s"))):
+            best, which = entry, what
+    return best, which
+
+
+def numpy_note(peer, entry):
+    """The note of a numpy row: the kernel of that run and its per-batch p50."""
+    if not entry:
+        return ""
+    p50 = num(get(entry, "batch_ms_p50"))
+    return ", ".join(s for s in (f"kernel {blas_kernel(get(peer, 'blas')) or '?'}",
+                                 f"p50 {p50:.2f} ms" if p50 is not None else "") if s)
+
+
+def numpy_rows(peer, peer_unset):
+    """(5) numpy's batches/s per workload, as set and unset, with the kernel of each."""
+    set_w = by_name(get(peer, "workloads"), "name")
+    unset_w = by_name(get(peer_unset, "workloads"), "name")
     rows = []
+    for name in list(set_w) + [n for n in unset_w if n not in set_w]:
+        a = get(set_w, name, "batches_per_s")
+        b = get(unset_w, name, "batches_per_s")
+        rows.append(row(f"{name} numpy, as set", a, "batches/s",
+                        note=numpy_note(peer, get(set_w, name))))
+        rows.append(row(f"{name} numpy, unset", b, "batches/s", a, "batches/s", "as set",
+                        ratio(b, a), note=numpy_note(peer_unset, get(unset_w, name))))
+    return rows
+
+
+def matrix_row(check, what):
+    """The final-matrix row of one check: max |ckad − `what`| (an error if above 1e-6)."""
+    label = f"final {check['workload']} CKA matrix" if check["workload"] else "final CKA matrix"
+    return row(f"{label}, max |ckad − {what}|", check["max_abs_diff"],
+               target="final_matrix_max_abs_diff", note=check["note"], error=True)
+
+
+def section_numpy(core, service, peer, peer_unset):
+    """(5) numpy's two runs; core and end-to-end batches/s / the faster numpy; matrix checks.
+
+    Returns (rows, notes, check of the as-set run, check of the unset run or None when that
+    run was not measured).
+    """
+    rows = numpy_rows(peer, peer_unset)
+    judged = 0
     for w in get(core, "workloads") or []:
         if get(w, "mode") != "layer-pool":
             continue
         name = get(w, "name")
         # Both per-batch medians (the core bench reports medians); end to end below is
         # throughput against numpy's throughput.
-        p50_ms = num(get(np_w, name, "batch_ms_p50"))
+        entry, which = faster_numpy(peer, peer_unset, name)
+        p50_ms = num(get(entry, "batch_ms_p50"))
         base = 1e3 / p50_ms if p50_ms else None
         rows.append(row(f"{name} core (layer-pool)", core_batches_per_s(w), "batches/s", base,
-                        "batches/s", "numpy (1/p50)", ratio(core_batches_per_s(w), base),
-                        "core_vs_numpy"))
+                        "batches/s", f"numpy {which} (1/p50)" if which else "numpy (1/p50)",
+                        ratio(core_batches_per_s(w), base), "core_vs_numpy"))
+        judged += 1
     for e in get(service, "end_to_end") or []:
         name = get(e, "workload")
-        base = get(np_w, name, "batches_per_s")
+        entry, which = faster_numpy(peer, peer_unset, name)
+        base = get(entry, "batches_per_s")
         rows.append(row(f"{name} end to end {get(e, 'mode')}", get(e, "batches_per_s"),
-                        "batches/s", base, "batches/s", "numpy",
+                        "batches/s", base, "batches/s", f"numpy {which}" if which else "numpy",
                         ratio(get(e, "batches_per_s"), base), "e2e_vs_numpy"))
-    if not rows:
+        judged += 1
+    if not judged:
         rows.append(row("batches/s vs numpy", target="core_vs_numpy"))
     check = compare_final_matrices(get(service, "final_matrix"), get(peer, "final_matrix"))
-    label = f"final {check['workload']} CKA matrix" if check["workload"] else "final CKA matrix"
-    rows.append(row(f"{label}, max |ckad − numpy|", check["max_abs_diff"],
-                    target="final_matrix_max_abs_diff", note=check["note"], error=True))
-    return rows, [], check
+    rows.append(matrix_row(check, "numpy"))
+    check_unset = None
+    if peer_unset:
+        check_unset = compare_final_matrices(get(service, "final_matrix"),
+                                             get(peer_unset, "final_matrix"))
+        rows.append(matrix_row(check_unset, "numpy unset"))
+    notes = [f"numpy ran twice: as set, and with {UNSET_TEXT} (OpenBLAS picks its own kernel); "
+             "ckad is judged against the faster of the two per workload (named in the baseline)"]
+    return rows, notes, check, check_unset
 
 
 def stream_index(name, position):
@@ -318,20 +425,21 @@ def compare_final_matrices(ckad, peer):
     return out
 
 
-def section_submit(service, peer):
-    """(6) Submit p50/p99 µs / numpy's per-batch compute p50 of that workload (≤ 1 %).
+def section_submit(service, peer, peer_unset):
+    """(6) Submit p50/p99 µs / the faster numpy's per-batch p50 of that workload (≤ 1 %).
 
     The target is judged on the paced run (batches submitted at 80 % of the rate ckad
     sustained, as a training loop that computes between batches); the unpaced run's
     figures include the time Submit waits for queue room (backpressure) and are shown
     for information.
     """
-    np_w = by_name(get(peer, "workloads"), "name")
     rows = []
     for e in get(service, "end_to_end") or []:
         name = get(e, "workload")
-        p50_ms = num(get(np_w, name, "batch_ms_p50"))
+        entry, which = faster_numpy(peer, peer_unset, name)
+        p50_ms = num(get(entry, "batch_ms_p50"))
         base_us = p50_ms * 1e3 if p50_ms is not None else None
+        base_what = f"numpy {which} p50" if which else "numpy p50"
         paced = num(get(e, "paced_interval_ms"))
         for q in ("p50", "p99"):
             v = get(e, f"paced_submit_us_{q}")
@@ -340,30 +448,31 @@ def section_submit(service, peer):
             if q == "p99" and mx is not None:
                 note += f", max {mx:.0f} µs"
             rows.append(row(f"{name} {get(e, 'mode')} Submit {q}", v, "µs", base_us, "µs",
-                            "numpy p50", ratio(v, base_us), "submit_vs_numpy", percent=True,
+                            base_what, ratio(v, base_us), "submit_vs_numpy", percent=True,
                             note=note))
         for q in ("p50", "p99"):
             v = get(e, f"paced_submit_cpu_us_{q}")
             if v is not None:
                 rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, caller's CPU time", v,
-                                "µs", base_us, "µs", "numpy p50", ratio(v, base_us),
+                                "µs", base_us, "µs", base_what, ratio(v, base_us),
                                 percent=True, note="paced run"))
         control = get(e, "paced_control_us_p99")
         if control is not None:
             c50 = num(get(e, "paced_control_us_p50"))
             rows.append(row(f"{name} {get(e, 'mode')} fixed-work control p99", control, "µs",
-                            base_us, "µs", "numpy p50", ratio(control, base_us), percent=True,
+                            base_us, "µs", base_what, ratio(control, base_us), percent=True,
                             note=(f"p50 {c50:.0f} µs; the same arithmetic timed after each "
                                   "Submit: p99 minus p50 is what this machine adds to any "
                                   "short call" if c50 is not None else "")))
         for q in ("p50", "p99"):
             v = get(e, f"submit_us_{q}")
             rows.append(row(f"{name} {get(e, 'mode')} Submit {q}, unpaced", v, "µs", base_us,
-                            "µs", "numpy p50", ratio(v, base_us), percent=True,
+                            "µs", base_what, ratio(v, base_us), percent=True,
                             note="includes waiting for queue room" if q == "p99" else ""))
     if not rows:
         rows.append(row("Submit latency", target="submit_vs_numpy", percent=True))
-    return rows, ["the target is judged on the paced runs (80 % of the rate ckad sustained)"]
+    return rows, ["the target is judged on the paced runs (80 % of the rate ckad sustained)",
+                  "numpy p50 of the faster numpy run of that workload (see (5))"]
 
 
 def section_memory(service):
@@ -431,36 +540,47 @@ def section_queries(service):
     return rows, []
 
 
-def build_report(core, sgemm_unset, service, peer):
-    """The report as a dict: sections with rows, the final-matrix check, a summary, errors."""
-    core, sgemm_unset, service, peer = (x if isinstance(x, dict) else {}
-                                        for x in (core, sgemm_unset, service, peer))
+def matrix_errors(check, whose):
+    """The errors of one final-matrix check against `whose` matrix ([] when it passed)."""
+    if check is None:
+        return []
+    if check["error"]:
+        return [f"final matrix vs {whose}: {check['error']}"]
+    if check["max_abs_diff"] is not None and not meets(check["max_abs_diff"],
+                                                       "final_matrix_max_abs_diff"):
+        return [f"final {check['workload']} CKA matrix of ckad differs from {whose} by "
+                f"{check['max_abs_diff']:.3g} > {TARGETS['final_matrix_max_abs_diff'][1]:g}"]
+    return []
+
+
+def build_report(core, sgemm_unset, service, peer, peer_unset=None):
+    """The report as a dict: sections with rows, the final-matrix checks, a summary, errors."""
+    core, sgemm_unset, service, peer, peer_unset = (
+        x if isinstance(x, dict) else {} for x in (core, sgemm_unset, service, peer, peer_unset))
     sections = []
-    parts = [section_sgemm(core, sgemm_unset), section_core(core),
+    parts = [section_sgemm(core, sgemm_unset), section_core(core, sgemm_unset),
              section_transport(service), section_e2e_transport(service)]
-    rows5, notes5, check = section_numpy(core, service, peer)
-    parts += [(rows5, notes5), section_submit(service, peer), section_memory(service),
-              section_queries(service)]
+    rows5, notes5, check, check_unset = section_numpy(core, service, peer, peer_unset)
+    parts += [(rows5, notes5), section_submit(service, peer, peer_unset),
+              section_memory(service), section_queries(service)]
     for number, (rows, notes) in enumerate(parts, start=1):
         sections.append({"number": number, "title": SECTION_TITLES[number], "rows": rows,
                          "notes": notes})
-    errors = []
-    if check["error"]:
-        errors.append(f"final matrix: {check['error']}")
-    elif check["max_abs_diff"] is not None and not meets(check["max_abs_diff"],
-                                                         "final_matrix_max_abs_diff"):
-        errors.append(f"final {check['workload']} CKA matrix of ckad differs from numpy's by "
-                      f"{check['max_abs_diff']:.3g} > {TARGETS['final_matrix_max_abs_diff'][1]:g}")
+    errors = (matrix_errors(check, "numpy's")
+              + matrix_errors(check_unset, f"numpy's with {UNSET_TEXT}"))
+    ceiling, which = sgemm_ceiling(core, sgemm_unset)
     summary = {"pass": 0, "miss": 0, "not_measured": 0}
     for s in sections:
         for r in s["rows"]:
             if "target" in r:
                 key = {True: "pass", False: "miss", None: "not_measured"}[r["pass"]]
                 summary[key] += 1
-    return {"sections": sections, "final_matrix_check": check, "summary": summary,
-            "errors": errors,
+    return {"sections": sections, "final_matrix_check": check,
+            "final_matrix_check_unset": check_unset, "summary": summary, "errors": errors,
             "targets": {k: {"op": op, "limit": v} for k, (op, v) in TARGETS.items()},
-            "numpy": {"version": get(peer, "numpy_version"), "blas": get(peer, "blas")},
+            "sgemm_ceiling": {"gflops": ceiling, "which": which},
+            "numpy": {"version": get(peer, "numpy_version") or get(peer_unset, "numpy_version"),
+                      "blas": get(peer, "blas"), "blas_unset": get(peer_unset, "blas")},
             "machine": get(service, "machine")}
 
 
@@ -523,11 +643,14 @@ def render_text(report, context=None):
     if isinstance(machine, dict) and machine:
         out.append("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
     npi = report.get("numpy") or {}
-    blas = npi.get("blas") or {}
+    blas = npi.get("blas") or npi.get("blas_unset") or {}
     if npi.get("version"):
+        kernels = [f"{what} {blas_kernel(npi.get(key)) or '?'}"
+                   for what, key in (("as set", "blas"), ("unset", "blas_unset")) if npi.get(key)]
         out.append(f"numpy peer: numpy {npi['version']}, BLAS "
                    f"{blas.get('config') or blas.get('loaded') or '?'}, "
-                   f"{blas.get('num_threads', '?')} threads")
+                   f"{blas.get('num_threads', '?')} threads, "
+                   f"kernel {', '.join(kernels) or '?'}")
     header = ["", "figure", "baseline", "ratio", "target", "result", "notes"]
     for s in report["sections"]:
         out.append("")
@@ -574,11 +697,17 @@ def load_json(path):
 
 
 def command_text(cmd, env=None):
-    """The command line as a shell would run it (env -u for a variable taken away)."""
+    """The command line as a shell would run it (env -u for each variable taken away)."""
     shown = " ".join(cmd)
-    if env is not None and "OPENBLAS_CORETYPE" not in env and "OPENBLAS_CORETYPE" in os.environ:
-        shown = "env -u OPENBLAS_CORETYPE " + shown
+    removed = sorted(k for k in os.environ if k not in env) if env is not None else []
+    if removed:
+        shown = "env " + " ".join(f"-u {k}" for k in removed) + " " + shown
     return shown
+
+
+def unset_env():
+    """This process's environment without UNSET_VARIABLES: OpenBLAS picks its own kernel."""
+    return {k: v for k, v in os.environ.items() if k not in UNSET_VARIABLES}
 
 
 def run_step(label, cmd, env=None, timeout=None):
@@ -597,34 +726,45 @@ def run_step(label, cmd, env=None, timeout=None):
     return None
 
 
+def program_paths(build):
+    """The programs a report runs from a build: (cka_core_bench, cka_service_bench, ckad)."""
+    return (os.path.join(build, "bench", "cka_core_bench"),
+            os.path.join(build, "bench", "cka_service_bench"),
+            os.path.join(build, "server", "ckad"))
+
+
+def benchmark_steps(args, data, files):
+    """The benchmarks to run: (input key, label, command, environment or None to inherit)."""
+    core_bin, service_bin, ckad_bin = program_paths(args.build)
+    quick = ["--quick"] if args.quick else []
+    peer = [PYTHON, os.path.join(HERE, "numpy_peer.py"), "--data", data,
+            "--seconds", str(args.numpy_seconds), "--json"]
+    return [
+        ("core", "cka_core_bench", [core_bin, "--data", data, "--json", files["core"]] + quick,
+         None),
+        ("sgemm_unset", "cka_core_bench --sgemm-only",
+         [core_bin, "--sgemm-only", "--json", files["sgemm_unset"]] + quick, unset_env()),
+        ("service", "cka_service_bench",
+         [service_bin, "--ckad", ckad_bin, "--data", data, "--json", files["service"]] + quick,
+         None),
+        ("numpy", "numpy_peer.py", peer + [files["numpy"]], None),
+        ("numpy_unset", "numpy_peer.py, BLAS variables unset", peer + [files["numpy_unset"]],
+         unset_env()),
+    ]
+
+
 def run_all(args, work):
-    """Make the batches and run the four benchmarks; return (inputs, failures, commands)."""
-    core_bin = os.path.join(args.build, "bench", "cka_core_bench")
-    service_bin = os.path.join(args.build, "bench", "cka_service_bench")
-    ckad_bin = os.path.join(args.build, "server", "ckad")
-    missing = [p for p in (core_bin, service_bin, ckad_bin)
+    """Make the batches and run the five benchmarks; return (inputs, failures, commands)."""
+    missing = [p for p in program_paths(args.build)
                if not (os.path.isfile(p) and os.access(p, os.X_OK))]
     if missing:
         for p in missing:
             print(f"report: missing program: {p} (build {args.build} first)", file=sys.stderr)
         sys.exit(2)
     data = args.keep_data or os.path.join(work, "data")
-    files = {k: os.path.join(work, f"{k}.json") for k in ("core", "sgemm_unset", "service",
-                                                           "numpy")}
+    files = {k: os.path.join(work, f"{k}.json") for k in INPUT_KEYS}
+    steps = benchmark_steps(args, data, files)
     quick = ["--quick"] if args.quick else []
-    steps = [
-        ("core", "cka_core_bench", [core_bin, "--data", data, "--json", files["core"]] + quick,
-         None),
-        ("sgemm_unset", "cka_core_bench --sgemm-only",
-         [core_bin, "--sgemm-only", "--json", files["sgemm_unset"]] + quick,
-         {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}),
-        ("service", "cka_service_bench",
-         [service_bin, "--ckad", ckad_bin, "--data", data, "--json", files["service"]] + quick,
-         None),
-        ("numpy", "numpy_peer.py",
-         [PYTHON, os.path.join(HERE, "numpy_peer.py"), "--data", data, "--json",
-          files["numpy"], "--seconds", str(args.numpy_seconds)], None),
-    ]
     failure = run_step("make_batches.py", [PYTHON, os.path.join(HERE, "make_batches.py"),
                                            "--out", data] + quick, timeout=args.timeout)
     if failure:
@@ -661,8 +801,9 @@ def main(argv=None):
                         help="seconds per workload for the numpy peer (default 5, quick 0.5)")
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds before a program counts as failed (default 3600)")
-    parser.add_argument("--from-json", nargs=4, metavar=("CORE", "SGEMM_UNSET", "SERVICE",
-                                                         "NUMPY"), help=argparse.SUPPRESS)
+    parser.add_argument("--from-json", nargs=5, metavar=("CORE", "SGEMM_UNSET", "SERVICE",
+                                                         "NUMPY", "NUMPY_UNSET"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.numpy_seconds is None:
         args.numpy_seconds = 0.5 if args.quick else 5.0
@@ -670,7 +811,7 @@ def main(argv=None):
     failures, commands = [], []
     if args.from_json:
         inputs = {}
-        for key, path in zip(("core", "sgemm_unset", "service", "numpy"), args.from_json):
+        for key, path in zip(INPUT_KEYS, args.from_json):
             try:
                 inputs[key] = load_json(path)
             except ValueError as e:
@@ -687,10 +828,10 @@ def main(argv=None):
             shutil.rmtree(work, ignore_errors=True)
         context = (f"build {args.build}{', quick' if args.quick else ''}, "
                    f"{datetime.datetime.now().isoformat(timespec='seconds')}, "
-                   f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+                   + ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in UNSET_VARIABLES))
 
     report = build_report(inputs.get("core"), inputs.get("sgemm_unset"),
-                          inputs.get("service"), inputs.get("numpy"))
+                          inputs.get("service"), inputs.get("numpy"), inputs.get("numpy_unset"))
     report["failures"] = failures
     report["commands"] = commands
     report["context"] = context

@@ -2,6 +2,8 @@
 
     /usr/bin/python3 -m pytest bench/test_report.py
 """
+import argparse
+import copy
 import json
 import os
 import subprocess
@@ -13,13 +15,17 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import numpy_peer  # noqa: E402
 import report  # noqa: E402
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 def fake_inputs():
-    """Small hand-made JSON of the four programs, per their contracts."""
+    """Small hand-made JSON of the five program runs, per their contracts.
+
+    numpy with the BLAS variables unset is faster on W1 and slower on W2; sgemm unset is faster.
+    """
     core = {"sgemm_gflops": 100.0, "openblas_coretype": "Haswell",
             "openblas_config": "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Haswell "
                                "MAX_THREADS=64",
@@ -61,13 +67,26 @@ def fake_inputs():
                    "session_state_bytes_256_streams": 2e6},
         "queries": {"streams": 256, "entries": 65536, "queries": 100, "p50_ms": 2.0,
                     "p99_ms": 8.0, "max_ms": 9.0, "ingest_batches_during": 10}}
-    peer = {"numpy_version": "1.24.2", "blas": {},
+    peer = {"numpy_version": "1.24.2",
+            "blas": {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512",
+                     "threadpoolctl": {"architecture": "Haswell", "num_threads": 2}},
             "workloads": [{"name": "W1", "batches": 50, "seconds": 1.0, "batches_per_s": 80.0,
                            "batch_ms_p50": 12.5, "batch_ms_p99": 14.0, "gflops": 40.0},
                           {"name": "W2", "batches": 50, "seconds": 1.0, "batches_per_s": 9.0,
                            "batch_ms_p50": 1000 / 9, "batch_ms_p99": 120.0, "gflops": 40.0}],
             "final_matrix": {"workload": "W1", "streams": ["s0", "s1"], "values": matrix}}
-    return core, sgemm_unset, service, peer
+    peer_unset = {"numpy_version": "1.24.2",
+                  "blas": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None,
+                           "threadpoolctl": {"architecture": "Cooperlake", "num_threads": 2}},
+                  "workloads": [{"name": "W1", "batches": 60, "seconds": 0.6,
+                                 "batches_per_s": 100.0, "batch_ms_p50": 10.0,
+                                 "batch_ms_p99": 11.0, "gflops": 50.0},
+                                {"name": "W2", "batches": 40, "seconds": 5.0,
+                                 "batches_per_s": 8.0, "batch_ms_p50": 125.0,
+                                 "batch_ms_p99": 130.0, "gflops": 35.0}],
+                  "final_matrix": {"workload": "W1", "streams": ["s0", "s1"],
+                                   "values": copy.deepcopy(matrix)}}
+    return core, sgemm_unset, service, peer, peer_unset
 
 
 def find_row(rep, section, item):
@@ -82,33 +101,48 @@ def find_row(rep, section, item):
 
 def test_ratios_and_targets():
     rep = report.build_report(*fake_inputs())
-    r = find_row(rep, 1, "sgemm, OPENBLAS_CORETYPE unset")
+    r = find_row(rep, 1, "sgemm, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
     assert abs(r["ratio"] - 1.2) < 1e-12 and "target" not in r
     assert "kernel Zen" in r["note"]
-    r = find_row(rep, 2, "W1 layer-pool")
-    assert abs(r["ratio"] - 0.85) < 1e-12 and r["pass"] is True
+    assert "kernel Haswell" in find_row(rep, 1, "sgemm, OPENBLAS_CORETYPE=Haswell")["note"]
+    # The higher sgemm (unset, 120) is the ceiling of (2); ÷ sgemm as set for information.
+    assert rep["sgemm_ceiling"] == {"gflops": 120.0, "which": "unset"}
+    r = find_row(rep, 2, "W1 layer-pool")  # 85 / 120
+    assert abs(r["ratio"] - 85 / 120) < 1e-12 and r["pass"] is False
+    assert r["baseline"] == 120.0 and r["baseline_what"] == "sgemm unset"
+    assert abs(r["ratio_to_sgemm_as_set"] - 0.85) < 1e-12 and "÷ sgemm as set 0.85" in r["note"]
     assert "target" not in find_row(rep, 2, "W1 blas-threads")  # informational only
     assert find_row(rep, 2, "W2 layer-pool")["pass"] is False
     r = find_row(rep, 4, "W1 activations")
     assert abs(r["ratio"] - 0.85) < 1e-12 and r["pass"] is True
     assert find_row(rep, 4, "W1 gram_reduction")["pass"] is False  # 0.7 < 0.8
-    r = find_row(rep, 5, "W1 core (layer-pool)")  # 100 batches/s vs 1 / 12.5 ms
-    assert abs(r["ratio"] - 1.25) < 1e-12 and r["pass"] is True
-    r = find_row(rep, 5, "W2 core (layer-pool)")  # 10 vs 9: 1.11 < 1.2
-    assert r["pass"] is False
-    r = find_row(rep, 5, "W1 end to end activations")  # 90 / 80
-    assert abs(r["ratio"] - 1.125) < 1e-12 and r["pass"] is True
-    r = find_row(rep, 6, "W1 activations Submit p50")  # 50 µs / 12.5 ms = 0.4 %
-    assert abs(r["ratio"] - 0.004) < 1e-12 and r["pass"] is True
+    # Both numpy runs are shown, with their kernels; not judged.
+    r = find_row(rep, 5, "W1 numpy, as set")
+    assert r["value"] == 80.0 and "pass" not in r and "kernel Haswell" in r["note"]
+    r = find_row(rep, 5, "W1 numpy, unset")
+    assert abs(r["ratio"] - 1.25) < 1e-12 and "pass" not in r and "kernel Cooperlake" in r["note"]
+    # ckad is judged against the faster numpy of each workload: W1 unset, W2 as set.
+    r = find_row(rep, 5, "W1 core (layer-pool)")  # 100 batches/s vs 1 / 10 ms
+    assert abs(r["ratio"] - 1.0) < 1e-12 and r["pass"] is False
+    assert r["baseline_what"] == "numpy unset (1/p50)"
+    r = find_row(rep, 5, "W2 core (layer-pool)")  # 10 vs 9 (as set; unset is 8): 1.11 < 1.2
+    assert abs(r["ratio"] - 10 / 9) < 1e-12 and r["pass"] is False
+    assert r["baseline_what"] == "numpy as set (1/p50)"
+    r = find_row(rep, 5, "W1 end to end activations")  # 90 / 100
+    assert abs(r["ratio"] - 0.9) < 1e-12 and r["pass"] is True
+    assert r["baseline_what"] == "numpy unset"
+    r = find_row(rep, 6, "W1 activations Submit p50")  # 50 µs / 10 ms (numpy unset) = 0.5 %
+    assert abs(r["ratio"] - 0.005) < 1e-12 and r["pass"] is True
+    assert r["baseline_what"] == "numpy unset p50"
     assert find_row(rep, 6, "W1 activations Submit p99")["pass"] is False  # 2 %
     # The caller's CPU time is shown beside it, not judged; absent where not measured.
-    r = find_row(rep, 6, "W1 activations Submit p99, caller's CPU time")  # 100 µs / 12.5 ms
-    assert abs(r["ratio"] - 0.008) < 1e-12 and "pass" not in r
+    r = find_row(rep, 6, "W1 activations Submit p99, caller's CPU time")  # 100 µs / 10 ms
+    assert abs(r["ratio"] - 0.01) < 1e-12 and "pass" not in r
     with pytest.raises(KeyError):
         find_row(rep, 6, "W1 gram_reduction Submit p99, caller's CPU time")
     # So is the fixed-work control, with its p50 in the note.
-    r = find_row(rep, 6, "W1 activations fixed-work control p99")  # 150 µs / 12.5 ms
-    assert abs(r["ratio"] - 0.012) < 1e-12 and "pass" not in r and "p50 20 µs" in r["note"]
+    r = find_row(rep, 6, "W1 activations fixed-work control p99")  # 150 µs / 10 ms
+    assert abs(r["ratio"] - 0.015) < 1e-12 and "pass" not in r and "p50 20 µs" in r["note"]
     with pytest.raises(KeyError):
         find_row(rep, 6, "W1 gram_reduction fixed-work control p99")
     r = find_row(rep, 7, "growth 1000 → 10000 batches, right after the flush")
@@ -118,8 +152,91 @@ def test_ratios_and_targets():
     assert find_row(rep, 8, "GetSimilarity p99")["pass"] is True
     check = rep["final_matrix_check"]
     assert abs(check["max_abs_diff"] - 5e-7) < 1e-12 and not rep["errors"]
+    assert abs(rep["final_matrix_check_unset"]["max_abs_diff"] - 5e-7) < 1e-12
+    r = find_row(rep, 5, "final W1 CKA matrix, max |ckad − numpy unset|")
+    assert r["pass"] is True and r["error_if_missed"] is True
     text = report.render_text(rep)
     assert "(8) GetSimilarity latency" in text and "MISS" in text
+    assert "kernel as set Haswell, unset Cooperlake" in text
+
+
+def test_higher_sgemm_is_the_ceiling():
+    core, sgemm_unset, service, peer, peer_unset = fake_inputs()
+    sgemm_unset["sgemm_gflops"] = 90.0  # unset slower: the ceiling is sgemm as set
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    assert rep["sgemm_ceiling"] == {"gflops": 100.0, "which": "as set"}
+    r = find_row(rep, 2, "W1 layer-pool")
+    assert abs(r["ratio"] - 0.85) < 1e-12 and r["pass"] is True
+    assert r["baseline_what"] == "sgemm as set"
+    # Without the unset run the ceiling is the only sgemm there is.
+    rep = report.build_report(core, {}, service, peer, peer_unset)
+    assert rep["sgemm_ceiling"] == {"gflops": 100.0, "which": "as set"}
+    assert find_row(rep, 2, "W1 layer-pool")["pass"] is True
+
+
+def test_faster_numpy_is_the_baseline():
+    core, sgemm_unset, service, peer, peer_unset = fake_inputs()
+    entry, which = report.faster_numpy(peer, peer_unset, "W1")
+    assert which == "unset" and entry["batches_per_s"] == 100.0
+    entry, which = report.faster_numpy(peer, peer_unset, "W2")
+    assert which == "as set" and entry["batches_per_s"] == 9.0
+    assert report.faster_numpy(peer, {}, "W1")[1] == "as set"
+    assert report.faster_numpy({}, peer_unset, "W1")[1] == "unset"
+    assert report.faster_numpy(peer, peer_unset, "W9") == (None, None)
+    # Without the unset run, everything is judged against numpy as set, as before.
+    rep = report.build_report(core, sgemm_unset, service, peer, None)
+    r = find_row(rep, 5, "W1 core (layer-pool)")  # 100 batches/s vs 1 / 12.5 ms
+    assert abs(r["ratio"] - 1.25) < 1e-12 and r["pass"] is True
+    assert find_row(rep, 5, "W1 numpy, unset")["value"] is None
+    assert rep["final_matrix_check_unset"] is None
+    with pytest.raises(KeyError):
+        find_row(rep, 5, "final W1 CKA matrix, max |ckad − numpy unset|")
+
+
+def test_unset_matrix_mismatch_is_an_error():
+    core, sgemm_unset, service, peer, peer_unset = fake_inputs()
+    peer_unset["final_matrix"]["values"][0][1] += 1e-5
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    assert find_row(rep, 5, "final W1 CKA matrix, max |ckad − numpy|")["pass"] is True
+    r = find_row(rep, 5, "final W1 CKA matrix, max |ckad − numpy unset|")
+    assert r["pass"] is False and report.fmt_result(r) == "ERROR"
+    (error,) = rep["errors"]
+    assert "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset" in error
+    # An unset run whose matrix is of another workload cannot be compared: an error too.
+    peer_unset["final_matrix"]["workload"] = "W2"
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    assert len(rep["errors"]) == 1 and "unset" in rep["errors"][0]
+
+
+def test_kernel_without_threadpoolctl():
+    core, sgemm_unset, service, peer, peer_unset = fake_inputs()
+    peer["blas"] = {"threadpoolctl": None, "corename": "Haswell"}  # falls back to OpenBLAS's
+    peer_unset["blas"] = {"threadpoolctl": None}
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    assert "kernel Haswell" in find_row(rep, 5, "W1 numpy, as set")["note"]
+    assert "kernel ?" in find_row(rep, 5, "W1 numpy, unset")["note"]
+    assert "kernel as set Haswell, unset ?" in report.render_text(rep)
+
+
+def test_unset_steps_remove_both_variables(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    monkeypatch.setenv("CKAD_REPORT_TEST_KEPT", "1")
+    args = argparse.Namespace(build="B", quick=True, numpy_seconds=0.5)
+    files = {k: f"{k}.json" for k in report.INPUT_KEYS}
+    steps = {key: (cmd, env) for key, _, cmd, env in report.benchmark_steps(args, "D", files)}
+    assert set(steps) == set(report.INPUT_KEYS)
+    for key in ("sgemm_unset", "numpy_unset"):
+        cmd, env = steps[key]
+        assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+        assert env["CKAD_REPORT_TEST_KEPT"] == "1"  # everything else is inherited
+        assert report.command_text(cmd, env).startswith(
+            "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ")
+        assert f"{key}.json" in cmd
+    for key in ("core", "service", "numpy"):
+        cmd, env = steps[key]
+        assert env is None and not report.command_text(cmd, env).startswith("env")
+    assert steps["numpy"][0][:-1] == steps["numpy_unset"][0][:-1]  # the same run but the file
 
 
 def test_missing_sections_are_not_measured():
@@ -141,9 +258,9 @@ def test_final_matrix_streams_matched_by_number():
 
 
 def write_inputs(tmp_path, inputs):
-    """The four inputs as JSON files; their paths."""
+    """The five inputs as JSON files; their paths."""
     paths = []
-    for name, data in zip(("core", "sgemm", "service", "numpy"), inputs):
+    for name, data in zip(("core", "sgemm", "service", "numpy", "numpy_unset"), inputs):
         p = tmp_path / f"{name}.json"
         p.write_text(json.dumps(data))
         paths.append(str(p))
@@ -157,14 +274,19 @@ def test_from_json_exit_status(tmp_path, capsys):
                         str(out)]) == 0  # missed targets do not fail the run
     merged = json.loads(out.read_text())
     assert merged["raw"]["core"]["sgemm_gflops"] == 100.0
+    assert merged["raw"]["numpy_unset"]["workloads"][0]["batches_per_s"] == 100.0
     assert merged["targets"]["core_vs_sgemm"] == {"op": ">=", "limit": 0.8}
-    # A final matrix off by more than 1e-6 is an error.
+    # A final matrix off by more than 1e-6 is an error, against either numpy run.
+    bad = copy.deepcopy(inputs)
+    bad[4]["final_matrix"]["values"][0][1] += 1e-5
+    assert report.main(["--from-json", *write_inputs(tmp_path, bad), "--json", str(out)]) == 1
+    assert "ERROR: final W1 CKA matrix of ckad differs from numpy's with" in capsys.readouterr().out
     inputs[2]["final_matrix"]["values"][0][1] += 1e-5
     assert report.main(["--from-json", *write_inputs(tmp_path, inputs), "--json",
                         str(out)]) == 1
     assert "ERROR: final W1 CKA matrix" in capsys.readouterr().out
     # "-" stands for a program not measured.
-    assert report.main(["--from-json", "-", "-", "-", "-", "--json", str(out)]) == 0
+    assert report.main(["--from-json", "-", "-", "-", "-", "-", "--json", str(out)]) == 0
 
 
 def test_missing_binary_exits_nonzero(tmp_path):
@@ -211,3 +333,36 @@ def test_make_batches_quick_and_peer(tmp_path):
     assert result["final_matrix"]["workload"] == "Q" and values.shape == (4, 4)
     assert np.allclose(np.diag(values), 1.0)
     assert "numpy_version" in result and "blas" in result
+    blas = result["blas"]
+    assert blas["OPENBLAS_L2_SIZE"] == os.environ.get("OPENBLAS_L2_SIZE")
+    assert blas["OPENBLAS_CORETYPE"] == os.environ.get("OPENBLAS_CORETYPE")
+    assert "threadpoolctl" in blas
+    # Again with the BLAS variables unset, as report.py runs it: recorded as unset.
+    subprocess.run([PYTHON, os.path.join(HERE, "numpy_peer.py"), "--data", str(data),
+                    "--json", str(out), "--seconds", "0.05"], check=True, env=report.unset_env())
+    blas = json.loads(out.read_text())["blas"]
+    assert blas["OPENBLAS_CORETYPE"] is None and blas["OPENBLAS_L2_SIZE"] is None
+
+
+def test_numpy_peer_threadpoolctl():
+    pytest.importorskip("threadpoolctl")
+    tp = numpy_peer.threadpool_blas()
+    assert set(tp) == set(numpy_peer.THREADPOOL_FIELDS)
+    if tp["internal_api"] == "openblas":
+        assert isinstance(tp["architecture"], str) and tp["architecture"]
+        assert isinstance(tp["num_threads"], int) and tp["num_threads"] >= 1
+
+
+def test_numpy_peer_without_threadpoolctl(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import raises ImportError
+    assert numpy_peer.threadpool_blas() is None
+    info = numpy_peer.blas_info()
+    assert info["threadpoolctl"] is None and "OPENBLAS_L2_SIZE" in info and "loaded" in info
+    # The benchmark still runs and writes its JSON.
+    data = tmp_path / "data"
+    subprocess.run([PYTHON, os.path.join(HERE, "make_batches.py"), "--out", str(data),
+                    "--quick"], check=True)
+    out = tmp_path / "numpy.json"
+    assert numpy_peer.main(["--data", str(data), "--json", str(out), "--seconds", "0.05"]) == 0
+    result = json.loads(out.read_text())
+    assert result["blas"]["threadpoolctl"] is None and result["workloads"][0]["batches"] >= 3

@@ -10,7 +10,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
-  python3 python3-numpy python3-grpcio python3-protobuf python3-pytest
+  python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-threadpoolctl
   nginx
 )
 

@@ -11,10 +11,12 @@
 #include <deque>
 #include <fstream>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 
@@ -166,6 +168,31 @@ absl::StatusOr<ProcessMemory> ChildProcess::Memory() const {
         absl::StrCat(name_, " (pid ", pid_, ") has exited"));
   }
   return memory;
+}
+
+absl::StatusOr<double> ChildProcess::CpuSeconds() const {
+  std::ifstream stat(absl::StrCat("/proc/", pid_, "/stat"));
+  std::string line;
+  if (exited_ || !stat || !std::getline(stat, line)) {
+    return absl::UnavailableError(
+        absl::StrCat(name_, " (pid ", pid_, ") is not running"));
+  }
+  // After "pid (comm) " come the fields from the state on; the command name
+  // may hold spaces and parentheses, so the fields start after the last ')'.
+  // utime and stime are fields 14 and 15 of proc(5), the 12th and 13th here.
+  const size_t close = line.rfind(')');
+  const std::vector<std::string> fields =
+      absl::StrSplit(absl::string_view(line).substr(
+                         close == std::string::npos ? 0 : close + 2),
+                     ' ');
+  int64_t utime = 0, stime = 0;
+  if (close == std::string::npos || fields.size() < 13 ||
+      !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return absl::InternalError(
+        absl::StrCat("/proc/", pid_, "/stat: cannot read '", line, "'"));
+  }
+  return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
 }
 
 std::string ChildProcess::LogTail(int lines) const {

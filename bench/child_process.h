@@ -53,6 +53,10 @@ class ChildProcess {
   // Returns the child's memory; Unavailable once it has exited.
   absl::StatusOr<ProcessMemory> Memory() const;
 
+  // Returns the CPU time (user + system, all threads) the child has used so
+  // far, in seconds, from /proc/<pid>/stat; Unavailable once it has exited.
+  absl::StatusOr<double> CpuSeconds() const;
+
   // Returns the last `lines` lines of the log, for error messages.
   std::string LogTail(int lines = 10) const;
 

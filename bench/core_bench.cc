@@ -144,7 +144,8 @@ struct Result {
   Mode mode;
   int batches;
   double median_seconds, best_seconds;  // per batch
-  std::string gram_kernel;              // the float32 Gram's, in this mode
+  double cpu_seconds;       // per batch, all threads of this process
+  std::string gram_kernel;  // the float32 Gram's, in this mode
 };
 
 // Useful floating-point work per batch: a symmetric rank-d update per stream,
@@ -152,6 +153,13 @@ struct Result {
 double Flops(const Result& r) {
   const double n = r.n, s = r.streams;
   return s * n * (n + 1) * r.d + s * (s + 1) * n * n;
+}
+
+// CPU time of this process (all threads), in seconds.
+double ProcessCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 Result RunWorkload(const Workload& w, Mode mode, int batches) {
@@ -200,16 +208,14 @@ Result RunWorkload(const Workload& w, Mode mode, int batches) {
   };
   timed(-1);  // warm-up: allocations, BLAS thread start
   std::vector<double> times;
+  const double cpu_before = ProcessCpuSeconds();
   for (int i = 0; i < batches; ++i) times.push_back(timed(i));
-  return {w.name,
-          w.streams,
-          w.n,
-          w.d,
-          mode,
-          batches,
-          Median(times),
-          *std::min_element(times.begin(), times.end()),
-          cka::core::LinearGramKernelName()};
+  const double cpu_per_batch = (ProcessCpuSeconds() - cpu_before) / batches;
+  return {w.name,        w.streams,
+          w.n,           w.d,
+          mode,          batches,
+          Median(times), *std::min_element(times.begin(), times.end()),
+          cpu_per_batch, cka::core::LinearGramKernelName()};
 }
 
 }  // namespace
@@ -291,6 +297,7 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     nlohmann::json out = {{"sgemm_gflops", sgemm},
                           {"sgemm_size", sgemm_size},
+                          {"cores", std::thread::hardware_concurrency()},
                           {"openblas_coretype", coretype ? coretype : ""},
                           {"openblas_config", openblas_get_config()},
                           {"workloads", nlohmann::json::array()}};
@@ -306,6 +313,7 @@ int main(int argc, char** argv) {
                                   {"best_seconds_per_batch", r.best_seconds},
                                   {"gflops", gflops},
                                   {"ratio_to_sgemm", gflops / sgemm},
+                                  {"cpu_seconds_per_batch", r.cpu_seconds},
                                   {"gram_kernel", r.gram_kernel}});
     }
     std::ofstream(json_path) << out.dump(2) << "\n";

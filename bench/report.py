@@ -254,15 +254,44 @@ def section_transport(service):
         note = ", ".join(s for s in (
             f"{mb / 1e6:.2f} MB messages" if mb is not None else "",
             f"{mps:.1f} messages/s" if mps is not None else "",
-            f"{get(t, 'messages')} messages" if get(t, "messages") is not None else "") if s)
+            f"{get(t, 'messages')} messages" if get(t, "messages") is not None else "",
+            f"{num(get(t, 'cpu_seconds_per_message')) * 1e3:.2f} ms CPU/message (both ends)"
+            if num(get(t, "cpu_seconds_per_message")) is not None else "") if s)
         rows.append(row(f"{get(t, 'workload')}", get(t, "mb_per_s"), "MB/s", note=note))
     if not rows:
         rows.append(row("transport"))
     return rows, []
 
 
-def section_e2e_transport(service):
-    """(4) end-to-end MB/s / transport MB/s of the same workload, per mode."""
+def cpu_limit(core, service, name):
+    """An estimate of the batches/s end to end can reach on this machine's cores, for `name`.
+
+    Client and ckad share the cores, and each batch needs the CPU that moving its bytes takes
+    (the transport run's CPU per message, both processes) plus the CPU that computing it takes
+    (the core run's CPU per batch, layer-pool): cores ÷ their sum. Not a strict bound: the
+    real client sends from the batch's own buffers and may move a batch for less CPU than the
+    raw stream does. None when not measured.
+    """
+    cores = num(get(core, "cores"))
+    move = num(get(by_name(get(service, "transport"), "workload"), name,
+                   "cpu_seconds_per_message"))
+    compute = None
+    for w in get(core, "workloads") or []:
+        if get(w, "name") == name and get(w, "mode") == "layer-pool":
+            compute = num(get(w, "cpu_seconds_per_batch"))
+    if not cores or move is None or compute is None or move + compute <= 0:
+        return None
+    return cores / (move + compute)
+
+
+CPU_LIMIT_NOTE = ("limit of the cores (an estimate, not judged): cores ÷ (CPU per message of "
+                  "the transport run + CPU per batch of the core run), what end to end reaches "
+                  "when client and ckad move a batch as the raw stream does and compute it as "
+                  "the core run does, on the same cores")
+
+
+def section_e2e_transport(core, service):
+    """(4) end-to-end MB/s / transport MB/s of the same workload, per mode, and the limit of the cores."""
     transport = by_name(get(service, "transport"), "workload")
     rows = []
     for e in get(service, "end_to_end") or []:
@@ -272,9 +301,20 @@ def section_e2e_transport(service):
         rows.append(row(f"{w} {get(e, 'mode')}", get(e, "mb_per_s"), "MB/s", base, "MB/s",
                         "transport", ratio(get(e, "mb_per_s"), base), "e2e_vs_transport",
                         note=f"{bps:.2f} batches/s" if bps is not None else ""))
+    notes = []
+    for w in transport:
+        bound = cpu_limit(core, service, w)
+        if bound is None:
+            continue
+        mb = bound * num(get(transport, w, "message_bytes")) / 1e6
+        base = get(transport, w, "mb_per_s")
+        rows.append(row(f"{w} limit of {get(core, 'cores')} cores (est.)", mb, "MB/s", base,
+                        "MB/s",
+                        "transport", ratio(mb, base), note=f"{bound:.2f} batches/s"))
+        notes = [CPU_LIMIT_NOTE]
     if not rows:
         rows.append(row("end to end", target="e2e_vs_transport"))
-    return rows, []
+    return rows, notes
 
 
 def blas_kernel(blas):
@@ -359,6 +399,16 @@ def section_numpy(core, service, peer, peer_unset):
                         "batches/s", base, "batches/s", f"numpy {which}" if which else "numpy",
                         ratio(get(e, "batches_per_s"), base), "e2e_vs_numpy"))
         judged += 1
+    bounded = False
+    for name in by_name(get(service, "transport"), "workload"):
+        bound = cpu_limit(core, service, name)
+        entry, which = faster_numpy(peer, peer_unset, name)
+        base = get(entry, "batches_per_s")
+        if bound is None or base is None:
+            continue
+        rows.append(row(f"{name} end to end, limit of {get(core, 'cores')} cores (est.)", bound,
+                        "batches/s", base, "batches/s", f"numpy {which}", ratio(bound, base)))
+        bounded = True
     if not judged:
         rows.append(row("batches/s vs numpy", target="core_vs_numpy"))
     check = compare_final_matrices(get(service, "final_matrix"), get(peer, "final_matrix"))
@@ -370,6 +420,8 @@ def section_numpy(core, service, peer, peer_unset):
         rows.append(matrix_row(check_unset, "numpy unset"))
     notes = [f"numpy ran twice: as set, and with {UNSET_TEXT} (OpenBLAS picks its own kernel); "
              "ckad is judged against the faster of the two per workload (named in the baseline)"]
+    if bounded:
+        notes.append("end to end, " + CPU_LIMIT_NOTE + " (see (4))")
     return rows, notes, check, check_unset
 
 
@@ -559,7 +611,7 @@ def build_report(core, sgemm_unset, service, peer, peer_unset=None):
         x if isinstance(x, dict) else {} for x in (core, sgemm_unset, service, peer, peer_unset))
     sections = []
     parts = [section_sgemm(core, sgemm_unset), section_core(core, sgemm_unset),
-             section_transport(service), section_e2e_transport(service)]
+             section_transport(service), section_e2e_transport(core, service)]
     rows5, notes5, check, check_unset = section_numpy(core, service, peer, peer_unset)
     parts += [(rows5, notes5), section_submit(service, peer, peer_unset),
               section_memory(service), section_queries(service)]

@@ -77,6 +77,9 @@ constexpr char kSource[] = "bench";
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 constexpr absl::Duration kFlushTimeout = absl::Minutes(10);
 constexpr int kMinBatches = 3;
+// At least this many batches per end-to-end figure: with 8 of W3 (2 GiB), the
+// last batch's computation, which no transfer overlaps, was an eighth of it.
+constexpr int kMinEndToEndBatches = 16;
 constexpr int kQueryStreams = 256;
 
 #define BENCH_ASSIGN_OR_RETURN(lhs, expr)       \
@@ -349,6 +352,13 @@ absl::StatusOr<std::unique_ptr<client::ActivationStreamer>> NewStreamer(
 // ---------------------------------------------------------------------------
 // transport
 
+// CPU time of this process (all threads), in seconds.
+double ProcessCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
 absl::StatusOr<Json> RunTransport(const BenchConfig& config,
                                   const std::vector<Workload>& workloads) {
   std::error_code error;
@@ -375,23 +385,34 @@ absl::StatusOr<Json> RunTransport(const BenchConfig& config,
     std::vector<int64_t> parts;
     for (const std::string& layer : w.layers)
       parts.push_back(static_cast<int64_t>(layer.size()));
+    // The CPU that moving the bytes takes, both ends together: the part of
+    // the cores that end to end cannot give to the computation.
+    // Read after the warm-up, so that building the message and growing the
+    // flow-control windows are not counted.
+    auto cpu_seconds = [&sink] {
+      const absl::StatusOr<double> sink_cpu = sink->CpuSeconds();
+      return ProcessCpuSeconds() + sink_cpu.value_or(0.0);
+    };
     BENCH_ASSIGN_OR_RETURN(
-        result, StreamToSink(channel, parts, window, duration, kMinBatches));
+        result, StreamToSink(channel, parts, window, duration, kMinBatches,
+                             cpu_seconds));
+    const double cpu_per_message = result.cpu_seconds / result.messages;
     const double mb_per_s =
         Megabytes(result.message_bytes * result.messages) / result.seconds;
     const double messages_per_s = result.messages / result.seconds;
     std::printf(
         "transport   %-6s %10lld B/message  %6lld messages in %6.2f s  "
-        "%9.1f MB/s  %9.1f messages/s\n",
+        "%9.1f MB/s  %9.1f messages/s  %.2f ms CPU/message\n",
         w.name.c_str(), static_cast<long long>(result.message_bytes),
         static_cast<long long>(result.messages), result.seconds, mb_per_s,
-        messages_per_s);
+        messages_per_s, cpu_per_message * 1e3);
     figures.push_back({{"workload", w.name},
                        {"message_bytes", result.message_bytes},
                        {"messages", result.messages},
                        {"seconds", result.seconds},
                        {"mb_per_s", mb_per_s},
-                       {"messages_per_s", messages_per_s}});
+                       {"messages_per_s", messages_per_s},
+                       {"cpu_seconds_per_message", cpu_per_message}});
   }
   BENCH_RETURN_IF_ERROR(sink->Stop());
   return figures;
@@ -458,12 +479,13 @@ absl::StatusOr<SubmitTimes> PacedSubmitTimes(
   return times;
 }
 
-// Streams about `target_bytes` of batches of `w` (at least kMinBatches) into a
-// new session and waits for every ack. The batches are built before the clock
+// Streams about `target_bytes` of batches of `w` (at least `min_batches`) into
+// a new session and waits for every ack. The batches are built before the clock
 // starts, so that the figure holds the client library and ckad only.
 // The paced run then lasts about `paced_time`.
 absl::StatusOr<Json> StreamWorkload(CkadInstance& ckad, const Workload& w,
                                     bool reduce_to_gram, int64_t target_bytes,
+                                    int64_t min_batches,
                                     absl::Duration paced_time,
                                     const std::string& session_id) {
   const char* mode = reduce_to_gram ? "gram_reduction" : "activations";
@@ -472,7 +494,7 @@ absl::StatusOr<Json> StreamWorkload(CkadInstance& ckad, const Workload& w,
   BENCH_ASSIGN_OR_RETURN(streamer,
                          NewStreamer(ckad, session_id, reduce_to_gram));
   const int64_t batches =
-      std::max<int64_t>(kMinBatches, target_bytes / w.batch_bytes());
+      std::max<int64_t>(min_batches, target_bytes / w.batch_bytes());
   std::vector<client::Batch> prepared;
   for (int64_t i = 0; i < batches; ++i)
     prepared.push_back(MakeBatch(w, absl::StrCat(mode, "-", i), i));
@@ -596,7 +618,8 @@ absl::StatusOr<Json> RunEndToEnd(const BenchConfig& config,
                                  const std::vector<Workload>& workloads,
                                  Json* final_matrix) {
   BENCH_ASSIGN_OR_RETURN(ckad, CkadInstance::Start(config, "end_to_end"));
-  // About 2 GiB per figure: a few seconds of ckad's work per workload.
+  // About 2 GiB per figure, and at least kMinEndToEndBatches: a few seconds
+  // of ckad's work per workload.
   const int64_t target_bytes =
       config.quick ? int64_t{16} << 20 : int64_t{2} << 30;
   const absl::Duration paced_time =
@@ -609,7 +632,9 @@ absl::StatusOr<Json> RunEndToEnd(const BenchConfig& config,
           absl::StrCat("e2e-", w.name, gram ? "-gram" : "-activations");
       BENCH_ASSIGN_OR_RETURN(
           figure,
-          StreamWorkload(*ckad, w, gram, target_bytes, paced_time, session_id));
+          StreamWorkload(*ckad, w, gram, target_bytes,
+                         config.quick ? kMinBatches : kMinEndToEndBatches,
+                         paced_time, session_id));
       figures.push_back(std::move(figure));
       if (&w == &matrix_workload && !gram) {
         BENCH_ASSIGN_OR_RETURN(matrix, FinalMatrix(*ckad, w, session_id));

@@ -140,7 +140,7 @@ int RunSinkServer(int max_message_mb) {
 absl::StatusOr<SinkStreamResult> StreamToSink(
     const std::shared_ptr<grpc::Channel>& channel,
     const std::vector<int64_t>& part_bytes, int window, absl::Duration duration,
-    int64_t min_messages) {
+    int64_t min_messages, const std::function<double()>& cpu_seconds) {
   std::unique_ptr<Sink::Stub> stub = Sink::NewStub(channel);
   Chunk chunk;
   for (int64_t bytes : part_bytes)
@@ -155,15 +155,20 @@ absl::StatusOr<SinkStreamResult> StreamToSink(
   int64_t acked = 0;
   bool reader_done = false;
   std::chrono::steady_clock::time_point warm_at, last_ack_at;
+  double cpu_at_warm = 0;
   std::thread reader([&] {
     ChunkAck ack;
     while (stream->Read(&ack)) {
       absl::MutexLock lock(&mu);
       ++acked;
       last_ack_at = std::chrono::steady_clock::now();
-      if (acked == kWarmupMessages) warm_at = last_ack_at;
+      if (acked == kWarmupMessages) {
+        warm_at = last_ack_at;
+        if (cpu_seconds) cpu_at_warm = cpu_seconds();
+      }
     }
     absl::MutexLock lock(&mu);
+    if (cpu_seconds) result.cpu_seconds = cpu_seconds() - cpu_at_warm;
     reader_done = true;
   });
 

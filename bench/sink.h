@@ -5,6 +5,7 @@
 #define CKA_BENCH_SINK_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct SinkStreamResult {
   int64_t message_bytes = 0;  // the serialized size of each message
   int64_t messages = 0;       // acknowledged after the warm-up
   double seconds = 0;         // from the last warm-up ack to the last ack
+  // What `cpu_seconds` counted over the same messages (from the last warm-up
+  // ack to the end of the stream); 0 without it.
+  double cpu_seconds = 0;
 };
 
 // Messages at the start of a stream that StreamToSink does not count: gRPC's
@@ -46,11 +50,13 @@ inline constexpr int64_t kWarmupMessages = 3;
 // passed and at least `min_messages` were written after kWarmupMessages; then
 // half-closes and waits for every ack. The result counts the messages after the
 // warm-up, from the warm-up's last ack to the last ack. Returns the status of
-// the call when it fails, or Internal when acks are missing.
+// the call when it fails, or Internal when acks are missing. `cpu_seconds`,
+// if given, returns a CPU time so far (of both ends, say); it is read on the
+// ack-reading thread.
 absl::StatusOr<SinkStreamResult> StreamToSink(
     const std::shared_ptr<grpc::Channel>& channel,
     const std::vector<int64_t>& part_bytes, int window, absl::Duration duration,
-    int64_t min_messages);
+    int64_t min_messages, const std::function<double()>& cpu_seconds = nullptr);
 
 }  // namespace cka::bench
 

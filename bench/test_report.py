@@ -160,6 +160,28 @@ def test_ratios_and_targets():
     assert "kernel as set Haswell, unset Cooperlake" in text
 
 
+def test_cpu_limit_of_end_to_end():
+    core, sgemm_unset, service, peer, peer_unset = fake_inputs()
+    # No CPU figures: no bound rows.
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    assert not any("limit" in r["item"] for s in rep["sections"] for r in s["rows"])
+    # 2 cores; moving a W1 batch takes 5 ms of CPU, computing it 15 ms: at most 2 / 0.02 =
+    # 100 batches/s, i.e. 0.1 MB/s of 1000-byte messages, ÷ transport 1000 MB/s.
+    core["cores"] = 2
+    core["workloads"][1]["cpu_seconds_per_batch"] = 0.015  # W1 layer-pool
+    core["workloads"][0]["cpu_seconds_per_batch"] = 1.0  # blas-threads: not the one used
+    service["transport"][0]["cpu_seconds_per_message"] = 0.005
+    assert abs(report.cpu_limit(core, service, "W1") - 100.0) < 1e-9
+    assert report.cpu_limit(core, service, "W2") is None  # no transport run of W2
+    rep = report.build_report(core, sgemm_unset, service, peer, peer_unset)
+    r = find_row(rep, 4, "W1 limit of 2 cores (est.)")
+    assert abs(r["value"] - 0.1) < 1e-12 and abs(r["ratio"] - 1e-4) < 1e-12
+    assert "target" not in r and "100.00 batches/s" in r["note"]
+    r = find_row(rep, 5, "W1 end to end, limit of 2 cores (est.)")  # ÷ the faster numpy, 100
+    assert abs(r["value"] - 100.0) < 1e-9 and abs(r["ratio"] - 1.0) < 1e-9
+    assert r["baseline_what"] == "numpy unset" and "target" not in r
+
+
 def test_higher_sgemm_is_the_ceiling():
     core, sgemm_unset, service, peer, peer_unset = fake_inputs()
     sgemm_unset["sgemm_gflops"] = 90.0  # unset slower: the ceiling is sgemm as set

@@ -48,10 +48,10 @@ struct StreamerOptions {
   int64_t max_in_flight = 32;
   // Client-side Gram reduction: send the n × n float32 linear Gram K = X·Xᵀ
   // (computed on the background thread, with AVX-512 or AVX2 and FMA where
-  // the CPU has them) instead of the n × d activations of a layer when that is fewer
-  // bytes. Only for sessions without an exact measure:
-  // before the first send the streamer reads the session's config and keeps
-  // sending activations when it has one.
+  // the CPU has them) instead of the n × d activations of a layer when that is
+  // fewer bytes. Only for sessions without an exact measure: before the first
+  // send the streamer reads the session's config and keeps sending activations
+  // when it has one.
   bool reduce_to_gram = false;
   // Reconnection backoff: the first wait, the cap, and the factor between
   // waits.

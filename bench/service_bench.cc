@@ -388,7 +388,9 @@ absl::StatusOr<Json> RunTransport(const BenchConfig& config,
     // The CPU that moving the bytes takes, both ends together: the part of
     // the cores that end to end cannot give to the computation.
     // Read after the warm-up, so that building the message and growing the
-    // flow-control windows are not counted.
+    // flow-control windows are not counted. A sink whose CPU time cannot be
+    // read fails here rather than count as no CPU.
+    BENCH_RETURN_IF_ERROR(sink->CpuSeconds().status());
     auto cpu_seconds = [&sink] {
       const absl::StatusOr<double> sink_cpu = sink->CpuSeconds();
       return ProcessCpuSeconds() + sink_cpu.value_or(0.0);

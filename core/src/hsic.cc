@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -48,10 +49,14 @@ GramKernel PreferredGramKernel() {
 
 void LinearGramUpperOn(GramKernel kernel, const float* x, int64_t n, int64_t d,
                        float* k) {
+#if defined(CKA_CORE_GRAM_AVX512)
   if (kernel == GramKernel::kEigenAvx512) {
     LinearGramUpperAvx512(x, n, d, k);
     return;
   }
+#endif
+  // A kernel this binary lacks: the caller skipped GramKernelRuns, a bug.
+  if (kernel != GramKernel::kBlas) std::abort();
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(n),
               static_cast<int>(d), 1.0f, x, static_cast<int>(d), 0.0f, k,
               static_cast<int>(n));

@@ -34,7 +34,8 @@ GramKernel PreferredGramKernel();
 void LinearGramUpperOn(GramKernel kernel, const float* x, int64_t n, int64_t d,
                        float* k);
 
-// gram_avx512.cc: the kEigenAvx512 kernel itself.
+// gram_avx512.cc: the kEigenAvx512 kernel itself (only in builds that
+// define CKA_CORE_GRAM_AVX512).
 void LinearGramUpperAvx512(const float* x, int64_t n, int64_t d, float* k);
 
 }  // namespace cka::core::internal

@@ -13,6 +13,26 @@ void GramAvx2(GramInput in, float* out);  // gram_avx2.cc
 void GramAvx512(GramInput in, float* out);  // gram_avx512.cc
 #endif
 
+bool GramBuildCompiledIn(GramBuild build) {
+  switch (build) {
+    case GramBuild::kBaseline:
+      return true;
+    case GramBuild::kAvx2:
+#if defined(CKA_CLIENT_GRAM_AVX2)
+      return true;
+#else
+      return false;
+#endif
+    case GramBuild::kAvx512:
+#if defined(CKA_CLIENT_GRAM_AVX512)
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
 bool GramBuildRuns(GramBuild build) {
   switch (build) {
     case GramBuild::kBaseline:

@@ -29,6 +29,9 @@ enum class GramBuild { kBaseline, kAvx2, kAvx512 };
 // shared state.
 void Gram(GramInput in, float* out);
 
+// Returns true when this binary has `build`: its compiler took the flags.
+bool GramBuildCompiledIn(GramBuild build);
+
 // Returns true when this binary has `build` and this CPU can run it.
 bool GramBuildRuns(GramBuild build);
 

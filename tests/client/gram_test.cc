@@ -86,19 +86,23 @@ TEST(GramTest, EveryBuildAndTypeMatchesTheFloat64Gram) {
   }
 }
 
-// The builds this binary has are compiled in on x86-64 (g++ 12 and clang++ 14
-// accept their flags), so on this CPU each runs exactly where it has the
-// instructions, and Gram takes the widest.
+// Each build runs exactly where it is compiled in and the CPU has its
+// instructions (on x86-64, g++ 12 and clang++ 14 take every build's flags),
+// and Gram takes the widest.
 TEST(GramTest, TakesTheWidestBuildTheCpuRuns) {
   EXPECT_TRUE(GramBuildRuns(GramBuild::kBaseline));
 #if defined(__x86_64__)
-  const bool avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                      __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("f16c");
+  EXPECT_TRUE(GramBuildCompiledIn(GramBuild::kAvx2));
+  EXPECT_TRUE(GramBuildCompiledIn(GramBuild::kAvx512));
+  const bool avx2 = GramBuildCompiledIn(GramBuild::kAvx2) &&
+                    __builtin_cpu_supports("avx2") &&
+                    __builtin_cpu_supports("fma");
+  const bool avx512 =
+      GramBuildCompiledIn(GramBuild::kAvx512) &&
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("f16c");
   EXPECT_EQ(GramBuildRuns(GramBuild::kAvx2), avx2);
   EXPECT_EQ(GramBuildRuns(GramBuild::kAvx512), avx512);
   EXPECT_EQ(GramBuildInUse(), avx512 ? GramBuild::kAvx512

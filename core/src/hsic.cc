@@ -64,16 +64,23 @@ void LinearGramUpperOn(GramKernel kernel, const float* x, int64_t n, int64_t d,
 
 }  // namespace internal
 
+namespace {
+
+// The kernel LinearGramUpper runs now: BLAS threads its own calls when it has
+// more than one thread per call.
+internal::GramKernel GramKernelInUse() {
+  return BlasThreads() == 1 ? internal::PreferredGramKernel()
+                            : internal::GramKernel::kBlas;
+}
+
+}  // namespace
+
 void LinearGramUpper(const float* x, int64_t n, int64_t d, float* k) {
-  internal::LinearGramUpperOn(BlasThreads() == 1
-                                  ? internal::PreferredGramKernel()
-                                  : internal::GramKernel::kBlas,
-                              x, n, d, k);
+  internal::LinearGramUpperOn(GramKernelInUse(), x, n, d, k);
 }
 
 std::string LinearGramKernelName() {
-  if (BlasThreads() == 1 &&
-      internal::PreferredGramKernel() == internal::GramKernel::kEigenAvx512) {
+  if (GramKernelInUse() == internal::GramKernel::kEigenAvx512) {
     return "Eigen rankUpdate, AVX-512";
   }
   return absl::StrCat("BLAS ssyrk (OpenBLAS ", openblas_get_corename(), ")");

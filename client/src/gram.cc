@@ -33,30 +33,35 @@ bool GramBuildCompiledIn(GramBuild build) {
   return false;
 }
 
-bool GramBuildRuns(GramBuild build) {
+namespace {
+
+// Whether this CPU has the instruction sets `build` is compiled with.
+bool CpuHas(GramBuild build) {
+#if defined(__x86_64__)
+  const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   switch (build) {
     case GramBuild::kBaseline:
       return true;
     case GramBuild::kAvx2:
-#if defined(CKA_CLIENT_GRAM_AVX2)
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-      return false;
-#endif
+      return avx2;
     case GramBuild::kAvx512:
-#if defined(CKA_CLIENT_GRAM_AVX512)
-      // The instruction sets gram_avx512.cc is compiled with.
-      return __builtin_cpu_supports("avx512f") &&
+      return avx2 && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
              __builtin_cpu_supports("f16c");
-#else
-      return false;
-#endif
   }
   return false;
+#else
+  return build == GramBuild::kBaseline;
+#endif
+}
+
+}  // namespace
+
+bool GramBuildRuns(GramBuild build) {
+  return GramBuildCompiledIn(build) && CpuHas(build);
 }
 
 GramBuild GramBuildInUse() {

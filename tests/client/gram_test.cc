@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -27,8 +28,8 @@ std::vector<T> Convert(const Rows& x) {
 // the values as that type holds them, within `tolerance` of the largest entry,
 // and that K is exactly symmetric.
 template <typename T>
-void ExpectGram(void (*gram)(GramInput, float*), GramInput::Type type,
-                const Rows& x, double tolerance) {
+void ExpectGram(const std::function<void(GramInput, float*)>& gram,
+                GramInput::Type type, const Rows& x, double tolerance) {
   const std::vector<T> data = Convert<T>(x);
   Rows held(x.rows(), x.cols());
   for (Eigen::Index i = 0; i < x.size(); ++i)
@@ -51,32 +52,17 @@ void ExpectGram(void (*gram)(GramInput, float*), GramInput::Type type,
 // multiples of 8, and d above one cache block.
 const Rows kX = Rows::Random(37, 1029);
 
-const char* Name(GramBuild build) {
-  switch (build) {
-    case GramBuild::kBaseline:
-      return "baseline";
-    case GramBuild::kAvx2:
-      return "AVX2";
-    case GramBuild::kAvx512:
-      return "AVX-512";
-  }
-  return "?";
-}
-
-template <GramBuild kBuild>
-void GramOnBuild(GramInput in, float* out) {
-  GramOn(kBuild, in, out);
-}
-
 TEST(GramTest, EveryBuildAndTypeMatchesTheFloat64Gram) {
-  const std::pair<GramBuild, void (*)(GramInput, float*)> builds[] = {
-      {GramBuild::kBaseline, &GramOnBuild<GramBuild::kBaseline>},
-      {GramBuild::kAvx2, &GramOnBuild<GramBuild::kAvx2>},
-      {GramBuild::kAvx512, &GramOnBuild<GramBuild::kAvx512>},
-      {GramBuildInUse(), &Gram}};
-  for (const auto& [build, gram] : builds) {
-    SCOPED_TRACE(Name(build));
+  const std::pair<GramBuild, const char*> builds[] = {
+      {GramBuild::kBaseline, "baseline"},
+      {GramBuild::kAvx2, "AVX2"},
+      {GramBuild::kAvx512, "AVX-512"}};
+  for (const auto& [build, name] : builds) {
+    SCOPED_TRACE(name);
     if (!GramBuildRuns(build)) continue;
+    const auto gram = [build = build](GramInput in, float* out) {
+      GramOn(build, in, out);
+    };
     // float32 sums of 1029 terms: a few 1e-7 of the largest entry.
     ExpectGram<float>(gram, GramInput::Type::kFloat32, kX, 1e-5);
     // float64 sums, then rounded to float32: half an ulp of float32.

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <string>
@@ -155,13 +156,6 @@ double Flops(const Result& r) {
   return s * n * (n + 1) * r.d + s * (s + 1) * n * n;
 }
 
-// CPU time of this process (all threads), in seconds.
-double ProcessCpuSeconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 Result RunWorkload(const Workload& w, Mode mode, int batches) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   cka::core::SetBlasThreads(mode == Mode::kBlasThreads ? cores : 1);
@@ -208,9 +202,10 @@ Result RunWorkload(const Workload& w, Mode mode, int batches) {
   };
   timed(-1);  // warm-up: allocations, BLAS thread start
   std::vector<double> times;
-  const double cpu_before = ProcessCpuSeconds();
+  const std::clock_t cpu_before = std::clock();  // all threads of the process
   for (int i = 0; i < batches; ++i) times.push_back(timed(i));
-  const double cpu_per_batch = (ProcessCpuSeconds() - cpu_before) / batches;
+  const double cpu_per_batch =
+      static_cast<double>(std::clock() - cpu_before) / CLOCKS_PER_SEC / batches;
   return {w.name,        w.streams,
           w.n,           w.d,
           mode,          batches,

@@ -168,17 +168,26 @@ def row(item, value=None, unit="", baseline=None, baseline_unit="", baseline_wha
 # ---------------------------------------------------------------------------------------------
 # The sections: raw JSON in, rows out
 
+def higher(as_set, unset, key):
+    """Of the runs as set and unset (dicts), the one whose `key` is higher: (it, its label).
+
+    The label is "as set" or "unset"; (None, None) when neither has a figure for `key`.
+    """
+    best, which = None, None
+    for what, run in (("as set", as_set), ("unset", unset)):
+        v = num(get(run, key))
+        if v is not None and (best is None or v > num(get(best, key))):
+            best, which = run, what
+    return best, which
+
+
 def sgemm_ceiling(core, sgemm_unset):
     """The machine's compute ceiling: (the higher sgemm GFLOP/s of (1), "as set" or "unset").
 
     (None, None) when neither was measured.
     """
-    best, which = None, None
-    for what, src in (("as set", core), ("unset", sgemm_unset)):
-        g = num(get(src, "sgemm_gflops"))
-        if g is not None and (best is None or g > best):
-            best, which = g, what
-    return best, which
+    run, which = higher(core, sgemm_unset, "sgemm_gflops")
+    return num(get(run, "sgemm_gflops")), which
 
 
 def section_sgemm(core, sgemm_unset):
@@ -291,7 +300,7 @@ CPU_LIMIT_NOTE = ("limit of the cores (an estimate, not judged): cores ÷ (CPU p
 
 
 def section_e2e_transport(core, service):
-    """(4) end-to-end MB/s / transport MB/s of the same workload, per mode, and the limit of the cores."""
+    """(4) end-to-end MB/s / transport MB/s of the same workload, per mode; the cores' limit."""
     transport = by_name(get(service, "transport"), "workload")
     rows = []
     for e in get(service, "end_to_end") or []:
@@ -301,20 +310,19 @@ def section_e2e_transport(core, service):
         rows.append(row(f"{w} {get(e, 'mode')}", get(e, "mb_per_s"), "MB/s", base, "MB/s",
                         "transport", ratio(get(e, "mb_per_s"), base), "e2e_vs_transport",
                         note=f"{bps:.2f} batches/s" if bps is not None else ""))
-    notes = []
+    limited = False
     for w in transport:
-        bound = cpu_limit(core, service, w)
-        if bound is None:
+        limit = cpu_limit(core, service, w)
+        if limit is None:
             continue
-        mb = bound * num(get(transport, w, "message_bytes")) / 1e6
+        mb = limit * num(get(transport, w, "message_bytes")) / 1e6
         base = get(transport, w, "mb_per_s")
         rows.append(row(f"{w} limit of {get(core, 'cores')} cores (est.)", mb, "MB/s", base,
-                        "MB/s",
-                        "transport", ratio(mb, base), note=f"{bound:.2f} batches/s"))
-        notes = [CPU_LIMIT_NOTE]
+                        "MB/s", "transport", ratio(mb, base), note=f"{limit:.2f} batches/s"))
+        limited = True
     if not rows:
         rows.append(row("end to end", target="e2e_vs_transport"))
-    return rows, notes
+    return rows, [CPU_LIMIT_NOTE] if limited else []
 
 
 def blas_kernel(blas):
@@ -330,13 +338,8 @@ def faster_numpy(peer, peer_unset, name):
 
     (None, None) when neither run measured the workload.
     """
-    best, which = None, None
-    for what, src in (("as set", peer), ("unset", peer_unset)):
-        entry = get(by_name(get(src, "workloads"), "name"), name)
-        bps = num(get(entry, "batches_per_s"))
-        if bps is not None and (best is None or bps > num(get(best, "batches_per_s"))):
-            best, which = entry, what
-    return best, which
+    return higher(get(by_name(get(peer, "workloads"), "name"), name),
+                  get(by_name(get(peer_unset, "workloads"), "name"), name), "batches_per_s")
 
 
 def numpy_note(peer, entry):
@@ -399,16 +402,16 @@ def section_numpy(core, service, peer, peer_unset):
                         "batches/s", base, "batches/s", f"numpy {which}" if which else "numpy",
                         ratio(get(e, "batches_per_s"), base), "e2e_vs_numpy"))
         judged += 1
-    bounded = False
+    limited = False
     for name in by_name(get(service, "transport"), "workload"):
-        bound = cpu_limit(core, service, name)
+        limit = cpu_limit(core, service, name)
         entry, which = faster_numpy(peer, peer_unset, name)
         base = get(entry, "batches_per_s")
-        if bound is None or base is None:
+        if limit is None or base is None:
             continue
-        rows.append(row(f"{name} end to end, limit of {get(core, 'cores')} cores (est.)", bound,
-                        "batches/s", base, "batches/s", f"numpy {which}", ratio(bound, base)))
-        bounded = True
+        rows.append(row(f"{name} end to end, limit of {get(core, 'cores')} cores (est.)", limit,
+                        "batches/s", base, "batches/s", f"numpy {which}", ratio(limit, base)))
+        limited = True
     if not judged:
         rows.append(row("batches/s vs numpy", target="core_vs_numpy"))
     check = compare_final_matrices(get(service, "final_matrix"), get(peer, "final_matrix"))
@@ -420,7 +423,7 @@ def section_numpy(core, service, peer, peer_unset):
         rows.append(matrix_row(check_unset, "numpy unset"))
     notes = [f"numpy ran twice: as set, and with {UNSET_TEXT} (OpenBLAS picks its own kernel); "
              "ckad is judged against the faster of the two per workload (named in the baseline)"]
-    if bounded:
+    if limited:
         notes.append("end to end, " + CPU_LIMIT_NOTE + " (see (4))")
     return rows, notes, check, check_unset
 
@@ -816,9 +819,9 @@ def run_all(args, work):
     data = args.keep_data or os.path.join(work, "data")
     files = {k: os.path.join(work, f"{k}.json") for k in INPUT_KEYS}
     steps = benchmark_steps(args, data, files)
-    quick = ["--quick"] if args.quick else []
     failure = run_step("make_batches.py", [PYTHON, os.path.join(HERE, "make_batches.py"),
-                                           "--out", data] + quick, timeout=args.timeout)
+                                           "--out", data] + (["--quick"] if args.quick else []),
+                       timeout=args.timeout)
     if failure:
         print(f"report: {failure}", file=sys.stderr)
         sys.exit(1)

@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -352,13 +353,6 @@ absl::StatusOr<std::unique_ptr<client::ActivationStreamer>> NewStreamer(
 // ---------------------------------------------------------------------------
 // transport
 
-// CPU time of this process (all threads), in seconds.
-double ProcessCpuSeconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 absl::StatusOr<Json> RunTransport(const BenchConfig& config,
                                   const std::vector<Workload>& workloads) {
   std::error_code error;
@@ -393,7 +387,9 @@ absl::StatusOr<Json> RunTransport(const BenchConfig& config,
     BENCH_RETURN_IF_ERROR(sink->CpuSeconds().status());
     auto cpu_seconds = [&sink] {
       const absl::StatusOr<double> sink_cpu = sink->CpuSeconds();
-      return ProcessCpuSeconds() + sink_cpu.value_or(0.0);
+      // std::clock: this process's CPU time, all threads.
+      return static_cast<double>(std::clock()) / CLOCKS_PER_SEC +
+             sink_cpu.value_or(0.0);
     };
     BENCH_ASSIGN_OR_RETURN(
         result, StreamToSink(channel, parts, window, duration, kMinBatches,

@@ -41,7 +41,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   app.add_option("--listen", o.listen,
                  "host:port to serve on; port 0 picks a free port. The default "
                  "listens on "
-                 "loopback only")
+                 "loopback only; another host needs --auth-tokens and "
+                 "--tls-cert/--tls-key, or --allow-insecure")
       ->capture_default_str();
   app.add_option("--data-dir", o.data_dir,
                  "directory of the SQLite database (ckad.db) that keeps every "
@@ -156,6 +157,11 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   app.add_option("--tls-client-ca", o.tls_client_ca_file,
                  "PEM CA certificates: require client certificates signed by "
                  "them (mutual TLS; needs --tls-cert)");
+  app.add_flag("--allow-insecure", o.allow_insecure,
+               "serve a --listen host other than loopback without "
+               "--auth-tokens or without TLS (with a warning at start); "
+               "without this flag ckad refuses to start there. Only for a "
+               "private network where anyone who can reach ckad may use it");
 
   app.add_option("--export-session", cl.export_session,
                  "offline: write session ID of --data-dir to --export-file, "

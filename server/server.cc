@@ -24,6 +24,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "server/auth.h"
 #include "server/group_committer.h"
+#include "server/listen_address.h"
 #include "server/similarity_service_impl.h"
 #include "server/sqlite_state_store.h"
 #include "spdlog/spdlog.h"
@@ -37,26 +38,6 @@ constexpr absl::Duration kCallDrainTime = absl::Seconds(1);
 // Threads that answer GetSimilarity and WatchSimilarity, apart from the batch
 // workers: a query there waited for a worker to finish a batch's Gram work.
 constexpr int kQueryThreads = 2;
-
-// Splits "host:port" (IPv6 hosts in brackets) and checks the port. Returns the
-// host.
-absl::StatusOr<std::string> ListenHost(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen '", listen,
-                     "': expected host:port with a port in [0, 65535]"));
-  }
-  return listen.substr(0, colon);
-}
-
-bool IsLoopbackHost(const std::string& host) {
-  return host == "localhost" || absl::StartsWith(host, "127.") ||
-         host == "[::1]" || host == "ipv4:127.0.0.1" || host == "ipv6:[::1]";
-}
 
 // Returns the contents of the file that `flag` names.
 absl::StatusOr<std::string> ReadFlagFile(const char* flag,
@@ -174,6 +155,12 @@ class ServerImpl final : public Server {
 absl::Status ServerImpl::Start(const ServerOptions& options) {
   absl::StatusOr<std::string> host = ListenHost(options.listen);
   if (!host.ok()) return host.status();
+  absl::Status exposure = CheckListenSecurity(
+      options.listen,
+      {.auth_tokens = !options.auth_tokens_file.empty(),
+       .tls = !options.tls_cert_file.empty() && !options.tls_key_file.empty(),
+       .allow_insecure = options.allow_insecure});
+  if (!exposure.ok()) return exposure;
   if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max-message-mb: ", options.max_message_mb, "; expected 1 to 2047"));
@@ -299,9 +286,10 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
           ? absl::StrCat("loopback only, ", security)
           : absl::StrCat("reachable from other machines, ", security);
   if (!IsLoopbackHost(*host) && (!tls || tokens_ == nullptr)) {
+    // Only with --allow-insecure: CheckListenSecurity refused it otherwise.
     spdlog::warn(
-        "ckad listens on the non-loopback address {} {}: anyone who can "
-        "reach it can {}; give {}",
+        "ckad listens on the non-loopback address {} {} (--allow-insecure): "
+        "anyone who can reach it can {}; give {}",
         *host, tokens_ == nullptr ? "without authentication" : "without TLS",
         tokens_ == nullptr ? "create, stream into and delete sessions"
                            : "read the traffic and its bearer tokens",

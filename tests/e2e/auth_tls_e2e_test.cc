@@ -1,6 +1,7 @@
-// Authentication, roles, TLS and mutual TLS: the real server in-process on
-// 127.0.0.1:0, the real client library, certificates made at test time by
-// openssl in a temporary directory.
+// Authentication, roles, TLS and mutual TLS, and which of them a listen
+// address beyond loopback needs: the real server in-process on 127.0.0.1:0
+// (0.0.0.0:0 for the latter), the real client library, certificates made at
+// test time by openssl in a temporary directory.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -367,6 +368,77 @@ TEST_F(TlsE2eTest, TlsAndTokensTogether) {
       Connect(TlsClient(true), server->port())->ListSessions().status().code(),
       absl::StatusCode::kUnauthenticated);
   server->Shutdown();
+}
+
+// ----------------------------------------------------------------------------
+// Listening beyond loopback: tokens and TLS, or --allow-insecure.
+
+server::ServerOptions OnEveryAddress(server::ServerOptions options) {
+  options.listen = "0.0.0.0:0";
+  options.threads = 2;
+  options.shutdown_grace = absl::Seconds(5);
+  return options;
+}
+
+TEST_F(TlsE2eTest, EveryAddressWithoutTokensOrTlsIsRefusedNamingTheFix) {
+  absl::StatusOr<std::unique_ptr<server::Server>> server =
+      server::Server::BuildAndStart(OnEveryAddress({}));
+  ASSERT_FALSE(server.ok()) << "ckad served 0.0.0.0 in plaintext for anyone";
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* part : {"--listen '0.0.0.0:0'", "'0.0.0.0'", "--auth-tokens",
+                           "--tls-cert", "--tls-key", "--allow-insecure"}) {
+    EXPECT_NE(server.status().message().find(part), std::string::npos)
+        << part << " not in: " << server.status();
+  }
+
+  // Either one alone is refused too.
+  const std::string tokens = certs_->dir + "/listen-tokens";
+  WriteFile(tokens, absl::StrCat(kWriterToken, " writer\n"));
+  server::ServerOptions tokens_only;
+  tokens_only.auth_tokens_file = tokens;
+  server = server::Server::BuildAndStart(OnEveryAddress(tokens_only));
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("--tls-cert"), std::string::npos)
+      << server.status();
+  server = server::Server::BuildAndStart(OnEveryAddress(TlsServer(false)));
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("give --auth-tokens"),
+            std::string::npos)
+      << server.status();
+}
+
+TEST_F(TlsE2eTest, EveryAddressInPlaintextIsServedWithAllowInsecure) {
+  server::ServerOptions options;
+  options.allow_insecure = true;
+  absl::StatusOr<std::unique_ptr<server::Server>> server =
+      server::Server::BuildAndStart(OnEveryAddress(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::unique_ptr<client::Client> c =
+      Connect(client::ClientOptions(), (*server)->port());
+  EXPECT_TRUE(c->CreateSession("s", LinearConfig()).ok());
+  EXPECT_EQ(StreamOneBatch(*c, "s"), absl::StatusCode::kOk);
+  (*server)->Shutdown();
+}
+
+TEST_F(TlsE2eTest, EveryAddressIsServedWithTokensAndTls) {
+  const std::string tokens = certs_->dir + "/listen-tokens";
+  WriteFile(tokens, absl::StrCat(kWriterToken, " writer\n"));
+  server::ServerOptions options = TlsServer(false);
+  options.auth_tokens_file = tokens;
+  absl::StatusOr<std::unique_ptr<server::Server>> server =
+      server::Server::BuildAndStart(OnEveryAddress(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  client::ClientOptions with_token = TlsClient(false);
+  with_token.bearer_token = kWriterToken;
+  std::unique_ptr<client::Client> c = Connect(with_token, (*server)->port());
+  ASSERT_TRUE(c->CreateSession("s", LinearConfig()).ok());
+  EXPECT_EQ(StreamOneBatch(*c, "s"), absl::StatusCode::kOk);
+  EXPECT_EQ(Connect(TlsClient(false), (*server)->port())
+                ->ListSessions()
+                .status()
+                .code(),
+            absl::StatusCode::kUnauthenticated);
+  (*server)->Shutdown();
 }
 
 TEST(TlsStartTest, UnreadableCertificateFilesRefuseStart) {

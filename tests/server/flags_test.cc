@@ -168,6 +168,19 @@ TEST(HardeningFlagsTest, DefaultsAreSaneAndSecureByDefault) {
   EXPECT_EQ(o.auth_tokens_file, "");
   EXPECT_EQ(o.tls_cert_file, "");
   EXPECT_EQ(o.listen.rfind("127.0.0.1:", 0), 0u) << "loopback by default";
+  EXPECT_FALSE(o.allow_insecure);
+}
+
+TEST(HardeningFlagsTest, AllowInsecureIsAFlagWithoutValue) {
+  absl::StatusOr<CommandLine> cl =
+      Parse({"--listen", "0.0.0.0:7000", "--allow-insecure"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_TRUE(cl->options.allow_insecure);
+  EXPECT_EQ(cl->options.listen, "0.0.0.0:7000");
+  // A flag takes no value: "yes" would be a stray argument.
+  cl = Parse({"--allow-insecure", "yes"});
+  ASSERT_FALSE(cl.ok());
+  EXPECT_EQ(cl.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(HardeningFlagsTest, EveryFlagReachesItsOption) {
@@ -219,7 +232,7 @@ TEST(HardeningFlagsTest, HelpDescribesEveryNewFlag) {
         "--keepalive-time-s", "--keepalive-timeout-s", "--min-ping-interval-s",
         "--max-connection-idle-s", "--max-connection-age-s",
         "--max-connection-age-grace-s", "--auth-tokens", "--tls-cert",
-        "--tls-key", "--tls-client-ca"}) {
+        "--tls-key", "--tls-client-ca", "--allow-insecure"}) {
     EXPECT_NE(cl->help.find(flag), std::string::npos) << flag;
   }
 }

@@ -44,13 +44,18 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // A listen host other than loopback needs auth_tokens_file and TLS;
+  // allow_insecure starts without them (with a warning), for a private
+  // network where that is intended.
+  bool allow_insecure = false;
 };
 
 // A running server. Thread-safe.
 class Server {
  public:
-  // Starts serving on options.listen. InvalidArgument for bad options;
-  // Unavailable when the address cannot be bound.
+  // Starts serving on options.listen. InvalidArgument for bad options, and
+  // for a non-loopback listen host without both auth_tokens_file and TLS
+  // unless allow_insecure; Unavailable when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(
       const ServerOptions& options);
   virtual ~Server() = default;

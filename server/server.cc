@@ -194,7 +194,7 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   engine_ = std::make_unique<core::Engine>(options.limits);
   if (!options.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<SqliteStateStore>> store =
-        SqliteStateStore::Open(options.data_dir);
+        SqliteStateStore::Open(options.data_dir, options.sqlite_vfs);
     if (!store.ok()) {
       // Never start empty over a database that cannot be read: the operator
       // would lose the statistics without noticing.

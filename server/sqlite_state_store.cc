@@ -86,6 +86,44 @@ bool NextRow(const Statement& stmt, int* rc) {
   return *rc == SQLITE_ROW;
 }
 
+// Returns the name of SQLite's extended result code `rc` where it says which
+// disk operation failed, else null.
+const char* DiskErrorName(int rc) {
+  switch (rc) {
+    case SQLITE_FULL:
+      return "SQLITE_FULL: the disk is full";
+    case SQLITE_IOERR_WRITE:
+      return "SQLITE_IOERR_WRITE: a write failed";
+    case SQLITE_IOERR_FSYNC:
+      return "SQLITE_IOERR_FSYNC: an fsync failed";
+    case SQLITE_IOERR_DIR_FSYNC:
+      return "SQLITE_IOERR_DIR_FSYNC: an fsync of the directory failed";
+    case SQLITE_IOERR_TRUNCATE:
+      return "SQLITE_IOERR_TRUNCATE: a truncate failed";
+    case SQLITE_IOERR_READ:
+      return "SQLITE_IOERR_READ: a read failed";
+    case SQLITE_IOERR_SHORT_READ:
+      return "SQLITE_IOERR_SHORT_READ: a read came back short";
+    case SQLITE_IOERR_FSTAT:
+      return "SQLITE_IOERR_FSTAT: an fstat failed";
+    default:
+      return nullptr;
+  }
+}
+
+// Returns `message` (default: SQLite's message for the last error on `db`)
+// and, for a disk error (result `rc`), which operation failed: "disk I/O
+// error (SQLITE_IOERR_FSYNC: an fsync failed)". (The system's errno is not
+// reported: SQLite does not record it for a failed COMMIT.)
+std::string DescribeError(sqlite3* db, int rc, const char* message = nullptr) {
+  std::string out = message != nullptr ? message
+                    : db != nullptr    ? sqlite3_errmsg(db)
+                                       : sqlite3_errstr(rc);
+  if (const char* name = DiskErrorName(rc); name != nullptr)
+    absl::StrAppend(&out, " (", name, ")");
+  return out;
+}
+
 bool IsDamage(int rc) {
   const int primary = rc & 0xff;
   return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
@@ -98,8 +136,8 @@ absl::StatusOr<int64_t> PragmaInt(sqlite3* db, const char* sql,
   int rc = stmt.prepare_rc();
   if (rc == SQLITE_OK) rc = sqlite3_step(stmt.get());
   if (rc == SQLITE_ROW) return sqlite3_column_int64(stmt.get(), 0);
-  const std::string message = absl::StrCat("'", path, "': ", sqlite3_errstr(rc),
-                                           " (", sqlite3_errmsg(db), ")");
+  const std::string message =
+      absl::StrCat("'", path, "': ", DescribeError(db, rc));
   if ((rc & 0xff) == SQLITE_NOTADB) {
     return absl::FailedPreconditionError(absl::StrCat(
         "'", path, "' is not an SQLite database, so not a ckad database"));
@@ -113,8 +151,12 @@ absl::StatusOr<int64_t> PragmaInt(sqlite3* db, const char* sql,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(
-    const std::string& dir) {
+    const std::string& dir, const std::string& vfs) {
   if (dir.empty()) return absl::InvalidArgumentError("--data-dir: empty path");
+  if (!vfs.empty() && sqlite3_vfs_find(vfs.c_str()) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no SQLite VFS named '", vfs, "' is registered"));
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
@@ -145,7 +187,7 @@ absl::StatusOr<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(
   int rc = sqlite3_open_v2(
       path.c_str(), &db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-      nullptr);
+      vfs.empty() ? nullptr : vfs.c_str());
   if (rc != SQLITE_OK) {
     const std::string error =
         db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
@@ -228,7 +270,7 @@ SqliteStateStore::~SqliteStateStore() {
 
 absl::Status SqliteStateStore::SqlError(int rc, const char* what) const {
   const std::string message =
-      absl::StrCat(what, " on '", path_, "': ", sqlite3_errmsg(db_));
+      absl::StrCat(what, " on '", path_, "': ", DescribeError(db_, rc));
   if (IsDamage(rc)) return absl::DataLossError(message);
   return absl::UnavailableError(message);
 }
@@ -237,11 +279,29 @@ absl::Status SqliteStateStore::Exec(const char* sql) {
   char* error = nullptr;
   const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
   if (rc == SQLITE_OK) return absl::OkStatus();
-  const std::string message = absl::StrCat(
-      "'", path_, "': ", error != nullptr ? error : sqlite3_errstr(rc));
+  const std::string message =
+      absl::StrCat("'", path_, "': ", DescribeError(db_, rc, error));
   sqlite3_free(error);
   if (IsDamage(rc)) return absl::DataLossError(message);
   return absl::UnavailableError(message);
+}
+
+absl::StatusOr<SqliteStateStore::Pragmas> SqliteStateStore::ReadPragmas()
+    const {
+  absl::MutexLock lock(&mu_);
+  Pragmas pragmas;
+  {
+    Statement journal(db_, "PRAGMA journal_mode");
+    int rc = journal.prepare_rc();
+    if (rc == SQLITE_OK) rc = sqlite3_step(journal.get());
+    if (rc != SQLITE_ROW) return SqlError(rc, "reading PRAGMA journal_mode");
+    pragmas.journal_mode = journal.ColumnBytes(0);
+  }
+  absl::StatusOr<int64_t> synchronous =
+      PragmaInt(db_, "PRAGMA synchronous", path_);
+  if (!synchronous.ok()) return synchronous.status();
+  pragmas.synchronous = static_cast<int>(*synchronous);
+  return pragmas;
 }
 
 absl::StatusOr<std::map<std::string, SessionRecords>>

@@ -55,14 +55,16 @@ class SqliteStateStore {
   static constexpr int32_t kSchemaVersion = 1;
 
   // Opens (or creates) the database of `dir`, creating the directory if
-  // needed, and checks it with PRAGMA quick_check. InvalidArgument for an
-  // empty path; FailedPrecondition, naming the file, for a file that is not an
+  // needed, and checks it with PRAGMA quick_check. `vfs` names the registered
+  // SQLite VFS that does the file I/O (empty: SQLite's default; tests pass one
+  // that injects disk faults). InvalidArgument for an empty path or an unknown
+  // VFS; FailedPrecondition, naming the file, for a file that is not an
   // SQLite database, an SQLite database of another application or of an
   // unknown schema version, or a directory another store holds; DataLoss,
   // naming the file, when the database is damaged; Unavailable on an I/O
   // error. Never changes an existing file it refuses.
   static absl::StatusOr<std::unique_ptr<SqliteStateStore>> Open(
-      const std::string& dir);
+      const std::string& dir, const std::string& vfs = "");
 
   // Closes the database and releases the directory.
   ~SqliteStateStore();
@@ -83,6 +85,17 @@ class SqliteStateStore {
   // Removes the rows of `session_id` (a Write with one deleted session); OK
   // when it is not stored.
   absl::Status Delete(const std::string& session_id);
+
+  // What the store's own connection runs with: PRAGMA journal_mode ("wal")
+  // and PRAGMA synchronous (2 = FULL). synchronous is a setting of the
+  // connection, not of the file, so only the store can answer it.
+  struct Pragmas {
+    std::string journal_mode;
+    int synchronous = -1;
+  };
+  // Returns the pragmas of the store's connection; Unavailable when SQLite
+  // cannot answer.
+  absl::StatusOr<Pragmas> ReadPragmas() const;
 
   // Returns the path of the database file.
   const std::string& path() const { return path_; }

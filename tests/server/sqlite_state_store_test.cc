@@ -155,6 +155,30 @@ TEST_F(SqliteStateStoreTest, DatabaseIsInWalModeAndMarkedAsCkads) {
   sqlite3_close(db);
 }
 
+// README (Durability) promises a WAL journal and synchronous=FULL: journal_mode
+// is a property of the file, synchronous one of ckad's own connection.
+TEST_F(SqliteStateStoreTest, ConnectionRunsWithWalJournalAndSynchronousFull) {
+  absl::StatusOr<SqliteStateStore::Pragmas> pragmas = store_->ReadPragmas();
+  ASSERT_TRUE(pragmas.ok()) << pragmas.status();
+  EXPECT_EQ(pragmas->journal_mode, "wal");
+  constexpr int kSynchronousFull = 2;  // PRAGMA synchronous: 0 OFF … 3 EXTRA
+  EXPECT_EQ(pragmas->synchronous, kSynchronousFull);
+  // And again on a database that existed before (the pragmas are set on every
+  // open, not only at creation).
+  Reopen();
+  pragmas = store_->ReadPragmas();
+  ASSERT_TRUE(pragmas.ok()) << pragmas.status();
+  EXPECT_EQ(pragmas->journal_mode, "wal");
+  EXPECT_EQ(pragmas->synchronous, kSynchronousFull);
+}
+
+TEST_F(SqliteStateStoreTest, UnknownVfsIsRefusedAsInvalidArgument) {
+  store_.reset();
+  absl::Status status = SqliteStateStore::Open(dir_, "no-such-vfs").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(Contains(status, "no-such-vfs")) << status;
+}
+
 TEST_F(SqliteStateStoreTest, SecondStoreOnTheSameDirectoryIsRefused) {
   absl::StatusOr<std::unique_ptr<SqliteStateStore>> second =
       SqliteStateStore::Open(dir_);

@@ -18,6 +18,9 @@ struct ServerOptions {
       "127.0.0.1:50051";  // host:port; port 0 picks a free port
   std::string data_dir;   // empty: state in memory only
   int threads = 0;        // worker pool size; 0 = hardware concurrency
+  // Tests only, no flag: the registered SQLite VFS that does data_dir's file
+  // I/O (empty: SQLite's default), e.g. one that injects disk faults.
+  std::string sqlite_vfs;
   int max_message_mb = 64;
   core::EngineLimits limits;
   absl::Duration shutdown_grace = absl::Seconds(10);

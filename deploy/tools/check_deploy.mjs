@@ -1,6 +1,10 @@
 // Offline checks of deploy/: lints deploy/Dockerfile with dockerfile-utils, validates every
 // Kubernetes object of deploy/k8s/*.yaml against the API schemas of kubernetes-models, and
-// parses deploy/compose.yaml. Exits 1 on the first kind of problem found, after printing all.
+// parses deploy/compose.yaml. Then checks that everything ships secure by default: no
+// --allow-insecure anywhere, no Secret object (real secrets are created, never committed),
+// every ckad container given --auth-tokens and --tls-cert/--tls-key from mounted Secrets, its
+// probes able to speak TLS, and the router speaking TLS on both sides. Exits 1 after printing
+// every problem found.
 //
 //   cd deploy/tools && npm ci && node check_deploy.mjs
 import { readFileSync, readdirSync } from "node:fs";
@@ -25,12 +29,14 @@ for (const required of ["FROM debian:bookworm-slim AS build", "USER 10001", "HEA
 
 // Kubernetes: each object validated by the model of its apiVersion and kind.
 let objects = 0;
+const manifests = [];  // [file, object]
 for (const file of readdirSync(join(deploy, "k8s")).filter((f) => f.endsWith(".yaml"))) {
   const docs = parseAllDocuments(readFileSync(join(deploy, "k8s", file), "utf8"));
   for (const doc of docs) {
     if (doc.errors.length) { fail(`${file}: ${doc.errors[0].message}`); continue; }
     const obj = doc.toJS();
     if (!obj) continue;
+    manifests.push([file, obj]);
     const [group, version] = obj.apiVersion.includes("/") ? obj.apiVersion.split("/")
                                                           : [null, obj.apiVersion];
     const module = `kubernetes-models/${group ? `${group}/` : ""}${version}/${obj.kind}`;
@@ -45,8 +51,90 @@ for (const file of readdirSync(join(deploy, "k8s")).filter((f) => f.endsWith(".y
 }
 if (objects === 0) fail("no Kubernetes object validated");
 
-const compose = parse(readFileSync(join(deploy, "compose.yaml"), "utf8"));
+const composeText = readFileSync(join(deploy, "compose.yaml"), "utf8");
+const compose = parse(composeText);
 if (!compose?.services?.ckad) fail("compose.yaml has no service ckad");
 
+// Secure by default.
+const routerConf = readFileSync(join(deploy, "router", "nginx.conf.template"), "utf8");
+const uncommented = (text) => text.split("\n").filter((l) => !/^\s*#/.test(l)).join("\n");
+for (const [name, text] of [["Dockerfile", uncommented(dockerfile)],
+                            ["compose.yaml", uncommented(composeText)],
+                            ["router/nginx.conf.template", uncommented(routerConf)],
+                            ...manifests.map(([f, o]) => [`k8s/${f}`, JSON.stringify(o)])]) {
+  if (text.includes("--allow-insecure")) fail(`${name} passes --allow-insecure`);
+}
+const cmd = dockerfile.match(/^CMD \[([^\]]*)\]/m);
+const defaults = cmd ? JSON.parse(`[${cmd[1].replace(/\\\n/g, "")}]`) : [];
+for (const flag of ["--auth-tokens", "--tls-cert", "--tls-key"]) {
+  if (!defaults.includes(flag)) fail(`Dockerfile: the default CMD of ckad lacks ${flag}`);
+}
+if (!/^ENTRYPOINT \["\/usr\/local\/bin\/ckad"\]$/m.test(dockerfile)) {
+  fail('Dockerfile: ENTRYPOINT must be ["/usr/local/bin/ckad"] alone (arguments go in CMD, ' +
+       "so that Kubernetes args replace them instead of repeating them)");
+}
+
+const ckadContainers = [];  // [where, container, pod spec]
+for (const [file, obj] of manifests) {
+  if (obj.kind === "Secret") {
+    fail(`k8s/${file}: Secret ${obj.metadata?.name}: manifests carry no secrets; ` +
+         "they are created with kubectl (deploy/README.md, Security)");
+  }
+  const pod = obj.spec?.template?.spec;
+  for (const c of pod?.containers ?? []) {
+    if (/(^|\/)ckad(:|$)/.test(c.image ?? "")) ckadContainers.push([`k8s/${file}: ${c.name}`, c, pod]);
+  }
+}
+if (ckadContainers.length === 0) fail("no ckad container in deploy/k8s");
+
+// The Secret volume that `path` (a file a flag names) lives in, or a reason why none.
+const secretOf = (c, pod, path) => {
+  const mount = (c.volumeMounts ?? []).find((m) => path.startsWith(`${m.mountPath}/`));
+  if (!mount) return [null, `${path} is on no mounted volume`];
+  const volume = (pod.volumes ?? []).find((v) => v.name === mount.name);
+  if (!volume?.secret?.secretName) return [null, `${path} is on volume ${mount.name}, not a Secret`];
+  if (!mount.readOnly) return [null, `volume ${mount.name} is not mounted readOnly`];
+  return [volume.secret.secretName, null];
+};
+for (const [where, c, pod] of ckadContainers) {
+  const args = [...(c.command ?? []), ...(c.args ?? [])];
+  const value = (flag) => {
+    const i = args.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+    if (i < 0) return null;
+    return args[i] === flag ? args[i + 1] : args[i].slice(flag.length + 1);
+  };
+  for (const flag of ["--auth-tokens", "--tls-cert", "--tls-key"]) {
+    const path = value(flag);
+    if (!path) { fail(`${where}: ckad without ${flag}`); continue; }
+    const [secret, why] = secretOf(c, pod, path);
+    if (why) fail(`${where}: ${flag}: ${why}`);
+    const type = flag === "--auth-tokens" ? "tokens" : "TLS";
+    if (secret && (type === "tokens") === (secret === "ckad-tls")) {
+      fail(`${where}: ${flag} comes from Secret ${secret}, expected the ${type} Secret`);
+    }
+  }
+  for (const probe of ["readinessProbe", "livenessProbe"]) {
+    if (!c[probe]) fail(`${where}: no ${probe}`);
+    else if (c[probe].grpc) fail(`${where}: ${probe} is a native gRPC probe, which cannot speak TLS`);
+  }
+}
+
+// The router: TLS towards clients and towards ckad.
+const routerConfigs = [["router/nginx.conf.template", routerConf]];
+for (const [file, obj] of manifests) {
+  if (obj.kind === "ConfigMap" && obj.data?.["nginx.conf"]) {
+    routerConfigs.push([`k8s/${file}: ConfigMap ${obj.metadata.name}`, obj.data["nginx.conf"]]);
+  }
+}
+for (const [where, conf] of routerConfigs) {
+  if (/grpc_pass\s+grpc:\/\//.test(conf) || !/grpc_pass\s+grpcs:\/\//.test(conf)) {
+    fail(`${where}: nginx must reach ckad with grpc_pass grpcs://`);
+  }
+  if (!/grpc_ssl_verify\s+on;/.test(conf)) fail(`${where}: grpc_ssl_verify on is missing`);
+  if (!/listen\s+\S+\s+ssl\s/.test(conf)) fail(`${where}: nginx must listen with ssl`);
+}
+
 if (problems) process.exit(1);
-console.log(`OK: Dockerfile lint clean, ${objects} Kubernetes objects valid, compose.yaml parsed`);
+console.log(`OK: Dockerfile lint clean, ${objects} Kubernetes objects valid, compose.yaml parsed, ` +
+            `secure by default (${ckadContainers.length} ckad container(s), ` +
+            `${routerConfigs.length} router configurations)`);

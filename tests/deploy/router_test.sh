@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Scale-out on loopback: three ckad replicas behind the real nginx router (Debian's nginx,
 # deploy/router/nginx.conf.template) hashing on the session metadata, plus one single ckad as
-# the reference.
+# the reference. Secured as deployed: deploy/make_secrets.sh makes the tokens and certificates,
+# every ckad serves TLS and checks bearer tokens, and the router speaks TLS on both sides.
 #
 # Checks: every session lives on exactly one replica; ten sessions streamed through the router
 # give exactly the matrices the single ckad gives; killing one replica makes only its sessions
-# fail (UNAVAILABLE) while the others go on; restarted on its data dir, it answers as before.
+# fail (UNAVAILABLE) while the others go on; restarted on its data dir, it answers as before;
+# through the router, a call without a token is UNAUTHENTICATED and a plaintext one fails.
 #
 #   router_test.sh CKAD CKACTL
 set -euo pipefail
@@ -23,13 +25,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+secrets=$work/secrets
+bash "$root/deploy/make_secrets.sh" "$secrets" >/dev/null
+tls_flags=(--auth-tokens "$secrets/tokens" --tls-cert "$secrets/tls.crt" --tls-key "$secrets/tls.key")
+# ckactl over TLS with the admin token; the certificate names 127.0.0.1.
+export CKA_TOKEN
+CKA_TOKEN=$(cat "$secrets/admin.token")
+cka() { "$ckactl" --tls-ca "$secrets/ca.crt" "$@"; }
+
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 wait_serving() {  # address
   for _ in $(seq 100); do
-    "$ckactl" --server "$1" --timeout 1 health >/dev/null 2>&1 && return 0
+    cka --server "$1" --timeout 1 health >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "FAIL: nothing serving at $1"; exit 1
@@ -40,7 +50,7 @@ replica_port=()
 start_replica() {  # index
   local i=$1
   "$ckad" --listen "127.0.0.1:${replica_port[$i]}" --data-dir "$work/replica$i" \
-    --log-level warn >"$work/replica$i.log" 2>&1 &
+    "${tls_flags[@]}" --log-level warn >"$work/replica$i.log" 2>&1 &
   replica_pid[$i]=$!
   pids+=("$!")
   wait_serving "127.0.0.1:${replica_port[$i]}"
@@ -54,7 +64,8 @@ for i in 0 1 2; do
   backends+="server 127.0.0.1:${replica_port[$i]} max_fails=0; "
 done
 ref_port=$(free_port)
-"$ckad" --listen "127.0.0.1:$ref_port" --log-level warn >"$work/reference.log" 2>&1 &
+"$ckad" --listen "127.0.0.1:$ref_port" "${tls_flags[@]}" --log-level warn \
+  >"$work/reference.log" 2>&1 &
 pids+=("$!")
 wait_serving "127.0.0.1:$ref_port"
 
@@ -62,6 +73,8 @@ router_port=$(free_port)
 mkdir -p "$work/nginx"
 sed -e "s|@BACKENDS@|$backends|" -e "s|@LISTEN@|127.0.0.1:$router_port|" \
     -e "s|@PID@|$work/nginx/nginx.pid|" -e "s|@TMP@|$work/nginx|g" \
+    -e "s|@TLS_CERT@|$secrets/tls.crt|" -e "s|@TLS_KEY@|$secrets/tls.key|" \
+    -e "s|@TLS_CA@|$secrets/ca.crt|" \
     "$root/deploy/router/nginx.conf.template" >"$work/nginx/nginx.conf"
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e stderr >"$work/nginx.log" 2>&1 &
 pids+=("$!")
@@ -85,10 +98,10 @@ EOF
 
 for s in $(seq 0 9); do
   for server in "$router" "127.0.0.1:$ref_port"; do
-    "$ckactl" --server "$server" create "session$s" --measure lin:linear:unbiased \
+    cka --server "$server" create "session$s" --measure lin:linear:unbiased \
       --measure rbf:rbf:biased:0.5 >/dev/null
     for b in 0 1 2; do
-      "$ckactl" --server "$server" send --session "session$s" --source m --batch-id "b$b" \
+      cka --server "$server" send --session "session$s" --source m --batch-id "b$b" \
         --step "$b" "$work/npy/s$s/b$b" >/dev/null
     done
   done
@@ -99,7 +112,7 @@ declare -A owner
 for s in $(seq 0 9); do
   found=()
   for i in 0 1 2; do
-    if "$ckactl" --server "127.0.0.1:${replica_port[$i]}" get "session$s" >/dev/null 2>&1; then
+    if cka --server "127.0.0.1:${replica_port[$i]}" get "session$s" >/dev/null 2>&1; then
       found+=("$i")
     fi
   done
@@ -116,7 +129,7 @@ if [ "$(tr ' ' '\n' <<<"$counts" | grep -c '^[1-9]')" -lt 2 ]; then
 fi
 
 matrix() {  # server session measure
-  "$ckactl" --server "$1" --timeout 5 matrix "$2" --measure "$3" --format json --precision 17
+  cka --server "$1" --timeout 5 matrix "$2" --measure "$3" --format json --precision 17
 }
 
 declare -A before
@@ -132,6 +145,16 @@ for s in $(seq 0 9); do
   done
 done
 echo "OK: 10 sessions through the router equal the single ckad"
+
+# The router passes the bearer token to ckad, which checks it; it serves only TLS.
+if out=$(CKA_TOKEN="" cka --server "$router" --timeout 5 get session0 2>&1); then
+  echo "FAIL: a call without a token was answered through the router"; exit 1
+fi
+grep -q UNAUTHENTICATED <<<"$out" || { echo "FAIL: without a token: expected UNAUTHENTICATED, got: $out"; exit 1; }
+if CKA_TOKEN="" "$ckactl" --server "$router" --timeout 3 get session0 >/dev/null 2>&1; then
+  echo "FAIL: the router answered a plaintext call"; exit 1
+fi
+echo "OK: through the router, no token is UNAUTHENTICATED and plaintext is refused"
 
 # Kill the replica that owns session0 (SIGKILL: no drain).
 victim=${owner[0]}

@@ -373,8 +373,10 @@ TEST_P(ServerDiskFaultTest,
   }
   stream->WritesDone();
   ASSERT_TRUE(stream->Finish().ok());
-  // The retried create answers once the session is durable.
+  // The retried create answers once the session is durable; the refused
+  // delete had already removed the session from memory.
   ASSERT_TRUE(CreateSession("late").ok());
+  EXPECT_EQ(DeleteSession("doomed").error_code(), grpc::StatusCode::NOT_FOUND);
 
   in_memory = Snapshot(session);
   ASSERT_TRUE(in_memory.ok()) << in_memory.status();

@@ -31,6 +31,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   const core::EngineLimits defaults;
   int64_t max_pending_mb = defaults.session.max_pending_bytes / kMiB;
   int64_t max_exact_mb = defaults.session.max_exact_bytes / kMiB;
+  int64_t max_state_mb = defaults.session.max_state_bytes / kMiB;
   double shutdown_grace_s = absl::ToDoubleSeconds(o.shutdown_grace);
 
   CLI::App app(
@@ -59,6 +60,15 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
                  "largest gRPC message accepted or sent, in MiB")
       ->capture_default_str()
       ->check(CLI::Range(1, 2047));
+  app.add_option("--memory-limit-mb", o.memory_limit_mb,
+                 "memory budget of all requests together, in MiB: a batch's "
+                 "kernels, sessions' state, queries' matrices and messages in "
+                 "flight are priced before they are allocated, and refused "
+                 "with RESOURCE_EXHAUSTED when they do not fit; 0 = 3/4 of "
+                 "the cgroup limit or physical memory (at most 1/2 of "
+                 "ulimit -v)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   app.add_option("--max-retained-free-mb", cl.max_retained_free_mb,
                  "MiB of freed memory malloc may keep for reuse while ckad "
                  "is busy (checked every second, trimmed at most every 10 s); "
@@ -83,6 +93,17 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
                  "per session: MiB of batches waiting for their other streams "
                  "(join buffer); "
                  "more is RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--max-state-mb", max_state_mb,
+                 "per session: MiB of running sums of all step buckets plus "
+                 "duplicate records (a bucket of S streams costs 24·S² bytes "
+                 "per measure); a batch that needs more is RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--max-buckets", o.limits.session.max_buckets,
+                 "per session and measure: most step buckets; a batch that "
+                 "opens one more is RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--max-exact-mb", max_exact_mb,
@@ -189,6 +210,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   }
   o.limits.session.max_pending_bytes = max_pending_mb * kMiB;
   o.limits.session.max_exact_bytes = max_exact_mb * kMiB;
+  o.limits.session.max_state_bytes = max_state_mb * kMiB;
   o.shutdown_grace = absl::Seconds(shutdown_grace_s);
   o.max_pending_total_bytes = max_pending_total_mb * kMiB;
   o.keepalive_time = absl::Seconds(keepalive_time_s);

@@ -110,6 +110,9 @@ absl::StatusOr<core::SessionConfig> SessionConfigFromProto(
   config.stream_widths.assign(proto.stream_widths().begin(),
                               proto.stream_widths().end());
   config.step_bucket = proto.step_bucket();
+  config.expected_sources.assign(proto.expected_sources().begin(),
+                                 proto.expected_sources().end());
+  config.join_window = proto.join_window();
   return config;
 }
 
@@ -126,6 +129,9 @@ void SessionConfigToProto(const core::SessionConfig& config,
   for (const std::string& stream : config.streams) proto->add_streams(stream);
   for (int64_t width : config.stream_widths) proto->add_stream_widths(width);
   proto->set_step_bucket(config.step_bucket);
+  for (const std::string& source : config.expected_sources)
+    proto->add_expected_sources(source);
+  proto->set_join_window(config.join_window);
 }
 
 absl::StatusOr<core::TensorView> TensorViewFromProto(const v1::Tensor& tensor,
@@ -240,6 +246,8 @@ void SessionToProto(const std::string& session_id,
   proto->set_batches_evicted(info.batches_evicted);
   proto->set_state_bytes(info.state_bytes);
   proto->set_pending_bytes(info.pending_bytes);
+  proto->set_pairs_missed(info.pairs_missed);
+  proto->set_held_bytes(info.held_bytes);
 }
 
 }  // namespace cka::server

@@ -17,10 +17,12 @@
 #include "absl/synchronization/mutex.h"
 #include "cka/core/engine.h"
 #include "cka/core/hsic.h"
+#include "cka/core/memory_budget.h"
 #include "cka/core/thread_pool.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/auth.h"
 #include "server/group_committer.h"
@@ -191,7 +193,23 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     tokens_ = std::make_unique<TokenTable>(*std::move(tokens));
   }
 
-  engine_ = std::make_unique<core::Engine>(options.limits);
+  core::EngineLimits limits = options.limits;
+  std::string memory_rule = "--memory-limit-mb";
+  if (limits.session.memory == nullptr) {
+    const int64_t bytes =
+        options.memory_limit_mb > 0
+            ? options.memory_limit_mb << 20
+            : core::MemoryBudget::DefaultLimitBytes(&memory_rule);
+    limits.session.memory = std::make_shared<core::MemoryBudget>(
+        bytes, "ckad's memory budget (--memory-limit-mb)");
+  }
+  if (limits.session.join_memory == nullptr) {
+    limits.session.join_memory = std::make_shared<core::MemoryBudget>(
+        options.max_pending_total_bytes,
+        "the join buffers of all sessions (--max-pending-total-mb)");
+  }
+  const int64_t memory_limit = limits.session.memory->limit();
+  engine_ = std::make_unique<core::Engine>(limits);
   if (!options.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<SqliteStateStore>> store =
         SqliteStateStore::Open(options.data_dir, options.sqlite_vfs);
@@ -211,7 +229,7 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     if (!stored.ok()) return stored.status();
     for (const auto& [id, records] : *stored) {
       absl::StatusOr<std::unique_ptr<core::Session>> session =
-          core::Session::FromRecords(records, options.limits.session);
+          core::Session::FromRecords(records, limits.session);
       absl::Status added = session.ok()
                                ? engine_->AddSession(id, *std::move(session))
                                : session.status();
@@ -245,7 +263,6 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   admission.tokens = tokens_.get();
   admission.max_message_bytes = max_message_bytes;
   admission.max_streams_per_client = options.max_streams_per_client;
-  admission.max_pending_total_bytes = options.max_pending_total_bytes;
   service_ = std::make_unique<SimilarityServiceImpl>(
       engine_.get(), pool_.get(), query_pool_.get(), committer_.get(),
       admission);
@@ -262,6 +279,14 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
       std::min<int64_t>(int64_t{2} * max_message_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(max_message_bytes);
   SetConnectionArguments(options, &builder);
+  // gRPC's own buffers (received bytes not yet parsed, send queues) are
+  // bounded by a quota of their own, beside the budget that parsed messages
+  // and everything after them draw from.
+  const int64_t transport_bytes =
+      std::max<int64_t>(memory_limit / 4, int64_t{4} * max_message_bytes);
+  grpc::ResourceQuota transport_quota("ckad-transport");
+  transport_quota.Resize(static_cast<size_t>(transport_bytes));
+  builder.SetResourceQuota(transport_quota);
   // Without this gRPC sets SO_REUSEPORT, and a second ckad on the same port
   // (and maybe the same data directory) would start instead of failing.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -296,6 +321,11 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
         tokens_ == nullptr ? "--auth-tokens (and --tls-cert/--tls-key)"
                            : "--tls-cert/--tls-key");
   }
+  spdlog::info(
+      "memory budget {} MiB ({}; --memory-limit-mb), {} MiB of it in use by "
+      "restored sessions; gRPC transport quota {} MiB",
+      memory_limit >> 20, memory_rule, limits.session.memory->used() >> 20,
+      transport_bytes >> 20);
   spdlog::info(
       "ckad listening on {}:{} ({}), {} worker threads (float32 Grams: {}), "
       "{}, "

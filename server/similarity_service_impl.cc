@@ -148,6 +148,21 @@ class SimilarityServiceImpl::ActivationStream final
       } else if (ok) {
         service_->batches_received_.fetch_add(1);
         to_process = reading_.get();
+        if (core::MemoryBudget* budget = service_->memory_budget();
+            budget != nullptr) {
+          absl::StatusOr<core::MemoryBudget::Reservation> held =
+              budget->Reserve(
+                  static_cast<int64_t>(to_process->batch.ByteSizeLong()),
+                  absl::StrCat("batch '",
+                               to_process->batch.batch_id().substr(
+                                   0, core::kMaxNameBytes),
+                               "' (its message, read and waiting)"));
+          if (held.ok()) {
+            to_process->message_memory = *std::move(held);
+          } else {
+            to_process->admitted = held.status();
+          }
+        }
         slots_.push_back(std::move(reading_));
         refs_.Take();
       } else {
@@ -209,6 +224,10 @@ class SimilarityServiceImpl::ActivationStream final
     v1::ActivationBatch batch;
     v1::BatchAck ack;
     bool done = false;  // ack filled in
+    // The message's bytes while it is held, drawn from the memory budget when
+    // it is read; `admitted` is why they did not fit (the batch is refused).
+    core::MemoryBudget::Reservation message_memory;
+    absl::Status admitted;
   };
 
   struct Actions {
@@ -263,7 +282,8 @@ class SimilarityServiceImpl::ActivationStream final
     ack.set_source(slot->batch.source());
     ack.set_batch_id(slot->batch.batch_id());
     std::shared_ptr<core::Session> session;
-    absl::StatusOr<core::IngestResult> result = Apply(slot->batch, &session);
+    absl::StatusOr<core::IngestResult> result =
+        slot->admitted.ok() ? Apply(slot->batch, &session) : slot->admitted;
     if (!result.ok()) {
       const absl::Status& status = result.status();
       ack.set_code(ToRpcCode(
@@ -274,6 +294,7 @@ class SimilarityServiceImpl::ActivationStream final
       ack.set_duplicate(result->duplicate());  // code 0: OK
     }
     slot->batch = v1::ActivationBatch();  // moves in an empty one: frees
+    slot->message_memory.Release();
     if (!result.ok() || service_->committer_ == nullptr) {
       Complete(slot);
       return;
@@ -306,7 +327,8 @@ class SimilarityServiceImpl::ActivationStream final
     Unref();
   }
 
-  // Sets *session_out to the batch's session once it is found.
+  // Ingests the batch through the engine; sets *session_out to its session
+  // when it is applied.
   absl::StatusOr<core::IngestResult> Apply(
       const v1::ActivationBatch& batch,
       std::shared_ptr<core::Session>* session_out) {
@@ -321,24 +343,24 @@ class SimilarityServiceImpl::ActivationStream final
       return absl::InvalidArgumentError(
           "session_id: empty; expected the id of a session");
     }
-    absl::StatusOr<std::shared_ptr<core::Session>> session =
-        service_->engine_->GetSession(batch.session_id());
-    if (!session.ok()) return session.status();
-    *session_out = *session;
     absl::StatusOr<core::BatchInput> input = BatchInputFromProto(batch);
     if (!input.ok()) return input.status();
-    absl::StatusOr<core::PreparedBatch> prepared =
-        (*session)->Prepare(*input, service_->pool_);
-    if (!prepared.ok()) return prepared.status();
-    const int64_t reserved = prepared->bytes();
-    absl::Status budget =
-        service_->pending_budget_.Reserve(reserved, batch.batch_id());
-    if (!budget.ok()) return budget;
-    absl::StatusOr<core::IngestResult> result =
-        (*session)->Commit(*std::move(prepared));
-    service_->pending_budget_.Settle(reserved, batch.session_id(),
-                                     session->get(),
-                                     (*session)->pending_bytes());
+    absl::StatusOr<core::Engine::Ingested> ingested =
+        service_->engine_->Ingest(batch.session_id(), *input, service_->pool_);
+    if (!ingested.ok()) return ingested.status();
+    *session_out = std::move(ingested->session);
+    const core::IngestResult& result = ingested->result;
+    if (result.first_pairs_missed) {
+      // Once per session: the counter in GetSession tells the rest.
+      spdlog::warn(
+          "session '{}': batch '{}' from source '{}' arrived after the "
+          "kernels of {} earlier pairs had left the join buffer; those pairs "
+          "are not counted (GetSession's pairs_missed counts all). Declare "
+          "the session's streams or expected_sources, or give it a larger "
+          "join_window",
+          batch.session_id(), batch.batch_id(), batch.source(),
+          result.pairs_missed);
+    }
     return result;
   }
 
@@ -549,8 +571,7 @@ SimilarityServiceImpl::SimilarityServiceImpl(core::Engine* engine,
       rejected_log_limiter_(kRejectedLogLinesPerSecond),
       admission_(admission),
       refused_log_limiter_(kRefusedLogLinesPerSecond),
-      stream_quota_(admission.max_streams_per_client),
-      pending_budget_(engine, admission.max_pending_total_bytes) {}
+      stream_quota_(admission.max_streams_per_client) {}
 
 absl::StatusOr<std::optional<Caller>> SimilarityServiceImpl::Admit(
     grpc::CallbackServerContext* context, Role role, const char* method) {
@@ -710,7 +731,6 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
                                 peer = context->peer()](absl::Status status) {
           if (status.ok() || status.code() != absl::StatusCode::kNotFound) {
             spdlog::info("session '{}' deleted by {}", id, peer);
-            pending_budget_.Forget(id);
           }
           reactor->Finish(ToGrpcStatus(status, "DeleteSession"));
         });
@@ -720,7 +740,6 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
   if (status.ok()) {
     spdlog::info("session '{}' deleted by {}", request->session_id(),
                  context->peer());
-    pending_budget_.Forget(request->session_id());
   }
   reactor->Finish(ToGrpcStatus(status, "DeleteSession"));
   return reactor;

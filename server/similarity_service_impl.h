@@ -18,7 +18,6 @@
 #include "server/auth.h"
 #include "server/group_committer.h"
 #include "server/log_rate_limiter.h"
-#include "server/pending_budget.h"
 #include "server/stream_quota.h"
 
 namespace cka::server {
@@ -32,8 +31,7 @@ struct AdmissionOptions {
   // A batch message above this is refused with RESOURCE_EXHAUSTED (its ack),
   // and so is a unary request.
   int64_t max_message_bytes = int64_t{64} << 20;
-  int max_streams_per_client = 128;                    // 0: no limit
-  int64_t max_pending_total_bytes = int64_t{4} << 30;  // 0: no limit
+  int max_streams_per_client = 128;  // 0: no limit
 };
 
 // Implements every RPC of cka.v1.Similarity with the callback API. Reactions
@@ -138,6 +136,12 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   void Unregister(ActivationStream* stream);
   void Unregister(SimilarityWatch* watch);
 
+  // Returns the process memory budget that messages in flight draw from (the
+  // engine's), or null.
+  core::MemoryBudget* memory_budget() const {
+    return engine_->limits().session.memory.get();
+  }
+
   // Logs a rejected batch at info level, at most a few lines per second.
   void LogRejectedBatch(const v1::ActivationBatch& batch,
                         const std::string& peer, int code,
@@ -152,7 +156,6 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   const AdmissionOptions admission_;
   LogRateLimiter refused_log_limiter_;
   StreamQuota stream_quota_;
-  PendingBudget pending_budget_;
 
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -113,6 +113,9 @@ int RunCreate(client::Client& client, const CreateArgs& args, std::ostream& out,
   }
   for (const std::string& s : args.streams) config.add_streams(s);
   config.set_step_bucket(args.step_bucket);
+  for (const std::string& s : args.expected_sources)
+    config.add_expected_sources(s);
+  config.set_join_window(args.join_window);
   absl::StatusOr<v1::Session> session =
       client.CreateSession(args.session_id, config);
   if (!session.ok()) return Fail(err, session.status());

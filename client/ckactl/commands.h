@@ -20,6 +20,8 @@ struct CreateArgs {
   std::vector<std::string> measures;  // specs, see measure_spec.h
   std::vector<std::string> streams;
   int64_t step_bucket = 0;
+  std::vector<std::string> expected_sources;
+  int64_t join_window = 0;  // 0 = the server's default
   std::string format = "table";
 };
 

@@ -61,6 +61,15 @@ int main(int argc, char** argv) {
       ->add_option("--step-bucket", create.step_bucket,
                    "steps per bucket, 0 = one")
       ->check(CLI::NonNegativeNumber);
+  create_cmd->add_option(
+      "--expect-source", create.expected_sources,
+      "without --stream: a source every batch waits for, so that a job that "
+      "starts late still pairs with earlier batches (repeatable)");
+  create_cmd
+      ->add_option("--join-window", create.join_window,
+                   "without --stream: recent batches kept for streams first "
+                   "seen later (0 = default 16)")
+      ->check(CLI::Range(0, 4096));
   create_cmd->add_option("--format", create.format)
       ->check(CLI::IsMember({"table", "json"}));
 

@@ -108,13 +108,19 @@ nlohmann::json SessionJson(const v1::Session& session) {
            std::vector<std::string>(session.config().streams().begin(),
                                     session.config().streams().end())},
           {"step_bucket", session.config().step_bucket()},
+          {"expected_sources",
+           std::vector<std::string>(session.config().expected_sources().begin(),
+                                    session.config().expected_sources().end())},
+          {"join_window", session.config().join_window()},
           {"streams", std::vector<std::string>(session.streams().begin(),
                                                session.streams().end())},
           {"batches_applied", session.batches_applied()},
           {"batches_pending", session.batches_pending()},
           {"batches_evicted", session.batches_evicted()},
           {"state_bytes", session.state_bytes()},
-          {"pending_bytes", session.pending_bytes()}};
+          {"pending_bytes", session.pending_bytes()},
+          {"pairs_missed", session.pairs_missed()},
+          {"held_bytes", session.held_bytes()}};
 }
 
 std::string FormatSession(const v1::Session& session) {
@@ -130,6 +136,15 @@ std::string FormatSession(const v1::Session& session) {
   }
   absl::StrAppend(&out, "  step bucket:     ", session.config().step_bucket(),
                   "\n");
+  if (session.config().expected_sources_size() > 0) {
+    absl::StrAppend(&out, "  expected:        ",
+                    absl::StrJoin(session.config().expected_sources(), " "),
+                    "\n");
+  }
+  if (session.config().join_window() > 0) {
+    absl::StrAppend(&out, "  join window:     ", session.config().join_window(),
+                    " batches\n");
+  }
   absl::StrAppend(
       &out, "  streams:         ", absl::StrJoin(session.streams(), " "), "\n");
   absl::StrAppend(&out, "  batches applied: ", session.batches_applied(), "\n");
@@ -137,6 +152,12 @@ std::string FormatSession(const v1::Session& session) {
   absl::StrAppend(&out, "  batches evicted: ", session.batches_evicted(), "\n");
   absl::StrAppend(&out, "  state bytes:     ", session.state_bytes(), "\n");
   absl::StrAppend(&out, "  pending bytes:   ", session.pending_bytes(), "\n");
+  absl::StrAppend(&out, "  held bytes:      ", session.held_bytes(), "\n");
+  absl::StrAppend(&out, "  pairs missed:    ", session.pairs_missed(),
+                  session.pairs_missed() > 0
+                      ? "  (layers arrived after their batch left the join "
+                        "buffer; see README, Joining)\n"
+                      : "\n");
   return out;
 }
 

@@ -46,7 +46,9 @@ bool operator==(const Measure& a, const Measure& b) {
 
 bool operator==(const SessionConfig& a, const SessionConfig& b) {
   return a.measures == b.measures && a.streams == b.streams &&
-         a.stream_widths == b.stream_widths && a.step_bucket == b.step_bucket;
+         a.stream_widths == b.stream_widths && a.step_bucket == b.step_bucket &&
+         a.expected_sources == b.expected_sources &&
+         a.join_window == b.join_window;
 }
 
 std::vector<Measure> DefaultMeasures() {
@@ -55,6 +57,9 @@ std::vector<Measure> DefaultMeasures() {
 
 SessionConfig WithDefaults(SessionConfig config) {
   if (config.measures.empty()) config.measures = DefaultMeasures();
+  if (config.streams.empty() && config.join_window == 0) {
+    config.join_window = kDefaultJoinWindow;
+  }
   return config;
 }
 
@@ -83,6 +88,12 @@ std::string StreamName(const std::string& source, const std::string& layer) {
 absl::Status ValidateConfig(const SessionConfig& config) {
   if (config.measures.empty()) {
     return absl::InvalidArgumentError("config.measures is empty");
+  }
+  if (config.measures.size() > kMaxMeasures) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("config.measures has %d measures, more than the limit "
+                        "of %d per session",
+                        config.measures.size(), kMaxMeasures));
   }
   absl::flat_hash_set<std::string> names;
   bool has_exact = false;
@@ -154,6 +165,41 @@ absl::Status ValidateConfig(const SessionConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.step_bucket is ", config.step_bucket,
                      "; expected >= 0 (0 = one bucket)"));
+  }
+  if (!config.expected_sources.empty() && !config.streams.empty()) {
+    return absl::InvalidArgumentError(
+        "config.expected_sources is set, but so are config.streams: declared "
+        "streams already say what every batch waits for; give one or the "
+        "other");
+  }
+  absl::flat_hash_set<std::string> sources;
+  for (const std::string& s : config.expected_sources) {
+    if (!s.empty()) {
+      if (absl::Status st = ValidateName("expected source", s); !st.ok())
+        return st;
+      if (s.find('/') != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expected source '", s,
+            "' contains '/'; a source is the part of a stream name before it"));
+      }
+    }
+    if (!sources.insert(s).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected source '", s, "' is named more than once"));
+    }
+  }
+  if (config.streams.empty() &&
+      (config.join_window < 1 || config.join_window > kMaxJoinWindow)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "config.join_window is %d; expected 1 to %d batches (0 in a request: "
+        "the default, %d)",
+        config.join_window, kMaxJoinWindow, kDefaultJoinWindow));
+  }
+  if (!config.streams.empty() && config.join_window != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "config.join_window is %d, but the session declares its streams, whose "
+        "batches wait until all of them arrived; leave it 0",
+        config.join_window));
   }
   return absl::OkStatus();
 }

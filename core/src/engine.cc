@@ -46,6 +46,16 @@ absl::StatusOr<std::shared_ptr<Session>> Engine::CreateSession(
   return shared;
 }
 
+absl::StatusOr<Engine::Ingested> Engine::Ingest(const std::string& session_id,
+                                                const BatchInput& batch,
+                                                ThreadPool* pool) {
+  absl::StatusOr<std::shared_ptr<Session>> session = GetSession(session_id);
+  if (!session.ok()) return session.status();
+  absl::StatusOr<IngestResult> result = (*session)->Ingest(batch, pool);
+  if (!result.ok()) return result.status();
+  return Ingested{*result, *std::move(session)};
+}
+
 absl::StatusOr<std::shared_ptr<Session>> Engine::GetSession(
     const std::string& id) const {
   absl::MutexLock lock(&mu_);

@@ -46,6 +46,19 @@ int64_t PairSums::bytes() const {
                               count.size() * sizeof(int64_t));
 }
 
+int64_t AppliedBytes(size_t batch_id_bytes, size_t streams) {
+  return static_cast<int64_t>(2 * batch_id_bytes + 4 * streams +
+                              sizeof(AppliedBatch) + 2 * sizeof(std::string) +
+                              64);
+}
+
+int64_t SessionState::AppliedBytesTotal() const {
+  int64_t total = 0;
+  for (const auto& [id, record] : applied)
+    total += AppliedBytes(id.size(), record.streams.size());
+  return total;
+}
+
 int64_t ExactSums::bytes() const {
   return static_cast<int64_t>((xx.size() + x.size() + aa.size() + ax.size()) *
                               sizeof(double));
@@ -365,6 +378,9 @@ struct PreparedBatch::Rep {
   std::vector<std::vector<double>> pairs;
   std::vector<std::vector<double>>
       activations;  // exact sessions: per layer, n × d
+  // The memory Prepare priced for this batch, drawn from the session's budget
+  // until the batch is committed or dropped.
+  MemoryBudget::Reservation work;
 
   ~Rep() {
     for (std::vector<double>& k : kernels)
@@ -391,6 +407,8 @@ Session::Session(SessionConfig config, SessionLimits limits)
     : config_(std::move(config)),
       limits_(limits),
       state_(std::make_unique<SessionState>()) {
+  if (limits_.memory != nullptr) held_ = limits_.memory->Empty();
+  if (limits_.join_memory != nullptr) held_join_ = limits_.join_memory->Empty();
   state_->buckets.resize(MinibatchMeasures(config_).size());
   state_->dirty = {kConfigKey, kMetaKey};
   for (size_t i = 0; i < config_.streams.size(); ++i) {
@@ -431,6 +449,38 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(SessionConfig config,
   }
   return std::unique_ptr<Session>(new Session(std::move(config), limits));
 }
+
+namespace {
+
+// Returns the bytes Prepare allocates for a batch of n examples in layers of
+// `widths` features (0 for a Gram) with `measures`
+// minibatch measures: the packed kernels and pair products it returns, the
+// activations an exact session keeps, and each worker's LayerScratch (a float64
+// and a float32 Gram, an RBF kernel, the widened input). Saturates instead of
+// overflowing.
+int64_t PrepareBytes(int64_t n, const std::vector<int64_t>& widths,
+                     const ThreadPool* pool, size_t measures, bool exact) {
+  const int64_t k = static_cast<int64_t>(widths.size());
+  const int64_t m = static_cast<int64_t>(measures);
+  const int64_t n2 = SaturatingMul(n, n);
+  int64_t widest = n2;  // a Gram layer widens its n × n values
+  int64_t activations = 0;
+  for (int64_t d : widths) {
+    const int64_t nd = SaturatingMul(n, d);
+    widest = std::max(widest, nd);
+    if (exact) activations = SaturatingAdd(activations, nd);
+  }
+  const int64_t threads =
+      pool != nullptr && k > 1 ? std::min<int64_t>(k, pool->size()) : 1;
+  const int64_t scratch =
+      SaturatingAdd(SaturatingMul(n2, 8 + 4 + 8), SaturatingMul(widest, 8));
+  int64_t bytes = SaturatingMul(SaturatingMul(k, m), PackedSize(n) * 8);
+  bytes = SaturatingAdd(bytes, SaturatingMul(SaturatingMul(k, k), 8 * m));
+  bytes = SaturatingAdd(bytes, SaturatingMul(activations, 8));
+  return SaturatingAdd(bytes, SaturatingMul(threads, scratch));
+}
+
+}  // namespace
 
 absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
                                                ThreadPool* pool) const {
@@ -523,6 +573,15 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
   }
 
   const std::vector<int> measures = MinibatchMeasures(config_);
+  if (limits_.memory != nullptr) {
+    absl::StatusOr<MemoryBudget::Reservation> work = limits_.memory->Reserve(
+        PrepareBytes(n, rep.widths, pool, measures.size(), exact),
+        absl::StrFormat("batch '%s' (%d layers of %d "
+                        "examples, %d measures)",
+                        rep.batch_id, k, n, measures.size()));
+    if (!work.ok()) return work.status();
+    rep.work = *std::move(work);
+  }
   const size_t n2 = static_cast<size_t>(n * n);
   const size_t packed = static_cast<size_t>(PackedSize(n));
   rep.kernels.resize(measures.size());
@@ -680,6 +739,41 @@ absl::StatusOr<IngestResult> Session::Ingest(const BatchInput& batch,
 
 namespace {
 
+// Returns the source of stream `name` ("" for a stream without one).
+std::string_view SourceOf(std::string_view name) {
+  const size_t slash = name.find('/');
+  return slash == std::string_view::npos ? std::string_view()
+                                         : name.substr(0, slash);
+}
+
+// Returns true when some stream of `names` comes from each of `sources`.
+bool HasSources(const std::vector<std::string_view>& names,
+                const std::vector<std::string>& sources) {
+  return std::all_of(sources.begin(), sources.end(), [&](const auto& source) {
+    return std::any_of(names.begin(), names.end(), [&](std::string_view n) {
+      return SourceOf(n) == source;
+    });
+  });
+}
+
+// A session without declared streams: drops the oldest batches of the join
+// buffer that are complete (every stream seen so far and every expected source
+// arrived) while it holds more than the join window. Incomplete ones wait for
+// their streams (until evicted by the join buffer's budget).
+void ReleaseJoinWindow(const SessionConfig& config, SessionState& st) {
+  for (auto it = st.pending_order.begin();
+       it != st.pending_order.end() &&
+       static_cast<int64_t>(st.pending.size()) > config.join_window;) {
+    const std::string id = it->second;
+    ++it;
+    const AppliedBatch& applied = st.applied.at(id);
+    if (applied.streams.size() < st.streams.size()) continue;
+    std::vector<std::string_view> names;
+    for (int s : applied.streams) names.push_back(st.streams[s]);
+    if (HasSources(names, config.expected_sources)) st.DropPending(id);
+  }
+}
+
 // Adds one batch's HSIC values to the sums of one bucket, under the session
 // mutex, so row by row (the sums are S × S; a column-wise pass missed the cache
 // and held queries up). `streams` are the stream indices of the batch's layers,
@@ -795,22 +889,36 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
   const PendingBatch* pending = nullptr;
   if (auto it = st.pending.find(rep.batch_id); it != st.pending.end())
     pending = &it->second;
-  const size_t expected = config_.streams.empty()
-                              ? st.streams.size() + new_streams
-                              : config_.streams.size();
   const size_t arrived = (applied ? applied->streams.size() : 0) + fresh.size();
-  const bool complete = arrived >= expected;
-  const std::vector<int> measures = MinibatchMeasures(config_);
-  int64_t add_bytes = 0;
-  if (!complete) {
-    add_bytes = static_cast<int64_t>(fresh.size() * measures.size() *
-                                     (packed + 1) * sizeof(double));
-    for (int f : fresh) {
-      if (exact)
-        add_bytes +=
-            static_cast<int64_t>(rep.activations[f].size() * sizeof(double));
+  bool complete;
+  if (!config_.streams.empty()) {
+    complete = arrived >= config_.streams.size();
+  } else {
+    std::vector<std::string_view> names;
+    if (applied != nullptr) {
+      for (int s : applied->streams) names.push_back(st.streams[s]);
     }
-    const int64_t total = add_bytes + (pending ? pending->bytes() : 0);
+    for (int f : fresh) names.push_back(rep.streams[f]);
+    complete = arrived >= st.streams.size() + new_streams &&
+               HasSources(names, config_.expected_sources);
+  }
+  const std::vector<int> measures = MinibatchMeasures(config_);
+  int64_t add_bytes = static_cast<int64_t>(fresh.size() * measures.size() *
+                                           (packed + 1) * sizeof(double));
+  for (int f : fresh) {
+    if (exact)
+      add_bytes +=
+          static_cast<int64_t>(rep.activations[f].size() * sizeof(double));
+  }
+  const int64_t pending_total = add_bytes + (pending ? pending->bytes() : 0);
+  // Without declared streams a complete batch still keeps its kernels for its
+  // join window, so that streams first seen later pair with it: when they fit
+  // the join buffer.
+  bool keep = !complete || (config_.streams.empty() &&
+                            pending_total <= limits_.max_pending_bytes);
+  if (!keep) add_bytes = 0;
+  if (!complete) {
+    const int64_t total = pending_total;
     if (total > limits_.max_pending_bytes) {
       return absl::ResourceExhaustedError(
           absl::StrFormat("batch '%s' needs %d bytes in the join buffer until "
@@ -820,18 +928,102 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     }
   }
 
+  const int64_t step =
+      applied ? applied->step : (pending ? pending->step : rep.step);
+  const int64_t bucket = BucketOf(config_, step);
+  const int s_count = static_cast<int>(st.streams.size()) + new_streams;
+  const int k_new = static_cast<int>(fresh.size());
+  const int k_old = pending ? static_cast<int>(pending->streams.size()) : 0;
+  // Layers applied earlier for this batch_id whose kernels have left the join
+  // buffer (evicted, or out of its window): their pairs with the new layers
+  // cannot be counted.
+  const int64_t pairs_missed =
+      applied != nullptr
+          ? (static_cast<int64_t>(applied->streams.size()) - k_old) * k_new
+          : 0;
+
+  // Price what this commit adds to the state, and the buffers it needs while
+  // it runs, before changing or allocating anything.
+  if (st.sums_bytes < 0) st.sums_bytes = st.SumsBytes();
+  if (st.applied_bytes < 0) st.applied_bytes = st.AppliedBytesTotal();
+  int64_t sums_growth = 0;
+  int64_t transient = static_cast<int64_t>(k_new) * (k_new + k_old) * 8;
+  if (k_old > 0) transient += static_cast<int64_t>(k_new) * packed * 8;
+  for (size_t m = 0; m < measures.size(); ++m) {
+    auto it = st.buckets[m].find(bucket);
+    if (it == st.buckets[m].end()) {
+      if (static_cast<int64_t>(st.buckets[m].size()) >= limits_.max_buckets) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "batch '%s': step %d opens a new step bucket (%d), but measure "
+            "'%s' already has %d buckets, the limit per session (use a wider "
+            "step_bucket)",
+            rep.batch_id, step, bucket, config_.measures[measures[m]].name,
+            limits_.max_buckets));
+      }
+      sums_growth += PairSumsBytes(s_count);
+    } else if (it->second.size < s_count) {
+      sums_growth += PairSumsBytes(s_count) - it->second.bytes();
+      transient += it->second.bytes();  // Resize copies the old sums
+    }
+  }
+  const int64_t applied_growth =
+      applied != nullptr ? static_cast<int64_t>(4 * fresh.size())
+                         : AppliedBytes(rep.batch_id.size(), fresh.size());
+  const int64_t state_after =
+      st.sums_bytes + st.applied_bytes + sums_growth + applied_growth;
+  if (state_after > limits_.max_state_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "batch '%s' would take the session's running sums and duplicate "
+        "records to %d bytes (%d step buckets of %d streams, %d measures), "
+        "more than its state budget of %d bytes (use a wider step_bucket or "
+        "fewer streams)",
+        rep.batch_id, state_after,
+        st.buckets.empty() ? 0 : st.buckets.front().size(), s_count,
+        measures.size(), limits_.max_state_bytes));
+  }
+  int64_t exact_growth = 0;
+  if (exact && complete) {
+    const int64_t dim =
+        std::accumulate(rep.widths.begin(), rep.widths.end(), int64_t{0}) +
+        (pending
+             ? std::accumulate(pending->activations.begin(),
+                               pending->activations.end(), int64_t{0},
+                               [&](int64_t a, const std::vector<double>& x) {
+                                 return a + static_cast<int64_t>(x.size()) / n;
+                               })
+             : 0);
+    const int64_t sn = static_cast<int64_t>(config_.streams.size());
+    if (st.exact.dim == 0) exact_growth = ExactBytes(dim, sn);
+    transient += (n * dim + n * sn) * 8;
+  }
+  if (absl::Status s = held_.Grow(
+          sums_growth + applied_growth + add_bytes + exact_growth + transient,
+          absl::StrFormat("batch '%s' (new state and commit buffers)",
+                          rep.batch_id));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = held_join_.Grow(
+          add_bytes, absl::StrFormat("batch '%s' (its kernels in the join "
+                                     "buffer until its streams arrive)",
+                                     rep.batch_id));
+      !s.ok()) {
+    if (!complete) {
+      held_.Set(HeldBytesLocked());
+      return s;
+    }
+    keep = false;  // only its join window wanted it: let it go
+    add_bytes = 0;
+  }
+
   // 2. Apply.
   for (size_t f = 0; f < fresh.size(); ++f) {
     if (fresh_index[f] < 0)
       fresh_index[f] = st.AddStream(rep.streams[fresh[f]], 0);
     if (exact) st.widths[fresh_index[f]] = rep.widths[fresh[f]];
   }
-  const int64_t step =
-      applied ? applied->step : (pending ? pending->step : rep.step);
-  const int64_t bucket = BucketOf(config_, step);
-  const int s_count = static_cast<int>(st.streams.size());
-  const int k_new = static_cast<int>(fresh.size());
-  const int k_old = pending ? static_cast<int>(pending->streams.size()) : 0;
+  st.sums_bytes += sums_growth;
+  st.applied_bytes += applied_growth;
   std::vector<int> cols = fresh_index;
   if (pending)
     cols.insert(cols.end(), pending->streams.begin(), pending->streams.end());
@@ -885,7 +1077,7 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     AddPairs(cols, k_new, cross, ld, self_cols, sums);
   }
 
-  if (complete) {
+  if (!keep) {
     if (exact) {
       // Every declared stream's activations, from this commit or the join
       // buffer.
@@ -964,7 +1156,11 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
       if (exact) p->activations.push_back(std::move(rep.activations[fresh[f]]));
     }
     st.pending_bytes += add_bytes;
-    st.dirty.insert(PendingKey(rep.batch_id));
+    // A complete batch kept only for its join window is not written to the
+    // store (after a restart its late streams count as missed pairs), unless
+    // an earlier, incomplete state of it was.
+    if (!complete || pending != nullptr)
+      st.dirty.insert(PendingKey(rep.batch_id));
     // Evict the oldest other batches while over budget; this one fits (checked
     // above).
     while ((st.pending_bytes > limits_.max_pending_bytes ||
@@ -999,15 +1195,41 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
       ++st.batches_evicted;
       ++result.batches_evicted;
     }
-    st.applied.erase(oldest);
+    if (auto it = st.applied.find(oldest); it != st.applied.end()) {
+      st.applied_bytes -=
+          AppliedBytes(oldest.size(), it->second.streams.size());
+      st.applied.erase(it);
+    }
     st.dirty.insert(AppliedKey(oldest));
   }
   st.dirty.insert(AppliedKey(rep.batch_id));
   st.dirty.insert(kMetaKey);
+  if (keep && config_.streams.empty()) ReleaseJoinWindow(config_, st);
+  result.pairs_missed = pairs_missed;
+  result.first_pairs_missed = pairs_missed > 0 && st.pairs_missed == 0;
+  st.pairs_missed += pairs_missed;
   ++st.batches_applied;
   result.version = ++st.version;
   result.layers_applied = k_new;
+  held_.Set(HeldBytesLocked());
+  held_join_.Set(st.pending_bytes);
   return result;
+}
+
+int64_t Session::HeldBytesLocked() const {
+  const SessionState& st = *state_;
+  const int64_t sums = st.sums_bytes >= 0 ? st.sums_bytes : st.SumsBytes();
+  const int64_t applied =
+      st.applied_bytes >= 0 ? st.applied_bytes : st.AppliedBytesTotal();
+  return sums + applied + st.pending_bytes + st.exact.bytes();
+}
+
+void Session::AccountRestoredState() {
+  absl::MutexLock lock(&mu_);
+  state_->sums_bytes = state_->SumsBytes();
+  state_->applied_bytes = state_->AppliedBytesTotal();
+  held_.Set(HeldBytesLocked());
+  held_join_.Set(state_->pending_bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1024,14 +1246,25 @@ absl::StatusOr<std::vector<int>> ResolveStreams(
     std::iota(out.begin(), out.end(), 0);
     return out;
   }
+  // A name given twice is refused rather than answered once: the matrix's
+  // layout must be the one asked for, and a repeated name costs a row each.
+  std::vector<int> position(st.streams.size(), -1);
   for (const std::string& name : names) {
     auto it = st.stream_index.find(name);
     if (it == st.stream_index.end()) {
       return absl::NotFoundError(absl::StrFormat(
           "%s: stream '%s' is not in this session (it has %d streams%s%s)",
-          field, name, st.streams.size(), st.streams.empty() ? "" : ", e.g. ",
+          field, name.substr(0, kMaxNameBytes), st.streams.size(),
+          st.streams.empty() ? "" : ", e.g. ",
           st.streams.empty() ? "" : st.streams.front()));
     }
+    if (position[it->second] >= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: stream '%s' is named twice (at %d and %d); name each stream "
+          "once",
+          field, name, position[it->second], out.size()));
+    }
+    position[it->second] = static_cast<int>(out.size());
     out.push_back(it->second);
   }
   return out;
@@ -1283,6 +1516,16 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     for (int i : cols) out.cols.push_back(st.streams[i]);
   }
   const size_t nr = rows.size(), nc = cols.size();
+  // values, batches and the sums added up over the buckets (num, two self).
+  MemoryBudget::Reservation work;
+  if (limits_.memory != nullptr) {
+    absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
+        static_cast<int64_t>(nr * nc * 5 * 8) +
+            (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0),
+        absl::StrFormat("a %d × %d similarity matrix", nr, nc));
+    if (!r.ok()) return r.status();
+    work = *std::move(r);
+  }
   out.values.assign(nr * nc, std::numeric_limits<double>::quiet_NaN());
   out.batches.assign(nr * nc, 0);
 
@@ -1365,8 +1608,10 @@ SessionInfo Session::Info() const {
   info.batches_applied = st.batches_applied;
   info.batches_pending = static_cast<int64_t>(st.pending.size());
   info.batches_evicted = st.batches_evicted;
+  info.pairs_missed = st.pairs_missed;
   info.pending_bytes = st.pending_bytes;
   info.state_bytes = st.SumsBytes();
+  info.held_bytes = HeldBytesLocked();
   return info;
 }
 

@@ -68,6 +68,10 @@ std::string EncodeConfig(const SessionConfig& c) {
   for (const std::string& s : c.streams) w.String(s);
   w.I64s(c.stream_widths);
   w.I64(c.step_bucket);
+  // Added later: records written before end at the step bucket.
+  w.U64(c.expected_sources.size());
+  for (const std::string& s : c.expected_sources) w.String(s);
+  w.I64(c.join_window);
   return std::move(w.bytes());
 }
 
@@ -91,8 +95,20 @@ absl::StatusOr<SessionConfig> DecodeConfig(std::string_view bytes) {
   for (std::string& s : c.streams) {
     if (!r.String(&s)) return Damaged("config: truncated stream");
   }
-  if (!r.I64s(&c.stream_widths) || !r.I64(&c.step_bucket) || !r.done()) {
+  if (!r.I64s(&c.stream_widths) || !r.I64(&c.step_bucket)) {
     return Damaged("config: widths or step bucket");
+  }
+  if (r.done()) {
+    c.join_window = c.streams.empty() ? kDefaultJoinWindow : 0;
+  } else {
+    if (!r.Count(&count, 8)) return Damaged("config: expected sources");
+    c.expected_sources.resize(count);
+    for (std::string& s : c.expected_sources) {
+      if (!r.String(&s)) return Damaged("config: truncated expected source");
+    }
+    if (!r.I64(&c.join_window) || !r.done()) {
+      return Damaged("config: join window");
+    }
   }
   if (absl::Status s = ValidateConfig(c); !s.ok()) {
     return Damaged(absl::StrCat("config: ", s.message()));
@@ -111,6 +127,7 @@ std::string EncodeMeta(const SessionState& st) {
   w.I64(st.batches_evicted);
   w.U64(st.next_seq);
   w.U64(st.version);
+  w.I64(st.pairs_missed);  // added later: older records end before it
   return std::move(w.bytes());
 }
 
@@ -142,8 +159,9 @@ absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
     if (w < 0 || w > (int64_t{1} << 40)) return Damaged("meta: stream width");
   }
   if (!r.I64(&st.batches_applied) || !r.I64(&st.batches_evicted) ||
-      !r.U64(&st.next_seq) || !r.U64(&st.version) || !r.done() ||
-      st.batches_applied < 0 || st.batches_evicted < 0 ||
+      !r.U64(&st.next_seq) || !r.U64(&st.version) ||
+      (!r.done() && (!r.I64(&st.pairs_missed) || st.pairs_missed < 0)) ||
+      !r.done() || st.batches_applied < 0 || st.batches_evicted < 0 ||
       st.next_seq > kMaxCounter || st.version > kMaxCounter ||
       static_cast<uint64_t>(st.batches_applied) > kMaxCounter ||
       static_cast<uint64_t>(st.batches_evicted) > kMaxCounter) {
@@ -553,6 +571,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::FromRecords(
     st.pending_order.emplace(p->seq, id);
     st.pending.emplace(id, *std::move(p));
   }
+  session->AccountRestoredState();
   return session;
 }
 

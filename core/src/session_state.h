@@ -89,9 +89,16 @@ class SessionState {
   absl::flat_hash_map<std::string, AppliedBatch> applied;
   std::deque<std::string>
       applied_order;  // oldest first, bounded by dedupe_window
+  // SumsBytes() and the Σ AppliedBytes of `applied`, kept up to date by
+  // Commit; -1 until first computed (a restored state).
+  int64_t sums_bytes = -1;
+  int64_t applied_bytes = -1;
   uint64_t next_seq = 0;
   int64_t batches_applied = 0;
   int64_t batches_evicted = 0;
+  // Pairs (stream, batch) that could not be counted: a layer arrived after the
+  // kernels of its batch's earlier layers had left the join buffer.
+  int64_t pairs_missed = 0;
   // Keys of the state records (see session_codec.cc) changed since the last
   // Session::TakeChanges, and the number of commits that changed state.
   std::set<std::string> dirty;
@@ -103,7 +110,16 @@ class SessionState {
   // marks its record changed.
   void DropPending(const std::string& batch_id);
   int64_t SumsBytes() const;
+  int64_t AppliedBytesTotal() const;
 };
+
+// The bytes one duplicate record of `batch_id` with `streams` streams holds:
+// the id twice (map key and order queue), the stream indices and the
+// containers' overhead.
+int64_t AppliedBytes(size_t batch_id_bytes, size_t streams);
+
+// The bytes of one bucket's PairSums over `streams` streams.
+inline int64_t PairSumsBytes(int64_t streams) { return streams * streams * 24; }
 
 // The largest value of a session's counters (sequence numbers, version,
 // batches applied and evicted) that a stored state may hold. Commit refuses to

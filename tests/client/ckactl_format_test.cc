@@ -77,6 +77,7 @@ TEST(SessionFormatTest, GetShowsCountersAndStateSizes) {
   session.set_batches_evicted(1);
   session.set_state_bytes(4096);
   session.set_pending_bytes(512);
+  session.set_held_bytes(5000);
   EXPECT_EQ(FormatSession(session),
             "session run\n"
             "  measures:        linear:linear:unbiased\n"
@@ -86,10 +87,37 @@ TEST(SessionFormatTest, GetShowsCountersAndStateSizes) {
             "  batches pending: 2\n"
             "  batches evicted: 1\n"
             "  state bytes:     4096\n"
-            "  pending bytes:   512\n");
+            "  pending bytes:   512\n"
+            "  held bytes:      5000\n"
+            "  pairs missed:    0\n");
   const nlohmann::json j = SessionJson(session);
   EXPECT_EQ(j["state_bytes"].get<int64_t>(), 4096);
   EXPECT_EQ(j["pending_bytes"].get<int64_t>(), 512);
+  EXPECT_EQ(j["pairs_missed"].get<int64_t>(), 0);
+}
+
+// A session without declared streams shows its join settings, and missed
+// pairs come with a pointer to what they mean.
+TEST(SessionFormatTest, GetShowsJoinWindowExpectedSourcesAndMissedPairs) {
+  v1::Session session;
+  session.set_session_id("run");
+  session.mutable_config()->add_measures()->set_name("linear");
+  session.mutable_config()->add_expected_sources("a");
+  session.mutable_config()->add_expected_sources("b");
+  session.mutable_config()->set_join_window(16);
+  session.set_pairs_missed(12);
+  const std::string text = FormatSession(session);
+  EXPECT_NE(text.find("  expected:        a b\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  join window:     16 batches\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  pairs missed:    12  (layers arrived after their "
+                      "batch left the join buffer"),
+            std::string::npos)
+      << text;
+  const nlohmann::json j = SessionJson(session);
+  EXPECT_EQ(j["pairs_missed"].get<int64_t>(), 12);
+  EXPECT_EQ(j["join_window"].get<int64_t>(), 16);
+  EXPECT_EQ(j["expected_sources"].size(), 2u);
 }
 
 }  // namespace

@@ -121,6 +121,18 @@ const Measure kLinearBiased{"linear_biased", Kernel::kLinear, 0.0,
 const Measure kRbf{"rbf", Kernel::kRbf, 0.5, Estimator::kUnbiased};
 const Measure kExact{"exact", Kernel::kLinear, 0.0, Estimator::kExact};
 
+SessionConfig StepBuckets() {
+  SessionConfig c;
+  c.step_bucket = 1;
+  return c;
+}
+
+SessionLimits Limits(const std::function<void(SessionLimits&)>& set) {
+  SessionLimits limits;
+  set(limits);
+  return limits;
+}
+
 BatchInput Batch(std::string batch_id, std::vector<LayerInput> layers,
                  std::string source = "") {
   return BatchInput{std::move(source), std::move(batch_id), 0,
@@ -410,6 +422,38 @@ std::vector<IngestCase> IngestCases() {
        },
        absl::StatusCode::kResourceExhausted,
        {"17", "16"}},
+      {"NewStepBucketOverMaxBucketsIsRefused",
+       StepBuckets(),
+       Limits([](SessionLimits& l) { l.max_buckets = 1; }),
+       none,
+       [](S& s) {
+         return BatchInput{"", "bad", 5, {s.Layer("conv1", {8, 4})}};
+       },
+       absl::StatusCode::kResourceExhausted,
+       {"'bad'", "step 5", "1 buckets"}},
+      {"StateOverMaxStateBytesIsRefused",
+       StepBuckets(),
+       Limits([](SessionLimits& l) { l.max_state_bytes = 1000; }),
+       none,
+       [](S& s) {
+         std::vector<LayerInput> layers;
+         for (int i = 0; i < 10; ++i)
+           layers.push_back(s.Layer("new" + std::to_string(i), {8, 2}));
+         return BatchInput{"", "bad", 5, std::move(layers)};
+       },
+       absl::StatusCode::kResourceExhausted,
+       {"'bad'", "state budget of 1000 bytes"}},
+      {"BatchOverTheMemoryBudgetIsRefused",
+       {},
+       Limits([](SessionLimits& l) {
+         l.memory = std::make_shared<MemoryBudget>(1 << 20, "the test's limit");
+       }),
+       none,
+       [](S& s) {
+         return Batch("bad", {s.Layer("conv1", {512, 1})});
+       },
+       absl::StatusCode::kResourceExhausted,
+       {"'bad'", "512 examples", "the test's limit"}},
       {"TooManyStreamsAreRefused",
        {},
        SessionLimits{2},
@@ -569,6 +613,10 @@ INSTANTIATE_TEST_SUITE_P(
                                 Q("", {"a", "zz"}),
                                 absl::StatusCode::kNotFound,
                                 {"zz"}},
+                      QueryCase{"StreamNamedTwiceInRowsIsInvalid",
+                                Q("", {"a", "b", "a"}),
+                                absl::StatusCode::kInvalidArgument,
+                                {"'a'", "twice", "0 and 2"}},
                       QueryCase{"StepRangeOnExactMeasureIsFailedPrecondition",
                                 Q("exact", {}, 0, 9),
                                 absl::StatusCode::kFailedPrecondition,

@@ -12,6 +12,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cka/client/activation_streamer.h"
 #include "cka/client/client.h"
@@ -76,14 +77,15 @@ class ServiceE2eTest : public ::testing::Test {
     return *std::move(s);
   }
 
-  // Creates session `id`. Streams of several sources must be declared: an
-  // undeclared session completes a batch with the streams it has seen so far,
-  // so a source whose first batch arrives late would miss the join.
+  // Creates session `id` (declared `streams`, or none with a join window of
+  // `join_window` batches, 0 = the default).
   void CreateSession(const std::string& id, std::vector<v1::Measure> measures,
-                     std::vector<std::string> streams = {}) {
+                     std::vector<std::string> streams = {},
+                     int64_t join_window = 0) {
     v1::SessionConfig config;
     for (v1::Measure& m : measures) *config.add_measures() = std::move(m);
     for (const std::string& s : streams) config.add_streams(s);
+    config.set_join_window(join_window);
     absl::StatusOr<v1::Session> s = client_->CreateSession(id, config);
     ASSERT_TRUE(s.ok()) << s.status();
   }
@@ -190,6 +192,62 @@ TEST_F(ServiceE2eTest, EveryUnaryRpcAnswersWithTheDocumentedCodes) {
   query.set_measure("");
   EXPECT_EQ(client_->GetSimilarity(query).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// Two jobs stream into a session without declared streams, the second after
+// the first has sent (and had acknowledged) all its batches: within the join
+// window every common batch counts, and the matrix is the reference's; with a
+// window smaller than the delay the pairs that could not be joined are
+// counted in pairs_missed, never silently lost.
+TEST_F(ServiceE2eTest, LateSecondJobWithoutDeclaredStreamsJoinsOrIsCounted) {
+  const std::vector<ReferenceBatch> batches = ThreeStreams(8);
+  struct Case {
+    const char* session;
+    int64_t join_window;
+    int64_t pairs_missed;  // (8 − window) batches × 2 layers of a × 1 of b
+    int64_t cross_batches;
+  };
+  for (const Case& c : {Case{"late-default-window", 0, 0, 8},
+                        Case{"late-window-2", 2, 12, 2}}) {
+    SCOPED_TRACE(c.session);
+    CreateSession(c.session, {MakeMeasure("linear", v1::UNBIASED)}, {},
+                  c.join_window);
+    for (const std::string source : {"a", "b"}) {
+      std::vector<ReferenceBatch> own;
+      for (const ReferenceBatch& batch : batches) {
+        ReferenceBatch mine;
+        for (const auto& [stream, a] : batch) {
+          if (absl::StartsWith(stream, source + "/")) mine[stream] = a;
+        }
+        own.push_back(std::move(mine));
+      }
+      SendBatches(c.session, own);  // returns once every batch is acked
+    }
+    absl::StatusOr<v1::Session> info = client_->GetSession(c.session);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->pairs_missed(), c.pairs_missed);
+    v1::GetSimilarityRequest query;
+    query.set_session_id(c.session);
+    for (const std::string& s : kThreeStreams) {
+      query.add_rows(s);
+      query.add_cols(s);
+    }
+    absl::StatusOr<v1::SimilarityMatrix> m = client_->GetSimilarity(query);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->batches(0 * 3 + 2), c.cross_batches);  // a/l1 × b/m1
+    EXPECT_EQ(m->batches(0 * 3 + 1), 8);                // a/l1 × a/l2
+    if (c.pairs_missed == 0) {
+      for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) {
+          const double reference = ReferenceMinibatchCka(
+              batches, kThreeStreams[i], kThreeStreams[j], true);
+          EXPECT_NEAR(m->values(i * 3 + j), reference,
+                      1e-10 * std::abs(reference))
+              << kThreeStreams[i] << " x " << kThreeStreams[j];
+        }
+      }
+    }
+  }
 }
 
 TEST_F(ServiceE2eTest, MatrixOverGrpcEqualsTheEngineAndAFloat64Reference) {

@@ -59,6 +59,17 @@ struct SessionConfig {
   std::vector<int64_t> stream_widths;
   // Width of a step bucket in training steps; 0 keeps one bucket for all time.
   int64_t step_bucket = 0;
+  // Without declared streams: the sources ("source" of source/layer, or "" for
+  // layers sent without one) that every batch waits for in the join buffer,
+  // so that a source that starts late still pairs with the batches the others
+  // sent before. Must be empty when streams are declared.
+  std::vector<std::string> expected_sources;
+  // Without declared streams: how many of the most recent batch ids keep their
+  // kernels in the join buffer once every stream seen (and every expected
+  // source) has arrived, so that a stream first seen later still pairs with
+  // them. 0 in a request means kDefaultJoinWindow (WithDefaults sets it); it
+  // must stay 0 with declared streams, where it does not apply.
+  int64_t join_window = 0;
 
   friend bool operator==(const SessionConfig& a, const SessionConfig& b);
 };
@@ -66,18 +77,27 @@ struct SessionConfig {
 // Longest session id, source, layer, batch id or measure name accepted, in
 // bytes.
 inline constexpr size_t kMaxNameBytes = 256;
+// Most measures of one session (each multiplies a batch's kernel work).
+inline constexpr size_t kMaxMeasures = 16;
+// The join window of a session without declared streams when none is asked
+// for, and the largest one accepted.
+inline constexpr int64_t kDefaultJoinWindow = 16;
+inline constexpr int64_t kMaxJoinWindow = 4096;
 
 // Returns the default measure list: one measure "linear", linear kernel,
 // unbiased estimator.
 std::vector<Measure> DefaultMeasures();
 
-// Returns `config` with defaults filled in (measures). Does not validate.
+// Returns `config` with defaults filled in (measures, join_window). Does not
+// validate.
 SessionConfig WithDefaults(SessionConfig config);
 
 // Returns OK when `config` (after WithDefaults) is usable, else InvalidArgument
 // naming the field and value: duplicate or bad names, RBF threshold <= 0, an
 // exact measure with an RBF kernel or without declared streams, widths of the
-// wrong count or negative, a negative step bucket.
+// wrong count or negative, a negative step bucket, more than kMaxMeasures
+// measures, expected sources with declared streams, a join window outside
+// 1..kMaxJoinWindow.
 absl::Status ValidateConfig(const SessionConfig& config);
 
 // Returns OK when `name` is 1..kMaxNameBytes bytes without control characters,

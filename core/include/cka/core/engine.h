@@ -41,6 +41,23 @@ class Engine {
   absl::StatusOr<std::shared_ptr<Session>> GetSession(
       const std::string& id) const;
 
+  // What Ingest did, and the session it went to (for the caller to wait for
+  // its durability).
+  struct Ingested {
+    IngestResult result;
+    std::shared_ptr<Session> session;
+  };
+
+  // The one entry point of a batch: finds session `session_id`, validates and
+  // prices the batch, computes its kernels (on `pool`, when given) and commits
+  // it, drawing every byte from the budgets of limits().session. NotFound for
+  // an unknown session, else the codes of Session::Prepare and
+  // Session::Commit; on any error the session is unchanged. A session deleted
+  // meanwhile takes the batch with it.
+  absl::StatusOr<Ingested> Ingest(const std::string& session_id,
+                                  const BatchInput& batch,
+                                  ThreadPool* pool = nullptr);
+
   // Removes session `id`; NotFound when there is none.
   absl::Status DeleteSession(const std::string& id);
 

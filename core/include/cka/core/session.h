@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cka/core/config.h"
+#include "cka/core/memory_budget.h"
 #include "cka/core/tensor.h"
 
 namespace cka::core {
@@ -38,6 +39,21 @@ struct SessionLimits {
   int64_t max_exact_bytes = int64_t{2}
                             << 30;  // feature-space sums of the exact measures
   int64_t dedupe_window = 1 << 20;  // batch ids remembered for duplicate checks
+  // The running sums of every step bucket plus the duplicate records; a batch
+  // that would take them over is refused. A bucket of S streams costs 24·S²
+  // bytes per minibatch measure.
+  int64_t max_state_bytes = int64_t{1} << 30;
+  // Step buckets per minibatch measure.
+  int64_t max_buckets = int64_t{1} << 16;
+  // The process-wide budget every allocation of this session is drawn from:
+  // its state (sums, join buffer, duplicate records, exact sums) while it
+  // lives, a batch's kernels while it is prepared and committed, a query's
+  // matrix while it is computed. Null: nothing is drawn (no process limit).
+  std::shared_ptr<MemoryBudget> memory;
+  // The budget of the join buffers of all sessions together: a commit whose
+  // join-buffer growth does not fit is refused (nothing is evicted for it).
+  // Null: only max_pending_bytes per session.
+  std::shared_ptr<MemoryBudget> join_memory;
 };
 
 // A batch after validation and Gram work, ready to commit. Opaque; move-only.
@@ -70,6 +86,12 @@ struct IngestResult {
   // The session's state version after this commit (0 when nothing changed): a
   // StateChanges with a version >= this one contains the commit.
   uint64_t version = 0;
+  // Pairs of a new layer with a layer of the same batch_id applied earlier
+  // whose kernels had already left the join buffer: not counted (see
+  // SessionInfo::pairs_missed).
+  int64_t pairs_missed = 0;
+  // True when this commit missed the session's first pairs (for logging once).
+  bool first_pairs_missed = false;
   // Returns true when every layer was a duplicate (nothing was added).
   bool duplicate() const { return layers_applied == 0 && layers_duplicate > 0; }
 };
@@ -117,8 +139,14 @@ struct SessionInfo {
   int64_t batches_pending = 0;  // batches waiting in the join buffer
   int64_t batches_evicted =
       0;  // batches dropped from the join buffer before completion
+  // (stream, stream, batch) pairs never counted because one layer of the
+  // batch arrived after the other's kernels had left the join buffer.
+  int64_t pairs_missed = 0;
   int64_t pending_bytes = 0;
   int64_t state_bytes = 0;  // memory held by the running sums
+  // Memory the session holds in all: running sums, join buffer, duplicate
+  // records and exact sums (what it draws from the memory budget).
+  int64_t held_bytes = 0;
 };
 
 // The running statistics of one session (MATH.md, "Minibatch CKA" and "Exact
@@ -126,8 +154,12 @@ struct SessionInfo {
 //
 // A batch joins streams by batch_id: each stream's kernels wait in a bounded
 // join buffer until every expected stream of that batch_id has arrived (the
-// declared streams, or every stream the session has seen when none are
-// declared); each pair of streams contributes as soon as both are there. All
+// declared streams, or — when none are declared — every stream the session has
+// seen and every expected source, and then for the session's join window of
+// most recent batches, so that a stream first seen later still pairs with
+// them); each pair of streams contributes as soon as both are there. A layer
+// that arrives after its partners' kernels have left the buffer is applied,
+// and its missed pairs are counted (SessionInfo::pairs_missed). All
 // contributions of a batch go to the step bucket of its first arrival's step.
 class Session {
  public:
@@ -153,16 +185,21 @@ class Session {
   // (names, shapes, byte counts, dtypes, NaN/Inf, rows differing between
   // layers, n too small, non-symmetric Gram, a Gram in an exact session,
   // identical examples under an RBF measure, undeclared streams);
-  // ResourceExhausted when n exceeds limits.max_examples.
+  // ResourceExhausted when n exceeds limits.max_examples or when the memory
+  // the batch needs (its kernels, pair products and working buffers, priced
+  // from the shapes before anything is allocated) does not fit the memory
+  // budget. The PreparedBatch holds that memory's reservation.
   absl::StatusOr<PreparedBatch> Prepare(const BatchInput& batch,
                                         ThreadPool* pool = nullptr) const;
 
   // Adds a prepared batch to the running sums, atomically: on error nothing
   // changed. InvalidArgument when the rows differ from another stream's for
   // this batch_id or a width changes in an exact session; ResourceExhausted
-  // when a new stream exceeds max_streams or the batch alone exceeds the join
-  // buffer. Layers already applied for this batch_id are counted as duplicates
-  // and ignored.
+  // when a new stream exceeds max_streams, the batch alone exceeds the join
+  // buffer, a new step bucket exceeds max_buckets, the state would exceed
+  // max_state_bytes, or the state's growth does not fit the memory budget
+  // (priced before anything is allocated). Layers already applied for this
+  // batch_id are counted as duplicates and ignored.
   absl::StatusOr<IngestResult> Commit(PreparedBatch batch);
 
   // Prepare + Commit.
@@ -170,9 +207,10 @@ class Session {
                                       ThreadPool* pool = nullptr);
 
   // Returns the CKA matrix for `query`. NotFound for an unknown measure or
-  // stream; InvalidArgument for a step range that is empty or not
-  // bucket-aligned; FailedPrecondition for a step range on an exact measure or
-  // on a session without step buckets.
+  // stream; InvalidArgument for a stream named twice in rows (or in cols), or
+  // a step range that is empty or not bucket-aligned; FailedPrecondition for a
+  // step range on an exact measure or on a session without step buckets;
+  // ResourceExhausted when the matrix does not fit the memory budget.
   absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
 
   // Returns the configuration and counters. Copies the config and every
@@ -208,11 +246,19 @@ class Session {
 
  private:
   Session(SessionConfig config, SessionLimits limits);
+  // Returns the bytes the state holds in all (SessionInfo::held_bytes).
+  int64_t HeldBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the state's bytes in held_ (after a restore), without a check.
+  void AccountRestoredState();
 
   const SessionConfig config_;
   const SessionLimits limits_;
   mutable absl::Mutex mu_;
   std::unique_ptr<SessionState> state_ ABSL_GUARDED_BY(mu_);
+  // The state's bytes, drawn from limits_.memory, and its join buffer's, drawn
+  // from limits_.join_memory.
+  MemoryBudget::Reservation held_ ABSL_GUARDED_BY(mu_);
+  MemoryBudget::Reservation held_join_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cka::core

@@ -22,6 +22,11 @@ struct ServerOptions {
   // I/O (empty: SQLite's default), e.g. one that injects disk faults.
   std::string sqlite_vfs;
   int max_message_mb = 64;
+  // The process-wide memory budget every request draws from, in MiB; 0: derived
+  // from the cgroup limit, physical memory and RLIMIT_AS
+  // (core::MemoryBudget::DefaultLimitBytes). limits.session.memory, when set,
+  // is used instead.
+  int64_t memory_limit_mb = 0;
   core::EngineLimits limits;
   absl::Duration shutdown_grace = absl::Seconds(10);
 

@@ -1,7 +1,11 @@
 // libFuzzer target: input bytes → cka.v1.ActivationBatch → the server's
 // conversion to core types (BatchInputFromProto) → Session::Prepare + Commit →
-// Query, in three sessions with different configurations (fuzz_util.h). Every
-// error status is fine; a crash, a sanitizer report or a broken invariant is a
+// Query, in three sessions with different configurations (fuzz_util.h). A
+// tensor carrying exactly one byte of data first gets the data its shape needs
+// (SynthesizeData, up to 256 KiB), so that a few bytes reach n up to 8192 and
+// the memory pricing of Prepare and Commit, which draw from a 128 MiB budget.
+// Every error status is fine; a crash, a sanitizer report, an allocation over
+// libFuzzer's -malloc_limit_mb (a mispriced batch) or a broken invariant is a
 // finding. Invariants checked on every input:
 //   - a rejected commit leaves Serialize() and the pending changes unchanged;
 //   - an accepted one is recorded by TakeChanges: a store that applies every
@@ -9,7 +13,9 @@
 //     Restore(Serialize()) both give back the same bytes;
 //   - committing the same batch again adds nothing (exactly once);
 //   - query results have rows × cols values and batch counts, symmetric for
-//     the full matrix, rows in Info()'s stream order.
+//     the full matrix, rows in Info()'s stream order;
+//   - once the input's sessions are gone, every byte reserved from the memory
+//     budgets has been given back.
 #include <google/protobuf/stubs/logging.h>
 
 #include <cstddef>
@@ -52,6 +58,25 @@ Records AsRecords(const core::StateChanges& changes) {
   Records records;
   ApplyChanges(changes, &records);
   return records;
+}
+
+// Names the first key where `store` and `all` differ (for the finding's
+// message).
+std::string FirstDifference(const Records& store, const Records& all) {
+  for (const auto& [key, value] : all) {
+    auto it = store.find(key);
+    if (it == store.end()) return "'" + key + "' is missing from the store";
+    if (it->second != value) {
+      return "'" + key + "' differs (" + std::to_string(it->second.size()) +
+             " bytes stored, " + std::to_string(value.size()) +
+             " in AllRecords)";
+    }
+  }
+  for (const auto& [key, value] : store) {
+    if (all.count(key) == 0)
+      return "'" + key + "' is stored but not in AllRecords";
+  }
+  return "no difference";
 }
 
 // Checks the shape of `m`; `full` when it was asked for every stream.
@@ -161,8 +186,10 @@ void FuzzSession(const FuzzSessionConfig& fc, const core::BatchInput& input,
   FUZZ_CHECK(changes.version >= committed->version,
              "TakeChanges is older than the commit");
   ApplyChanges(changes, &store);
-  FUZZ_CHECK(store == AsRecords(session.AllRecords()),
-             fc.name + ": the incremental store differs from AllRecords()");
+  const Records all = AsRecords(session.AllRecords());
+  FUZZ_CHECK(store == all,
+             fc.name + ": the incremental store differs from AllRecords(): " +
+                 FirstDifference(store, all));
   const std::string after = session.Serialize();
   if (committed->layers_applied == 0) {
     FUZZ_CHECK(after == before, fc.name + ": a pure duplicate changed state");
@@ -207,6 +234,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace cka;
   v1::ActivationBatch batch;
   if (!batch.ParseFromArray(data, static_cast<int>(size))) return 0;
+  fuzz::SynthesizeData(&batch);
   absl::StatusOr<core::BatchInput> input = server::BatchInputFromProto(batch);
   if (!input.ok()) return 0;
   static const std::vector<fuzz::FuzzSessionConfig>* const configs =
@@ -216,6 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // does; the others on the calling thread.
     fuzz::FuzzSession(fc, *input,
                       fc.name == "declared" ? &fuzz::Pool() : nullptr);
+    fuzz::CheckBudgetReturned();
   }
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cka/core/config.h"
+#include "cka/core/memory_budget.h"
 #include "cka/core/session.h"
 #include "cka/core/tensor.h"
 
@@ -22,15 +23,47 @@
     if (!(cond)) ::cka::fuzz::CheckFailed(__FILE__, __LINE__, #cond, what); \
   } while (false)
 
+namespace cka::v1 {
+class ActivationBatch;
+}  // namespace cka::v1
+
 namespace cka::fuzz {
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* cond,
                               const std::string& what);
 
-// Returns limits small enough that one input costs at most milliseconds and a
-// few MB (n <= 64, small join buffer, small exact budget), so that the fuzzer
-// finds crashes rather than spending its time in Gram products.
+// The memory budget every fuzzed session draws from (FuzzLimits().memory):
+// kFuzzBudgetBytes, so that a batch of n = 8192 (whose kernels alone need
+// 512 MiB) is priced and refused before anything is allocated. A price far
+// below what is then allocated shows as an allocation over libFuzzer's
+// -malloc_limit_mb. And the budget of the join buffers of all sessions
+// (FuzzLimits().join_memory). Both are shared by every input; nothing may stay
+// reserved once an input's sessions are gone (CheckBudgetReturned).
+inline constexpr int64_t kFuzzBudgetBytes = int64_t{128} << 20;
+inline constexpr int64_t kFuzzJoinBudgetBytes = int64_t{48} << 20;
+const std::shared_ptr<core::MemoryBudget>& FuzzBudget();
+const std::shared_ptr<core::MemoryBudget>& FuzzJoinBudget();
+// Aborts unless every byte of both budgets was given back: a reservation that
+// outlives its session, batch or query is a finding.
+void CheckBudgetReturned();
+
+// Returns limits for the fuzzed sessions: the server's n (up to 8192 examples,
+// which only the memory budget bounds), and a small join buffer, exact budget,
+// state and stream count, all drawing from FuzzBudget(), so that one input
+// costs at most milliseconds and tens of MB, and the fuzzer finds crashes and
+// mispriced inputs rather than spending its time in Gram products.
 core::SessionLimits FuzzLimits();
+
+// Largest activations or Gram SynthesizeData writes, in bytes: up to n = 8192
+// examples of width 8 (float32), or a 256 × 256 float32 Gram.
+inline constexpr int64_t kMaxSynthesizedBytes = int64_t{256} << 10;
+// Gives every tensor of `batch` that carries exactly one byte of data the data
+// its shape and dtype need (finite, distinct rows; a symmetric Gram with a
+// positive diagonal), seeded by that byte, when they are at most
+// kMaxSynthesizedBytes; larger or malformed shapes keep their one byte. So a
+// few bytes of input reach n up to 8192 (and the memory pricing), while shapes
+// up to 2^63 with small data reach the validation.
+void SynthesizeData(v1::ActivationBatch* batch);
 
 // One session configuration the batch fuzzer applies every input to.
 struct FuzzSessionConfig {
@@ -51,6 +84,11 @@ core::BatchInput BaseBatch(std::vector<float>* storage);
 // Returns n × d float32 values that are finite, distinct per row and not
 // collinear (valid for every measure), seeded by `seed`.
 std::vector<float> SampleActivations(int n, int d, uint32_t seed);
+
+// Returns IEEE binary16 and bfloat16 of `f` (binary16: flushed to zero below
+// its normal range, the largest finite value above it).
+uint16_t ToHalf(float f);
+uint16_t ToBFloat16(float f);
 
 // Returns `bytes` with its last 8 bytes replaced by the FNV-1a-64 hash of what
 // precedes them, so that a mutated serialised session gets past the checksum

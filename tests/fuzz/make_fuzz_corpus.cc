@@ -37,24 +37,6 @@ std::string Bytes(const std::vector<T>& v) {
                      v.size() * sizeof(T));
 }
 
-// IEEE binary16 of a float in the normal range (enough for seed values).
-uint16_t ToHalf(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const int32_t exp = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
-  const uint32_t mant = (x >> 13) & 0x3ffu;
-  if (exp <= 0) return static_cast<uint16_t>(sign);
-  return static_cast<uint16_t>(sign | (static_cast<uint32_t>(exp) << 10) |
-                               mant);
-}
-
-uint16_t ToBFloat16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  return static_cast<uint16_t>(x >> 16);
-}
-
 void AddLayer(v1::ActivationBatch* batch, const std::string& layer,
               std::vector<int64_t> shape, v1::DType dtype, std::string data,
               bool gram = false) {
@@ -164,11 +146,37 @@ std::vector<Seed> BatchSeeds() {
     AddF32(&b, "a", 8, 5, 13);  // the same layer twice
     seeds.push_back({"b6_m_repeated_layer", b, false});
   }
+  // One byte of data: the fuzz target synthesizes what the shape needs
+  // (SynthesizeData), so these reach the memory pricing.
+  {
+    v1::ActivationBatch b = NewBatch("m", "b7", 43);
+    AddLayer(&b, "a", {8192, 8}, v1::FLOAT32, "\x07");
+    seeds.push_back({"b7_m_n8192_synthesized_over_budget", b, false});
+  }
+  {
+    v1::ActivationBatch b = NewBatch("m", "b8", 44);
+    AddLayer(&b, "a", {1024, 4}, v1::FLOAT32, "\x08");
+    AddLayer(&b, "b", {1024, 2, 3}, v1::BFLOAT16, "\x09");
+    seeds.push_back({"b8_m_n1024_synthesized", b, true});
+  }
+  {
+    v1::ActivationBatch b = NewBatch("m", "b9", 45);
+    AddLayer(&b, "a", {256, 256}, v1::FLOAT32, "\x0a", /*gram=*/true);
+    seeds.push_back({"b9_m_gram_256_synthesized", b, true});
+  }
+  {
+    v1::ActivationBatch b = NewBatch("m", "b10", 46);
+    AddLayer(&b, "a", {int64_t{1} << 20, int64_t{1} << 20}, v1::FLOAT16,
+             "\x0b");
+    seeds.push_back({"b10_m_shape_2p40_one_byte", b, false});
+  }
   return seeds;
 }
 
+// Ingests `b` as the batch fuzzer does (after SynthesizeData).
 absl::StatusOr<core::IngestResult> IngestProto(core::Session& session,
-                                               const v1::ActivationBatch& b) {
+                                               v1::ActivationBatch b) {
+  SynthesizeData(&b);
   absl::StatusOr<core::BatchInput> input = server::BatchInputFromProto(b);
   if (!input.ok()) return input.status();
   return session.Ingest(*input);
@@ -203,9 +211,11 @@ int Main(int argc, char** argv) {
     auto session = NewSession(core::SessionConfig{});
     std::vector<float> base_storage;
     FUZZ_CHECK(session->Ingest(BaseBatch(&base_storage)).ok(), "base batch");
-    const bool accepted = IngestProto(*session, seed.batch).ok();
-    FUZZ_CHECK(accepted == seed.valid,
-               "seed '" + seed.name + "' is not what its name says");
+    const absl::StatusOr<core::IngestResult> result =
+        IngestProto(*session, seed.batch);
+    FUZZ_CHECK(result.ok() == seed.valid, "seed '" + seed.name +
+                                              "' is not what its name says: " +
+                                              result.status().ToString());
     WriteFile(batches_dir / seed.name, seed.batch.SerializeAsString());
   }
   auto seed_batch = [&seeds](const std::string& name) {

@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets of tests/fuzz with clang (build dir build/fuzz) and runs each for a
 # bounded time from a copy of its checked-in seed corpus (tests/fuzz/corpus/<target>, which is
 # never modified). Fails when a target crashes, trips a sanitizer or a FUZZ_CHECK, leaks, hangs
-# on one input or exceeds the memory limit; the reproducer is kept under build/fuzz/findings/.
+# on one input or exceeds the memory limits (512 MB in one allocation: four times the targets'
+# memory budget; 2 GB resident); the reproducer is kept under build/fuzz/findings/.
 # Prints the executions of each target.
 #
 #   bash tests/fuzz/run_fuzzers.sh                        # 30 s per target
@@ -35,7 +36,7 @@ for t in "${targets[@]}"; do
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$build/tests/fuzz/$t" "$work/$t/corpus" \
-      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
       -print_final_stats=1 -artifact_prefix="$work/$t/artifacts/" >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)

@@ -1,5 +1,9 @@
 // The limits of --max-streams-per-client and --max-pending-total-mb over the
-// real gRPC service in-process on 127.0.0.1:0.
+// real gRPC service in-process on 127.0.0.1:0. Each test runs twice: with
+// state in memory only, and with a --data-dir of its own, where a refused
+// batch is also checked against the database (no stored record changes) and
+// against a restart from it (the same answers, bit for bit, and a batch acked
+// OK before is acked as a duplicate when resent).
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
@@ -7,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,8 +81,18 @@ std::unique_ptr<v1::Similarity::Stub> Stub(int port) {
       absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 }
 
-TEST(StreamsPerClientTest, AStreamBeyondTheLimitEndsWithResourceExhausted) {
+// Returns the server options of the test's Storage: a fresh --data-dir for
+// Storage::kDataDir.
+server::ServerOptions OptionsFor(Storage storage) {
   server::ServerOptions options;
+  if (storage == Storage::kDataDir) options.data_dir = MakeTestDataDir();
+  return options;
+}
+
+class StreamsPerClientTest : public ::testing::TestWithParam<Storage> {};
+
+TEST_P(StreamsPerClientTest, AStreamBeyondTheLimitEndsWithResourceExhausted) {
+  server::ServerOptions options = OptionsFor(GetParam());
   options.max_streams_per_client = 2;
   std::unique_ptr<server::Server> server = StartServer(options);
   ASSERT_NE(server, nullptr);
@@ -124,13 +140,19 @@ TEST(StreamsPerClientTest, AStreamBeyondTheLimitEndsWithResourceExhausted) {
   EXPECT_TRUE(reopened);
   EXPECT_TRUE(second->Close().ok());
   server->Shutdown();
+  // Batches to an unknown session and refused streams store nothing.
+  if (!options.data_dir.empty()) {
+    EXPECT_EQ(
+        DescribeStoredDifference({}, ReadStoredSessions(options.data_dir)), "");
+  }
 }
 
-TEST(StreamsPerClientTest, WithTokensEachTokenHasItsOwnLimit) {
-  const std::string dir = MakeTempDir("quota-tokens");
+TEST_P(StreamsPerClientTest, WithTokensEachTokenHasItsOwnLimit) {
+  const std::string dir = MakeTestDataDir() + "-tokens";
+  std::filesystem::create_directories(dir);
   std::ofstream(dir + "/tokens") << "writer-one-0123456789abcdef writer\n"
                                     "writer-two-0123456789abcdef writer\n";
-  server::ServerOptions options;
+  server::ServerOptions options = OptionsFor(GetParam());
   options.max_streams_per_client = 1;
   options.auth_tokens_file = dir + "/tokens";
   std::unique_ptr<server::Server> server = StartServer(options);
@@ -153,7 +175,15 @@ TEST(StreamsPerClientTest, WithTokensEachTokenHasItsOwnLimit) {
   EXPECT_TRUE(one->Close().ok());
   EXPECT_TRUE(two->Close().ok());
   server->Shutdown();
+  if (!options.data_dir.empty()) {
+    EXPECT_EQ(
+        DescribeStoredDifference({}, ReadStoredSessions(options.data_dir)), "");
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, StreamsPerClientTest,
+                         ::testing::Values(Storage::kMemory, Storage::kDataDir),
+                         StorageName);
 
 grpc::Status CreateJoinedSession(v1::Similarity::Stub* stub,
                                  const std::string& id) {
@@ -172,11 +202,50 @@ grpc::Status CreateJoinedSession(v1::Similarity::Stub* stub,
   return stub->CreateSession(&context, request, &session);
 }
 
-TEST(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
+// Returns what a client sees of session `id`: its counters and its matrix,
+// as text that is equal only when every counter and every matrix value (as a
+// double: protobuf prints the shortest text that reads back exactly) is.
+std::string Answers(v1::Similarity::Stub* stub, const std::string& id) {
+  grpc::ClientContext context;
+  v1::GetSessionRequest request;
+  request.set_session_id(id);
+  v1::Session session;
+  const grpc::Status got = stub->GetSession(&context, request, &session);
+  if (!got.ok()) return absl::StrCat("GetSession: ", got.error_message());
+  grpc::ClientContext query_context;
+  v1::GetSimilarityRequest query;
+  query.set_session_id(id);
+  v1::SimilarityMatrix matrix;
+  const grpc::Status queried =
+      stub->GetSimilarity(&query_context, query, &matrix);
+  if (!queried.ok())
+    return absl::StrCat("GetSimilarity: ", queried.error_message());
+  return absl::StrCat(session.ShortDebugString(), "\n",
+                      matrix.ShortDebugString());
+}
+
+class PendingTotalTest : public ::testing::TestWithParam<Storage> {
+ protected:
+  // Data dir only: returns the stored sessions once every change of
+  // `sessions` is written (a CreateSession of an existing session answers
+  // only then, and changes nothing).
+  std::map<std::string, StoredRecords> Stored(
+      v1::Similarity::Stub* stub, const std::vector<std::string>& sessions) {
+    for (const std::string& id : sessions) {
+      const grpc::Status status = CreateJoinedSession(stub, id);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
+    return ReadStoredSessions(options_.data_dir);
+  }
+
+  server::ServerOptions options_ = OptionsFor(GetParam());
+};
+
+TEST_P(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
   constexpr int kRows = 64;  // a pending 64 × 64 Gram is 32 KiB
-  server::ServerOptions options;
-  options.max_pending_total_bytes = 256 << 10;
-  std::unique_ptr<server::Server> server = StartServer(options);
+  const bool durable = !options_.data_dir.empty();
+  options_.max_pending_total_bytes = 256 << 10;
+  std::unique_ptr<server::Server> server = StartServer(options_);
   ASSERT_NE(server, nullptr);
   // Far below each session's own budget: only the total can refuse.
   ASSERT_GT(server->engine().limits().session.max_pending_bytes,
@@ -186,19 +255,39 @@ TEST(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
   ASSERT_TRUE(CreateJoinedSession(stub.get(), "two").ok());
   std::unique_ptr<OpenStream> stream = Open(stub.get());
 
-  // Fill the budget from session one until a batch is refused.
+  // Fill the budget from session one until a batch is refused; the refused
+  // batch changes nothing, in memory or stored.
   int accepted = 0;
   std::string refusal;
+  std::vector<v1::ActivationBatch> acked;
+  std::map<std::string, StoredRecords> stored;
   for (int i = 0; i < 64 && refusal.empty(); ++i) {
-    std::optional<v1::BatchAck> ack =
-        stream->Send(Batch("one", "p", absl::StrCat("one/", i), kRows, 16));
+    const std::string before = Answers(stub.get(), "one");
+    if (durable) stored = Stored(stub.get(), {"one", "two"});
+    const v1::ActivationBatch batch =
+        Batch("one", "p", absl::StrCat("one/", i), kRows, 16);
+    std::optional<v1::BatchAck> ack = stream->Send(batch);
     ASSERT_TRUE(ack.has_value());
     if (ack->code() == 0) {
+      EXPECT_FALSE(ack->duplicate());
       ++accepted;
+      acked.push_back(batch);
+      if (durable) {
+        // The check below can see a change: an accepted batch makes one.
+        EXPECT_NE(DescribeStoredDifference(stored,
+                                           Stored(stub.get(), {"one", "two"})),
+                  "");
+      }
     } else {
       EXPECT_EQ(ack->code(),
                 static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
       refusal = ack->message();
+      EXPECT_EQ(Answers(stub.get(), "one"), before);
+      if (durable) {
+        EXPECT_EQ(DescribeStoredDifference(stored,
+                                           Stored(stub.get(), {"one", "two"})),
+                  "");
+      }
     }
   }
   ASSERT_FALSE(refusal.empty()) << "the budget was never reached";
@@ -207,11 +296,51 @@ TEST(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
       << refusal;
 
   // Session two has an empty join buffer but shares the full budget.
+  const std::string before_two = Answers(stub.get(), "two");
   std::optional<v1::BatchAck> other =
       stream->Send(Batch("two", "p", "two/0", kRows, 16));
   ASSERT_TRUE(other.has_value());
   EXPECT_EQ(other->code(),
             static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_EQ(Answers(stub.get(), "two"), before_two);
+  if (durable) {
+    EXPECT_EQ(
+        DescribeStoredDifference(stored, Stored(stub.get(), {"one", "two"})),
+        "");
+  }
+
+  if (durable) {
+    // A restart from the data dir answers the same (both sessions declare
+    // their streams, so their join buffers are stored and the pending
+    // counters compare too), holds the same join buffers against the total,
+    // and acks every batch acked before as a duplicate.
+    const std::string before_one = Answers(stub.get(), "one");
+    EXPECT_TRUE(stream->Close().ok());
+    server->Shutdown();
+    server = StartServer(options_);
+    ASSERT_NE(server, nullptr);
+    stub = Stub(server->port());
+    stream = Open(stub.get());
+    EXPECT_EQ(Answers(stub.get(), "one"), before_one);
+    EXPECT_EQ(Answers(stub.get(), "two"), before_two);
+    for (const v1::ActivationBatch& batch : acked) {
+      SCOPED_TRACE(absl::StrCat("resending ", batch.batch_id()));
+      std::optional<v1::BatchAck> ack = stream->Send(batch);
+      ASSERT_TRUE(ack.has_value());
+      EXPECT_EQ(ack->code(), 0) << ack->message();
+      EXPECT_TRUE(ack->duplicate());
+    }
+    other = stream->Send(Batch("two", "p", "two/0", kRows, 16));
+    ASSERT_TRUE(other.has_value());
+    EXPECT_EQ(other->code(),
+              static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED))
+        << "the restored join buffers count against the total";
+    EXPECT_EQ(Answers(stub.get(), "one"), before_one);
+    EXPECT_EQ(Answers(stub.get(), "two"), before_two);
+    EXPECT_EQ(
+        DescribeStoredDifference(stored, Stored(stub.get(), {"one", "two"})),
+        "");
+  }
 
   // Deleting session one frees its join buffer for session two.
   {
@@ -221,12 +350,43 @@ TEST(PendingTotalTest, TheJoinBuffersOfAllSessionsShareOneBudget) {
     v1::DeleteSessionResponse response;
     ASSERT_TRUE(stub->DeleteSession(&context, request, &response).ok());
   }
-  other = stream->Send(Batch("two", "p", "two/1", kRows, 16));
+  if (durable) {
+    EXPECT_EQ(ReadStoredSessions(options_.data_dir).count("one"), 0u)
+        << "DeleteSession answered before the rows were gone";
+  }
+  const v1::ActivationBatch two_1 = Batch("two", "p", "two/1", kRows, 16);
+  other = stream->Send(two_1);
   ASSERT_TRUE(other.has_value());
   EXPECT_EQ(other->code(), 0) << other->message();
   EXPECT_TRUE(stream->Close().ok());
+
+  if (durable) {
+    // After a restart: session one stays deleted, two keeps its batch.
+    const std::string before_restart = Answers(stub.get(), "two");
+    server->Shutdown();
+    server = StartServer(options_);
+    ASSERT_NE(server, nullptr);
+    stub = Stub(server->port());
+    EXPECT_EQ(Answers(stub.get(), "two"), before_restart);
+    grpc::ClientContext context;
+    v1::GetSessionRequest request;
+    request.set_session_id("one");
+    v1::Session deleted;
+    EXPECT_EQ(stub->GetSession(&context, request, &deleted).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    stream = Open(stub.get());
+    other = stream->Send(two_1);
+    ASSERT_TRUE(other.has_value());
+    EXPECT_EQ(other->code(), 0) << other->message();
+    EXPECT_TRUE(other->duplicate());
+    EXPECT_TRUE(stream->Close().ok());
+  }
   server->Shutdown();
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, PendingTotalTest,
+                         ::testing::Values(Storage::kMemory, Storage::kDataDir),
+                         StorageName);
 
 }  // namespace
 }  // namespace cka::testing

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,7 +11,9 @@
 #include <fstream>
 #include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace cka::testing {
 
@@ -160,6 +163,103 @@ std::string MakeTempDir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+std::string StorageName(const ::testing::TestParamInfo<Storage>& info) {
+  return info.param == Storage::kMemory ? "memory" : "data_dir";
+}
+
+std::string MakeTestDataDir() {
+  const ::testing::TestInfo* test =
+      ::testing::UnitTest::GetInstance()->current_test_info();
+  return MakeTempDir(absl::StrReplaceAll(
+      absl::StrCat(test->test_suite_name(), ".", test->name()), {{"/", "_"}}));
+}
+
+std::map<std::string, StoredRecords> ReadStoredSessions(
+    const std::string& data_dir) {
+  std::map<std::string, StoredRecords> sessions;
+  // The file name and tables of server/sqlite_state_store.h.
+  const std::string path = data_dir + "/ckad.db";
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  // A busy WAL index (ckad checkpointing) is waited for, not reported.
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(db, 10000);
+  auto read = [&](const char* sql, auto&& row) {
+    sqlite3_stmt* stmt = nullptr;
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      auto column = [stmt](int i) {
+        const char* bytes =
+            static_cast<const char*>(sqlite3_column_blob(stmt, i));
+        return std::string(bytes == nullptr ? "" : bytes,
+                           static_cast<size_t>(sqlite3_column_bytes(stmt, i)));
+      };
+      row(column);
+      rc = SQLITE_OK;
+    }
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    sqlite3_finalize(stmt);
+  };
+  // One transaction, so both tables come from the same commit.
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  read("SELECT session_id FROM sessions",
+       [&](auto column) { sessions[column(0)]; });
+  read("SELECT session_id, key, value FROM records",
+       [&](auto column) { sessions[column(0)][column(1)] = column(2); });
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  EXPECT_EQ(rc, SQLITE_OK) << "reading '" << path << "': " << sqlite3_errstr(rc)
+                           << " (" << (db != nullptr ? sqlite3_errmsg(db) : "")
+                           << ")";
+  sqlite3_close(db);
+  return sessions;
+}
+
+std::string DescribeStoredDifference(
+    const std::map<std::string, StoredRecords>& before,
+    const std::map<std::string, StoredRecords>& after, int max_lines) {
+  std::vector<std::string> lines;
+  auto all_ids = [&] {
+    std::map<std::string, int> ids;
+    for (const auto& [id, records] : before) ids[id] |= 1;
+    for (const auto& [id, records] : after) ids[id] |= 2;
+    return ids;
+  };
+  for (const auto& [id, where] : all_ids()) {
+    if (where == 1) {
+      lines.push_back(absl::StrCat("session '", id, "' removed"));
+      continue;
+    }
+    if (where == 2) {
+      lines.push_back(absl::StrCat("session '", id, "' added"));
+      continue;
+    }
+    const StoredRecords& b = before.at(id);
+    const StoredRecords& a = after.at(id);
+    std::map<std::string, int> keys;
+    for (const auto& [key, value] : b) keys[key] |= 1;
+    for (const auto& [key, value] : a) keys[key] |= 2;
+    for (const auto& [key, in] : keys) {
+      if (in == 3 && b.at(key) == a.at(key)) continue;
+      lines.push_back(absl::StrCat(
+          "session '", id, "' record '", absl::CEscape(key), "' ",
+          in == 1   ? absl::StrCat("removed (", b.at(key).size(), " bytes)")
+          : in == 2 ? absl::StrCat("added (", a.at(key).size(), " bytes)")
+                    : absl::StrCat("changed (", b.at(key).size(), " → ",
+                                   a.at(key).size(), " bytes)")));
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (static_cast<int>(i) == max_lines) {
+      absl::StrAppend(&out, "... and ", lines.size() - i, " more\n");
+      break;
+    }
+    absl::StrAppend(&out, lines[i], "\n");
+  }
+  return out;
 }
 
 }  // namespace cka::testing

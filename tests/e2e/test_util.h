@@ -3,6 +3,9 @@
 #ifndef CKA_TESTS_E2E_TEST_UTIL_H_
 #define CKA_TESTS_E2E_TEST_UTIL_H_
 
+#include <gtest/gtest.h>
+
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +62,32 @@ class Subprocess {
 
 // Returns a fresh empty directory under the test temporary directory.
 std::string MakeTempDir(const std::string& name);
+
+// Where a value-parameterised end-to-end test keeps ckad's state: in memory
+// only, or also in a --data-dir (ServerOptions::data_dir) of its own.
+enum class Storage { kMemory, kDataDir };
+// Returns "memory" or "data_dir": the test name suffix for `info`.
+std::string StorageName(const ::testing::TestParamInfo<Storage>& info);
+// Returns a fresh empty directory named after the running test (suite, name
+// and parameter), for its --data-dir.
+std::string MakeTestDataDir();
+
+// A stored session's records, key → value (server/sqlite_state_store.h).
+using StoredRecords = std::map<std::string, std::string>;
+// Returns every session stored in `<data_dir>/ckad.db`, id → records, read
+// over a read-only SQLite connection of its own, which the WAL journal allows
+// while ckad holds the database. It sees what is committed: a batch acked OK,
+// or a session answered by CreateSession (even an existing one: that answer
+// waits until every change the session had is written). Fails the test (and
+// returns what it read) when the database cannot be read.
+std::map<std::string, StoredRecords> ReadStoredSessions(
+    const std::string& data_dir);
+// Returns what differs between two results of ReadStoredSessions, one line
+// per session or record added, removed or changed (at most `max_lines`);
+// empty when they are equal.
+std::string DescribeStoredDifference(
+    const std::map<std::string, StoredRecords>& before,
+    const std::map<std::string, StoredRecords>& after, int max_lines = 20);
 
 }  // namespace cka::testing
 

@@ -18,6 +18,17 @@
 // Printed: throughput, p50/p90/p99/max ack latency (Submit call → ack) and the
 // RSS samples.
 //
+// The test runs twice: with state in memory only, and with a --data-dir of its
+// own, where every ack waits for its group commit and the join buffers (these
+// sessions declare their streams) are written as well. The data-dir run is
+// shorter, to keep CI's time down (it runs in the RelWithDebInfo and the
+// ASan+UBSan builds): CKA_LOAD_DATA_DIR_SECONDS (default 10; 6 under
+// AddressSanitizer) at the same rate, unless CKA_LOAD_SECONDS is set, which
+// sets both. At its end ckad is shut down and started again from the data
+// dir: every session must answer the same counters (pending ones included)
+// and the same matrix, bit for bit, and a resent batch is acked as a
+// duplicate.
+//
 // Ack latency is observed without changing the client: acks arrive in order
 // (StreamActivations answers every batch in order and the streamer never
 // reconnects here, which is checked), so the k-th completion a streamer counts
@@ -26,6 +37,7 @@
 // sees; the latencies are therefore late by at most one poll interval plus the
 // sampler's scheduling delay.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -33,6 +45,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -97,13 +110,18 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(1);
 // warm-up, hence the larger figure there.
 #ifdef CKA_LOAD_UNDER_ASAN
 constexpr int64_t kDefaultSeconds = 20;
+constexpr int64_t kDataDirDefaultSeconds = 6;
 constexpr double kDefaultRate = 2;
 constexpr double kMaxRssGrowthMb = 512;
 #else
 constexpr int64_t kDefaultSeconds = 60;
+constexpr int64_t kDataDirDefaultSeconds = 10;
 constexpr double kDefaultRate = 10;
 constexpr double kMaxRssGrowthMb = 256;
 #endif
+
+// Where ckad keeps its state in a run.
+enum class Storage { kMemory, kDataDir };
 
 // Returns the environment variable `name` as a number >= 0, or `fallback`
 // when it is unset, empty or negative.
@@ -155,8 +173,27 @@ double Percentile(std::vector<float> v, double p) {
   return v[k];
 }
 
-TEST(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
-  const double seconds = EnvNumber("CKA_LOAD_SECONDS", kDefaultSeconds);
+// Returns what a client sees of session `id`: its counters and its matrix, as
+// text that is equal only when every counter and every matrix value (as a
+// double: protobuf prints the shortest text that reads back exactly) is.
+std::string Answers(client::Client& c, const std::string& id) {
+  absl::StatusOr<v1::Session> info = c.GetSession(id);
+  if (!info.ok()) return info.status().ToString();
+  v1::GetSimilarityRequest query;
+  query.set_session_id(id);
+  absl::StatusOr<v1::SimilarityMatrix> m = c.GetSimilarity(query);
+  if (!m.ok()) return m.status().ToString();
+  return absl::StrCat(info->ShortDebugString(), "\n", m->ShortDebugString());
+}
+
+class LoadTest : public ::testing::TestWithParam<Storage> {};
+
+TEST_P(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
+  const bool durable = GetParam() == Storage::kDataDir;
+  const double seconds = EnvNumber(
+      "CKA_LOAD_SECONDS",
+      durable ? EnvNumber("CKA_LOAD_DATA_DIR_SECONDS", kDataDirDefaultSeconds)
+              : kDefaultSeconds);
   const double rate = EnvNumber("CKA_LOAD_RATE", kDefaultRate);
   ASSERT_GT(seconds, 0);
   const absl::Duration duration = absl::Seconds(seconds);
@@ -168,6 +205,11 @@ TEST(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
   server::ServerOptions options;
   options.listen = "127.0.0.1:0";
   options.shutdown_grace = absl::Seconds(10);
+  if (durable) {
+    options.data_dir =
+        absl::StrCat(::testing::TempDir(), "/cka_load_", getpid(), "_data_dir");
+    std::filesystem::remove_all(options.data_dir);
+  }
   absl::StatusOr<std::unique_ptr<server::Server>> started =
       server::Server::BuildAndStart(options);
   ASSERT_TRUE(started.ok()) << started.status();
@@ -204,6 +246,23 @@ TEST(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
           std::make_shared<const std::vector<float>>(std::move(x)));
     }
   }
+
+  // Batch e0/`b` of streamer `i`: the same bytes whenever it is made.
+  auto make_batch = [&payloads](int i, int64_t b) {
+    client::Batch batch(absl::StrCat("e0/", b), b);
+    for (int l = 0; l < kLayers; ++l) {
+      const auto& payload = payloads[(i * 7 + b * kLayers + l) % kPayloads];
+      client::LayerPayload layer;
+      layer.layer = absl::StrCat("l", l);
+      layer.shape = {kRows, kFeatures};
+      layer.dtype = v1::FLOAT32;
+      layer.bytes = client::LayerBytes(
+          payload, reinterpret_cast<const char*>(payload->data()),
+          payload->size() * sizeof(float));
+      batch.mutable_layers().push_back(std::move(layer));
+    }
+    return batch;
+  };
 
   // One client per streamer, as 32 training processes would have.
   std::vector<std::unique_ptr<client::Client>> clients;
@@ -306,18 +365,7 @@ TEST(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
           }
         }
         if (stop.load()) break;
-        client::Batch batch(absl::StrCat("e0/", b), b);
-        for (int l = 0; l < kLayers; ++l) {
-          const auto& payload = payloads[(i * 7 + b * kLayers + l) % kPayloads];
-          client::LayerPayload layer;
-          layer.layer = absl::StrCat("l", l);
-          layer.shape = {kRows, kFeatures};
-          layer.dtype = v1::FLOAT32;
-          layer.bytes = client::LayerBytes(
-              payload, reinterpret_cast<const char*>(payload->data()),
-              payload->size() * sizeof(float));
-          batch.mutable_layers().push_back(std::move(layer));
-        }
+        client::Batch batch = make_batch(i, b);
         const absl::Time t0 = absl::Now();
         {
           absl::MutexLock lock(&trackers[i].mu);
@@ -479,9 +527,58 @@ TEST(LoadTest, ThirtyTwoStreamersForABoundedTimeLoseNothing) {
 
   streamers.clear();
   clients.clear();
+  if (durable) {
+    // Every ack waited for its commit: a restart from the data dir answers
+    // what ckad answered before it stopped.
+    std::vector<std::string> before;
+    for (int s = 0; s < kSessions; ++s) {
+      before.push_back(Answers(**admin, absl::StrCat("load-", s)));
+    }
+    admin->reset();
+    server->Shutdown();
+    server.reset();
+    const absl::Time restart = absl::Now();
+    started = server::Server::BuildAndStart(options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server = *std::move(started);
+    std::printf("load: restart from the data dir in %.2f s\n",
+                absl::ToDoubleSeconds(absl::Now() - restart));
+    client_options.server = absl::StrCat("127.0.0.1:", server->port());
+    admin = client::Client::Create(client_options);
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    for (int s = 0; s < kSessions; ++s) {
+      EXPECT_EQ(Answers(**admin, absl::StrCat("load-", s)), before[s])
+          << "session load-" << s << " changed across the restart";
+    }
+    // The first batch of streamer 0, acked before the restart, is acked
+    // again as a duplicate that changes nothing.
+    client::StreamerOptions so;
+    so.session_id = "load-0";
+    so.source = "job0-0";
+    absl::StatusOr<std::unique_ptr<client::ActivationStreamer>> resender =
+        client::ActivationStreamer::Create(**admin, so);
+    ASSERT_TRUE(resender.ok()) << resender.status();
+    EXPECT_TRUE((*resender)->Submit(make_batch(0, 0)).ok());
+    absl::StatusOr<std::vector<client::BatchError>> resent =
+        (*resender)->Close(absl::Now() + absl::Seconds(60));
+    ASSERT_TRUE(resent.ok()) << resent.status();
+    EXPECT_TRUE(resent->empty());
+    EXPECT_EQ((*resender)->stats().acked, 1);
+    EXPECT_EQ((*resender)->stats().duplicates, 1);
+    EXPECT_EQ(Answers(**admin, "load-0"), before[0]);
+  }
   admin->reset();
   server->Shutdown();
+  if (durable && !HasFailure()) std::filesystem::remove_all(options.data_dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, LoadTest,
+                         ::testing::Values(Storage::kMemory, Storage::kDataDir),
+                         [](const ::testing::TestParamInfo<Storage>& info) {
+                           return std::string(info.param == Storage::kMemory
+                                                  ? "memory"
+                                                  : "data_dir");
+                         });
 
 }  // namespace
 }  // namespace cka::testing

@@ -13,9 +13,11 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/stubs/common.h"
 #include "gram.h"
 #include "grpc_status.h"
 #include "wire_batch.h"
@@ -52,6 +54,19 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+// Returns InvalidArgument naming `what` when `text` is not valid UTF-8:
+// protobuf string fields must be, and ckad's gRPC cannot even parse a message
+// that breaks the rule (the stream would end without an ack).
+absl::Status CheckUtf8(const std::string& what, const std::string& text) {
+  if (google::protobuf::internal::IsStructurallyValidUTF8(
+          text.data(), static_cast<int>(text.size()))) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " '", absl::CHexEscape(text.substr(0, 64)),
+                   "' is not valid UTF-8 (names travel as protobuf strings)"));
+}
+
 // Returns the bytes prod(shape)·element needs, or an error naming the layer.
 absl::StatusOr<int64_t> CheckLayer(const std::string& batch_id,
                                    const LayerPayload& layer) {
@@ -63,6 +78,7 @@ absl::StatusOr<int64_t> CheckLayer(const std::string& batch_id,
     return absl::InvalidArgumentError(
         absl::StrCat("batch '", batch_id, "': a layer has no name"));
   }
+  if (absl::Status s = CheckUtf8("layer", layer.layer); !s.ok()) return s;
   const size_t element = DTypeSize(layer.dtype);
   if (element == 0) {
     return absl::InvalidArgumentError(
@@ -266,6 +282,8 @@ class ActivationStreamerImpl final : public ActivationStreamer {
 absl::Status ActivationStreamerImpl::Submit(Batch batch) {
   if (batch.batch_id().empty())
     return absl::InvalidArgumentError("batch_id: empty");
+  if (absl::Status s = CheckUtf8("batch_id", batch.batch_id()); !s.ok())
+    return s;
   if (batch.layers().empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch '", batch.batch_id(), "': no layers"));
@@ -620,6 +638,10 @@ absl::StatusOr<std::unique_ptr<ActivationStreamer>> ActivationStreamer::Create(
     const Client& client, StreamerOptions options) {
   if (options.session_id.empty())
     return absl::InvalidArgumentError("session_id: empty");
+  for (const auto& [what, text] : {std::pair{"session_id", &options.session_id},
+                                   std::pair{"source", &options.source}}) {
+    if (absl::Status s = CheckUtf8(what, *text); !s.ok()) return s;
+  }
   if (options.max_queue_batches <= 0 || options.max_queue_bytes <= 0 ||
       options.max_in_flight <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(

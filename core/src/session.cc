@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <numeric>
 
@@ -134,6 +135,19 @@ int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
+}
+
+// Returns the steps of `candidates` that are int64 values, as "a or b" (the
+// suggestions of a step-range error, which can lie beyond the int64 range).
+std::string StepsThatFit(std::initializer_list<__int128> candidates) {
+  std::vector<std::string> fit;
+  for (__int128 c : candidates) {
+    if (c >= std::numeric_limits<int64_t>::min() &&
+        c <= std::numeric_limits<int64_t>::max()) {
+      fit.push_back(absl::StrCat(static_cast<int64_t>(c)));
+    }
+  }
+  return absl::StrJoin(fit, " or ");
 }
 
 int64_t BucketOf(const SessionConfig& config, int64_t step) {
@@ -1468,21 +1482,27 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     }
     if (query.step_min.has_value()) {
       if (*query.step_min % w != 0) {
-        const int64_t lo = FloorDiv(*query.step_min, w) * w;
+        const __int128 lo =
+            static_cast<__int128>(FloorDiv(*query.step_min, w)) * w;
         return absl::InvalidArgumentError(
             absl::StrFormat("step_min %d does not start a step bucket of width "
-                            "%d (try %d or %d)",
-                            *query.step_min, w, lo, lo + w));
+                            "%d (try %s)",
+                            *query.step_min, w, StepsThatFit({lo, lo + w})));
       }
       bucket_min = *query.step_min / w;
     }
     if (query.step_max.has_value()) {
-      if (*query.step_max == std::numeric_limits<int64_t>::max() ||
-          (*query.step_max + 1) % w != 0) {
-        const int64_t hi = FloorDiv(*query.step_max, w) * w;
+      // step_max ends a bucket when it is the last step of its bucket: its
+      // remainder is w − 1 (computed without step_max + 1, which can
+      // overflow).
+      int64_t remainder = *query.step_max % w;
+      if (remainder < 0) remainder += w;
+      if (remainder != w - 1) {
+        const __int128 hi =
+            static_cast<__int128>(FloorDiv(*query.step_max, w)) * w;
         return absl::InvalidArgumentError(absl::StrFormat(
-            "step_max %d does not end a step bucket of width %d (try %d or %d)",
-            *query.step_max, w, hi - 1, hi + w - 1));
+            "step_max %d does not end a step bucket of width %d (try %s)",
+            *query.step_max, w, StepsThatFit({hi - 1, hi + w - 1})));
       }
       bucket_max = FloorDiv(*query.step_max, w);
     }

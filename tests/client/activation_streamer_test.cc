@@ -58,6 +58,34 @@ Batch SmallBatch(const std::string& id, int n = 4, int d = 3) {
   return batch;
 }
 
+// A name that is not UTF-8 would make the whole message unparseable for the
+// server (protobuf strings), so the streamer refuses it before it is queued.
+TEST(ActivationStreamerTest, NamesThatAreNotUtf8AreRefusedBeforeSending) {
+  std::unique_ptr<Client> client = MakeClient("127.0.0.1:1");
+  const std::string bad = "run\xff\xfe";
+  for (const char* field : {"session_id", "source"}) {
+    StreamerOptions options;
+    options.session_id = std::string(field) == "session_id" ? bad : "s";
+    options.source = std::string(field) == "source" ? bad : "model";
+    absl::StatusOr<std::unique_ptr<ActivationStreamer>> streamer =
+        ActivationStreamer::Create(*client, options);
+    ASSERT_FALSE(streamer.ok()) << field;
+    EXPECT_EQ(streamer.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(streamer.status().message().find(field), std::string::npos)
+        << streamer.status();
+    EXPECT_NE(streamer.status().message().find("UTF-8"), std::string::npos);
+  }
+  std::unique_ptr<ActivationStreamer> streamer = MakeStreamer(*client);
+  absl::Status id = streamer->Submit(SmallBatch(bad));
+  EXPECT_EQ(id.code(), absl::StatusCode::kInvalidArgument) << id;
+  EXPECT_NE(id.message().find("batch_id"), std::string::npos) << id;
+  Batch layer("b0", 1);
+  layer.AddActivations(bad, Eigen::MatrixXf::Random(4, 3));
+  absl::Status named = streamer->Submit(std::move(layer));
+  EXPECT_EQ(named.code(), absl::StatusCode::kInvalidArgument) << named;
+  EXPECT_NE(named.message().find("layer"), std::string::npos) << named;
+}
+
 TEST(ActivationStreamerTest,
      SendsBatchesInOrderWithRowMajorBytesAndCollectsAcks) {
   FakeServer server;

@@ -640,6 +640,40 @@ INSTANTIATE_TEST_SUITE_P(
                           {}}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// The ends of the int64 range are steps like any other: no overflow when
+// checking bucket boundaries or suggesting the nearest ones.
+TEST(ValidationTest, StepRangesAtTheEndsOfInt64AreCheckedWithoutOverflow) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  for (int64_t bucket : {1, 3, 10}) {
+    SCOPED_TRACE(bucket);
+    SessionConfig config;
+    config.step_bucket = bucket;
+    auto session = Session::Create(config);
+    ASSERT_TRUE(session.ok());
+    Storage s;
+    ASSERT_TRUE(
+        (*session)->Ingest(BatchInput{"", "b0", kMax, {s.Layer("a", {8, 4})}})
+            .ok());
+    ASSERT_TRUE(
+        (*session)->Ingest(BatchInput{"", "b1", kMin, {s.Layer("a", {8, 4})}})
+            .ok());
+    // kMax ends its bucket only for widths dividing 2^63; kMin starts its
+    // bucket only for widths dividing 2^63.
+    const bool aligned = bucket == 1;
+    SimilarityQuery all = Q("", {}, kMin, kMax);
+    auto m = (*session)->Query(all);
+    EXPECT_EQ(m.ok(), aligned) << m.status();
+    if (aligned) {
+      EXPECT_EQ(m->batches[0], 2);
+    } else {
+      EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+    auto last = (*session)->Query(Q("", {}, std::nullopt, kMax));
+    EXPECT_EQ(last.ok(), aligned) << last.status();
+  }
+}
+
 TEST(ValidationTest, UnknownColumnStreamIsNotFound) {
   auto session = Session::Create({});
   ASSERT_TRUE(session.ok());

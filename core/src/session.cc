@@ -90,12 +90,16 @@ void SessionState::DropPending(const std::string& batch_id) {
   pending.erase(it);
 }
 
-int64_t SessionState::SumsBytes() const {
-  int64_t b = exact.bytes();
+int64_t SessionState::BucketSumsBytes() const {
+  int64_t b = 0;
   for (const auto& measure : buckets) {
     for (const auto& [key, sums] : measure) b += sums.bytes();
   }
   return b;
+}
+
+int64_t SessionState::SumsBytes() const {
+  return exact.bytes() + BucketSumsBytes();
 }
 
 namespace {
@@ -958,7 +962,7 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
 
   // Price what this commit adds to the state, and the buffers it needs while
   // it runs, before changing or allocating anything.
-  if (st.sums_bytes < 0) st.sums_bytes = st.SumsBytes();
+  if (st.sums_bytes < 0) st.sums_bytes = st.BucketSumsBytes();
   if (st.applied_bytes < 0) st.applied_bytes = st.AppliedBytesTotal();
   int64_t sums_growth = 0;
   int64_t transient = static_cast<int64_t>(k_new) * (k_new + k_old) * 8;
@@ -1232,7 +1236,8 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
 
 int64_t Session::HeldBytesLocked() const {
   const SessionState& st = *state_;
-  const int64_t sums = st.sums_bytes >= 0 ? st.sums_bytes : st.SumsBytes();
+  const int64_t sums =
+      st.sums_bytes >= 0 ? st.sums_bytes : st.BucketSumsBytes();
   const int64_t applied =
       st.applied_bytes >= 0 ? st.applied_bytes : st.AppliedBytesTotal();
   return sums + applied + st.pending_bytes + st.exact.bytes();
@@ -1240,7 +1245,7 @@ int64_t Session::HeldBytesLocked() const {
 
 void Session::AccountRestoredState() {
   absl::MutexLock lock(&mu_);
-  state_->sums_bytes = state_->SumsBytes();
+  state_->sums_bytes = state_->BucketSumsBytes();
   state_->applied_bytes = state_->AppliedBytesTotal();
   held_.Set(HeldBytesLocked());
   held_join_.Set(state_->pending_bytes);

@@ -89,7 +89,7 @@ class SessionState {
   absl::flat_hash_map<std::string, AppliedBatch> applied;
   std::deque<std::string>
       applied_order;  // oldest first, bounded by dedupe_window
-  // SumsBytes() and the Σ AppliedBytes of `applied`, kept up to date by
+  // BucketSumsBytes() and the Σ AppliedBytes of `applied`, kept up to date by
   // Commit; -1 until first computed (a restored state).
   int64_t sums_bytes = -1;
   int64_t applied_bytes = -1;
@@ -109,7 +109,10 @@ class SessionState {
   // Removes the pending batch `batch_id` (if any), adjusts pending_bytes and
   // marks its record changed.
   void DropPending(const std::string& batch_id);
+  // The bytes of the exact sums and of every bucket's PairSums; of the
+  // buckets' only.
   int64_t SumsBytes() const;
+  int64_t BucketSumsBytes() const;
   int64_t AppliedBytesTotal() const;
 };
 

@@ -145,6 +145,27 @@ TEST(MemoryBudgetTest, SessionDrawsItsStateAndReturnsItWhenDestroyed) {
   EXPECT_EQ((*restored)->Info().held_bytes, info.held_bytes);
 }
 
+// The exact estimators' sums are counted once, live and after a restore.
+TEST(MemoryBudgetTest, ExactSessionHoldsTheSameBytesAfterARestore) {
+  auto memory = std::make_shared<MemoryBudget>(0, "unlimited");
+  SessionLimits limits;
+  limits.memory = memory;
+  SessionConfig config;
+  config.measures = {Measure{"exact", Kernel::kLinear, 0.0, Estimator::kExact}};
+  config.streams = {"l0", "l1"};
+  auto session = Session::Create(config, limits);
+  ASSERT_TRUE(session.ok());
+  OwnedBatch b = MakeBatch("b", 2, 16, 5);
+  ASSERT_TRUE((*session)->Ingest(b.input).ok());
+  const SessionInfo live = (*session)->Info();
+  EXPECT_GT(live.state_bytes, 0);
+  EXPECT_EQ(memory->used(), live.held_bytes);
+  auto restored = Session::Restore((*session)->Serialize(), limits);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->Info().held_bytes, live.held_bytes);
+  EXPECT_EQ(memory->used(), 2 * live.held_bytes);
+}
+
 TEST(MemoryBudgetTest, QueryOverTheBudgetIsRefused) {
   SessionLimits limits;
   auto session = Session::Create({}, limits);

@@ -329,9 +329,9 @@ class BadInputTest : public ::testing::TestWithParam<Storage> {
     StartAndConnect();
     ASSERT_FALSE(HasFatalFailure());
     const Answers restarted = Snapshot();
-    EXPECT_TRUE(restarted == RestoredExpectation(expected))
+    EXPECT_TRUE(restarted == expected)
         << "the answers changed across the restart:\n"
-        << Difference(RestoredExpectation(expected), restarted);
+        << Difference(expected, restarted);
     for (size_t i = first_resend; i < acked_.size(); ++i) {
       const v1::BatchAck ack = Send(acked_[i]);
       EXPECT_EQ(ack.code(), 0) << ack.message();
@@ -341,34 +341,10 @@ class BadInputTest : public ::testing::TestWithParam<Storage> {
           << "' was acked OK before the restart but not as a duplicate after";
     }
     const Answers resent = Snapshot();
-    EXPECT_TRUE(resent == RestoredExpectation(expected))
-        << "a resend changed the answers:\n"
-        << Difference(RestoredExpectation(expected), resent);
-    restored_ = true;
+    EXPECT_TRUE(resent == expected) << "a resend changed the answers:\n"
+                                    << Difference(expected, resent);
     EXPECT_EQ(DescribeStoredDifference(stored, Stored()), "")
         << "a restart or a resend changed the stored records";
-  }
-
-  // Returns what a restart from the data dir answers for `expected`.
-  //
-  // KNOWN BUG, checked exactly so that its fix shows here: a restored session
-  // counts its exact sums twice in held_bytes (and in the memory budget):
-  // Session::AccountRestoredState sets sums_bytes to SumsBytes(), which
-  // includes exact.bytes(), and HeldBytesLocked adds exact.bytes() again,
-  // while a live session's sums_bytes leaves them out. The exact session
-  // holds nothing but its exact sums in state_bytes, so after the first
-  // restart its held_bytes grows by state_bytes (and stays so over later
-  // restarts). Once the core counts them once, this test fails: then delete
-  // this adjustment and restored_.
-  Answers RestoredExpectation(const Answers& expected) const {
-    if (restored_) return expected;
-    Answers a = expected;
-    v1::Session exact;
-    EXPECT_TRUE(exact.ParseFromString(a.sessions[1]));
-    EXPECT_EQ(exact.session_id(), kExact);
-    exact.set_held_bytes(exact.held_bytes() + exact.state_bytes());
-    a.sessions[1] = exact.SerializeAsString();
-    return a;
   }
 
   server::ServerOptions options_;
@@ -382,7 +358,6 @@ class BadInputTest : public ::testing::TestWithParam<Storage> {
       stream_;
   int good_ = 0;
   std::vector<v1::ActivationBatch> acked_;  // every batch acked OK, in order
-  bool restored_ = false;  // ckad has restarted from the data dir
 };
 
 // Returns a one-layer batch of source m to the approximate session whose

@@ -24,6 +24,20 @@ cmake --build build/test -j"$jobs"
 step "unit and end-to-end tests"
 ctest --test-dir build/test --output-on-failure -j"$jobs" --timeout 300
 
+step "Python client tests (client/python, against build/test's ckad)"
+(
+  stubs_env=$(bash client/python/build.sh)  # generates build/python-stubs, prints PYTHONPATH
+  eval "$stubs_env"
+  rc=0
+  CKAD_BINARY=$PWD/build/test/server/ckad timeout 600 \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider client/python/tests || rc=$?
+  # Any non-zero exit fails the step, 5 (no tests collected) included.
+  if [ "$rc" -ne 0 ]; then
+    echo "Python client tests failed: pytest exit status $rc (5 = no tests collected)" >&2
+    exit 1
+  fi
+)
+
 if [ "${CKA_SKIP_SANITIZE:-0}" != "1" ]; then
   step "ASan + UBSan build and tests"
   cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCKA_SANITIZE=ON >/dev/null

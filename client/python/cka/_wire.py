@@ -1,0 +1,189 @@
+"""Batches on the wire: array conversion and checks, Gram reduction, and the serialized
+ActivationBatch built around the tensors' own memory.
+
+Layout: a layer's array of shape (n, d1, d2, ...) is read as the row-major n x d matrix
+(d = d1 d2 ...), element (i, j) at flat index i * d + j, little-endian; a Gram is n x n.
+
+The message is serialized by hand around the tensor bytes: the small fields go through
+protobuf, and each tensor's bytes are copied exactly once, from the array's memory into the
+message (``bytes.join`` over a memoryview). Building a ``Tensor(data=arr.tobytes())`` would
+copy them three times (tobytes, the protobuf field, serialization).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, List, Sequence, Tuple
+
+import grpc
+import numpy as np
+
+from cka._stubs import pb
+from cka.errors import CkaError
+
+_NUMPY_DTYPES = {
+    np.dtype(np.float32): pb.FLOAT32,
+    np.dtype(np.float64): pb.FLOAT64,
+    np.dtype(np.float16): pb.FLOAT16,
+}
+_DTYPE_NAMES = {pb.FLOAT32: "float32", pb.FLOAT64: "float64", pb.FLOAT16: "float16",
+                pb.BFLOAT16: "bfloat16"}
+_ITEMSIZE = {pb.FLOAT32: 4, pb.FLOAT64: 8, pb.FLOAT16: 2, pb.BFLOAT16: 2}
+# Columns of X converted to float64 at a time by the Gram reduction (bounds its scratch).
+_GRAM_CHUNK_COLUMNS = 4096
+# Bytes a tag, a length prefix and a few small fields add around a payload, generously.
+LAYER_OVERHEAD_BYTES = 64
+BATCH_OVERHEAD_BYTES = 64
+
+
+def _bad(message: str) -> CkaError:
+    return CkaError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclasses.dataclass
+class Layer:
+    """One layer of a batch: activations (rank >= 2) or an n x n linear Gram K = X X^T.
+
+    `array` holds the payload's elements (bfloat16 as their uint16 bit patterns); it is the
+    caller's memory, not a copy, until the batch is encoded.
+    """
+
+    name: str
+    is_gram: bool
+    shape: Tuple[int, ...]
+    dtype: int  # a pb.DType value
+    array: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.size) * _ITEMSIZE[self.dtype]
+
+
+def _shape_string(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def to_layer(batch_id: str, name: str, value: Any, is_gram: bool) -> Layer:
+    """Returns the layer of a NumPy array or torch tensor, without copying a CPU array.
+
+    A torch tensor is detached, moved to the CPU and made contiguous (a copy only when it is
+    on another device or not contiguous). Raises CkaError INVALID_ARGUMENT naming the batch,
+    the layer and the value for an empty name, a dtype other than float32, float64, float16
+    (or torch's bfloat16), a rank below 2, a Gram that is not n x n, or a dimension <= 0.
+    """
+    where = f"batch '{batch_id}' layer '{name}'"
+    if not isinstance(name, str) or not name:
+        raise _bad(f"batch '{batch_id}': a layer has no name")
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        if t.dtype == torch.bfloat16:
+            array, dtype = t.view(torch.int16).numpy().view(np.uint16), pb.BFLOAT16
+        elif t.dtype in (torch.float32, torch.float64, torch.float16):
+            array = t.numpy()
+            dtype = _NUMPY_DTYPES[array.dtype.newbyteorder("=")]
+        else:
+            raise _bad(f"{where}: dtype {t.dtype} is not one of float32, float64, float16, "
+                       "bfloat16")
+    else:
+        array = np.asarray(value)
+        dtype = _NUMPY_DTYPES.get(array.dtype.newbyteorder("="))
+        if dtype is None:
+            raise _bad(f"{where}: dtype {array.dtype} is not one of float32, float64, float16 "
+                       "(bfloat16: pass a torch tensor)")
+    shape = tuple(int(d) for d in array.shape)
+    if is_gram:
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise _bad(f"{where}: Gram shape {_shape_string(shape)}, expected [n, n]")
+    elif len(shape) < 2:
+        raise _bad(f"{where}: shape {_shape_string(shape)}, expected rank >= 2 "
+                   "(examples first)")
+    if any(d <= 0 for d in shape):
+        raise _bad(f"{where}: shape {_shape_string(shape)} has a dimension <= 0")
+    return Layer(name, is_gram, shape, dtype, array)
+
+
+def gram_bytes(layer: Layer) -> int:
+    """Returns the bytes of the Gram that would replace `layer` (float64 for float64 input,
+    float32 otherwise)."""
+    return layer.shape[0] * layer.shape[0] * (8 if layer.dtype == pb.FLOAT64 else 4)
+
+
+def gram_is_smaller(layer: Layer) -> bool:
+    """Returns True when sending `layer`'s Gram takes fewer bytes than its activations."""
+    return not layer.is_gram and gram_bytes(layer) < layer.nbytes
+
+
+def gram_of(layer: Layer) -> Layer:
+    """Returns the n x n linear Gram K = X X^T of `layer`'s n x d activations.
+
+    Accumulates in float64 (float32 products are exact in float64, so only the final
+    rounding remains), then sends float32, or float64 for float64 input. Runs on the
+    streamer's thread; its scratch is n x 4096 float64.
+    """
+    n = layer.shape[0]
+    x = layer.array.reshape(n, -1)
+    if layer.dtype == pb.BFLOAT16:
+        x = (x.astype(np.uint32) << 16).view(np.float32)
+    d = x.shape[1]
+    k = np.zeros((n, n), dtype=np.float64)
+    for start in range(0, d, _GRAM_CHUNK_COLUMNS):
+        chunk = np.ascontiguousarray(x[:, start:start + _GRAM_CHUNK_COLUMNS], dtype=np.float64)
+        k += chunk @ chunk.T  # NumPy runs syrk for a @ a.T: exactly symmetric
+    if layer.dtype == pb.FLOAT64:
+        return Layer(layer.name, True, (n, n), pb.FLOAT64, k)
+    return Layer(layer.name, True, (n, n), pb.FLOAT32, k.astype(np.float32))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _payload(array: np.ndarray, dtype: int) -> memoryview:
+    """Returns the little-endian, C-contiguous bytes of `array` (a view when it is already)."""
+    if dtype != pb.BFLOAT16 and array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    elif dtype == pb.BFLOAT16 and array.dtype.byteorder == ">":
+        array = array.astype("<u2")
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return memoryview(array).cast("B")
+
+
+def encode(session_id: str, source: str, batch_id: str, step: int,
+           layers: List[Layer]) -> bytes:
+    """Returns the serialized cka.v1.ActivationBatch of the batch.
+
+    Equal to ``ActivationBatch(...).SerializeToString()`` up to field order, which protobuf
+    parsers accept: the tensor bytes are placed last in each Tensor.
+    """
+    parts: List[Any] = [
+        pb.ActivationBatch(session_id=session_id, source=source, batch_id=batch_id,
+                           step=step).SerializeToString()
+    ]
+    for layer in layers:
+        data = _payload(layer.array, layer.dtype)
+        size = data.nbytes
+        tensor_head = pb.Tensor(shape=layer.shape, dtype=layer.dtype).SerializeToString()
+        data_head = b"\x1a" + _varint(size)  # Tensor.data: field 3, length-delimited
+        tensor_len = len(tensor_head) + len(data_head) + size
+        # LayerActivation.activations is field 2, .gram field 3.
+        layer_head = (pb.LayerActivation(layer=layer.name).SerializeToString()
+                      + (b"\x1a" if layer.is_gram else b"\x12") + _varint(tensor_len)
+                      + tensor_head + data_head)
+        # ActivationBatch.layers: field 5, length-delimited.
+        parts.append(b"\x2a" + _varint(len(layer_head) + size) + layer_head)
+        parts.append(data)
+    return b"".join(parts)

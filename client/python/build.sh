@@ -9,7 +9,9 @@
 # cka/v1/similarity_pb2.py and similarity_pb2_grpc.py; the `cka` package extends its import
 # path to that cka/ directory, so the generated `from cka.v1 import similarity_pb2` works
 # unedited. Uses protoc and grpc_python_plugin (Debian: protobuf-compiler,
-# protobuf-compiler-grpc), or `python3 -m grpc_tools.protoc` where those are missing.
+# protobuf-compiler-grpc), or `$PYTHON -m grpc_tools.protoc` where those are missing or
+# CKA_PROTOC=grpc_tools asks for it (stubs matching the grpcio/protobuf of $PYTHON's
+# environment).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -20,7 +22,8 @@ python="${PYTHON:-/usr/bin/python3}"
 mkdir -p "$out"
 protos=("$root"/proto/cka/v1/*.proto)
 plugin="$(command -v grpc_python_plugin || true)"
-if command -v protoc >/dev/null 2>&1 && [ -n "$plugin" ]; then
+if [ "${CKA_PROTOC:-}" != "grpc_tools" ] && command -v protoc >/dev/null 2>&1 &&
+  [ -n "$plugin" ]; then
   protoc -I"$root/proto" --python_out="$out" --grpc_python_out="$out" \
     --plugin=protoc-gen-grpc_python="$plugin" "${protos[@]}"
 elif "$python" -c 'import grpc_tools.protoc' 2>/dev/null; then

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-threadpoolctl
+  python3-torch
   nginx openssl
 )
 

@@ -29,7 +29,7 @@ step "Python client tests (client/python, against build/test's ckad)"
   stubs_env=$(bash client/python/build.sh)  # generates build/python-stubs, prints PYTHONPATH
   eval "$stubs_env"
   rc=0
-  CKAD_BINARY=$PWD/build/test/server/ckad timeout 600 \
+  CKAD_BINARY=$PWD/build/test/server/ckad CKA_REQUIRE_TORCH=1 timeout 600 \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider client/python/tests || rc=$?
   # Any non-zero exit fails the step, 5 (no tests collected) included.
   if [ "$rc" -ne 0 ]; then

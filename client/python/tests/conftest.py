@@ -137,3 +137,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def import_torch():
+    """Returns torch; skips the test without it, unless CKA_REQUIRE_TORCH=1 (tests/run_all.sh,
+    whose install_deps.sh installs python3-torch) makes a missing torch a failure."""
+    if os.environ.get("CKA_REQUIRE_TORCH") == "1":
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")

@@ -7,6 +7,7 @@ import pytest
 import cka
 from cka import _wire
 from cka._stubs import pb
+from conftest import import_torch
 
 
 def reference(layers):
@@ -66,7 +67,7 @@ def test_bfloat16_bits_widen_exactly_for_the_gram():
 
 
 def test_torch_tensors_of_every_dtype():
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
     for dtype, wire in ((torch.float32, pb.FLOAT32), (torch.float64, pb.FLOAT64),
                         (torch.float16, pb.FLOAT16), (torch.bfloat16, pb.BFLOAT16)):
         t = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(dtype).requires_grad_(

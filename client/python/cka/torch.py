@@ -1,0 +1,182 @@
+"""PyTorch integration: forward hooks that stream the activations of named layers.
+
+The only module of the package that imports torch.
+
+    streamer = cka.Streamer(client, "run42", source="resnet")
+    with cka.torch.ModelHooks(streamer, model, ["layer*.conv1", "fc"], every=10) as hooks:
+        for step, (x, y) in enumerate(loader):
+            hooks.step = step             # the batch id is str(step) unless batch_id= says
+            loss = loss_fn(model(x), y)   # a tracked pass becomes one ActivationBatch
+            ...
+
+Batch ids join streams across jobs: they must name the same examples in every job (the same
+loader order). Multi-process training: give each rank its own source (``f"resnet-r{rank}"``)
+when ranks see different examples under the same step, or put the rank in the batch id
+(``batch_id=lambda step: f"{step}-r{rank}"``) when the ranks of two jobs pair up.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import grpc
+import torch
+
+from cka.errors import CkaError
+from cka.streamer import Streamer
+
+__all__ = ["ModelHooks", "gram"]
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """Returns the n x n linear Gram X X^T of `x` (n, ...) on its own device.
+
+    Accumulates in float64 and returns float32 (float64 for float64 input): the float32
+    products are exact in float64, so only the final rounding remains.
+    """
+    with torch.no_grad():
+        x64 = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        k = x64 @ x64.T
+        return k if x.dtype == torch.float64 else k.to(torch.float32)
+
+
+def _output_tensor(output) -> Optional[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+class ModelHooks:
+    """Forward hooks on the modules of `model` whose names match `layers`.
+
+    Each tracked forward pass of `model` becomes one batch of `streamer`: the outputs of the
+    matched modules (detached, copied on their device so that later in-place operations do
+    not change them, without autograd), submitted when the pass ends. Layer names are the
+    module names (``model.named_modules()``).
+
+    Parameters
+    ----------
+    streamer : Streamer
+        Carries the session and the source (one source per model).
+    model : torch.nn.Module
+    layers : sequence of str
+        Module names or fnmatch globs (``"layer*.conv1"``).
+    every : int
+        Track only the passes whose step is a multiple of `every`.
+    eval_only : bool
+        Track only passes in eval mode (``model.training`` False).
+    batch_id : callable, optional
+        step -> batch id (str or int); default: the step.
+    reduce_on_device : bool
+        Send the n x n Gram (``gram``, computed on the tensor's device, the GPU when there is
+        one) instead of n x d activations when that is fewer bytes. Not for sessions with
+        an exact measure (they need the activations).
+
+    Attributes
+    ----------
+    step : int
+        The step of the next pass; every pass of `model` adds 1 when it ends. Set it before
+        each training step when a step runs more than one forward pass.
+
+    Raises
+    ------
+    CkaError
+        INVALID_ARGUMENT when a pattern matches no module (naming it), or `every` < 1.
+
+    Notes
+    -----
+    A context manager: the hooks are attached on entry and removed on exit. A module called
+    several times in one pass contributes its last output. Hooks run on the thread of the
+    forward pass; ``Streamer.submit`` may block under the "block" policy.
+    """
+
+    def __init__(
+        self,
+        streamer: Streamer,
+        model: torch.nn.Module,
+        layers: Sequence[str],
+        *,
+        every: int = 1,
+        eval_only: bool = False,
+        batch_id: Optional[Callable[[int], Union[str, int]]] = None,
+        reduce_on_device: bool = False,
+    ) -> None:
+        if every < 1:
+            raise CkaError(grpc.StatusCode.INVALID_ARGUMENT, f"every: {every}, expected >= 1")
+        names = [name for name, _ in model.named_modules() if name]
+        self.modules: Dict[str, torch.nn.Module] = {}
+        for pattern in layers:
+            matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            if not matched:
+                raise CkaError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"layers: '{pattern}' matches no module of the model (modules: "
+                    f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+                )
+            for n in matched:
+                self.modules[n] = model.get_submodule(n)
+        self.streamer = streamer
+        self.model = model
+        self.every = every
+        self.eval_only = eval_only
+        self.batch_id = batch_id
+        self.reduce_on_device = reduce_on_device
+        self.step = 0
+        self._tracking = False
+        self._layers: Dict[str, torch.Tensor] = {}
+        self._grams: Dict[str, torch.Tensor] = {}
+        self._handles: List = []
+
+    def __enter__(self) -> "ModelHooks":
+        self._handles.append(self.model.register_forward_pre_hook(self._begin))
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._capture(name)))
+        self._handles.append(self.model.register_forward_hook(self._end))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Removes the hooks. Idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _begin(self, module, inputs) -> None:
+        self._tracking = (self.step % self.every == 0
+                          and not (self.eval_only and self.model.training))
+        self._layers, self._grams = {}, {}
+
+    def _capture(self, name: str):
+        def hook(module, inputs, output) -> None:
+            if not self._tracking:
+                return
+            x = _output_tensor(output)
+            if x is None or x.dim() < 2:
+                return
+            with torch.no_grad():
+                x = x.detach()
+                n = x.shape[0]
+                d = x.numel() // max(n, 1)
+                gram_item = 8 if x.dtype == torch.float64 else 4
+                if self.reduce_on_device and n * n * gram_item < n * d * x.element_size():
+                    self._grams[name] = gram(x)
+                    self._layers.pop(name, None)
+                else:
+                    self._layers[name] = x.clone()
+                    self._grams.pop(name, None)
+
+        return hook
+
+    def _end(self, module, inputs, output) -> None:
+        step = self.step
+        if self._tracking and (self._layers or self._grams):
+            batch_id = self.batch_id(step) if self.batch_id is not None else step
+            self.streamer.submit(batch_id, step, self._layers, grams=self._grams)
+        self._tracking = False
+        self._layers, self._grams = {}, {}
+        self.step = step + 1

@@ -1,0 +1,109 @@
+"""cka.torch against a real ckad: two small CNNs (different seeds) train for a few steps with
+hooks on named layers; the session's cross-model and within-model matrix equals the float64
+oracle of the activations the hooks saw (recorded independently by the test's own hooks),
+with activations and with Gram reduction on the tensor's device."""
+
+import numpy as np
+import pytest
+
+import cka
+from oracle import minibatch_cka
+
+from conftest import import_torch  # noqa: E402
+
+torch = import_torch()
+import cka.torch as ckatorch  # noqa: E402
+
+
+def small_cnn(seed: int) -> "torch.nn.Module":
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),  # "0": (n, 4, 6, 6), d 144 > n: Gram when reduced
+        torch.nn.ReLU(inplace=True),  # modifies "0"'s output in place after the hook ran
+        torch.nn.Flatten(),
+        torch.nn.Linear(144, 10),  # "3": (n, 10), d < n: activations either way
+    )
+
+
+@pytest.mark.parametrize("reduce_on_device", [False, True], ids=["activations", "gram"])
+def test_two_models_train_and_match_the_oracle(client, session_id, reduce_on_device):
+    rng = np.random.default_rng(7)
+    data = torch.from_numpy(rng.standard_normal((12, 32, 1, 8, 8)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 10, (12, 32)))
+    models = {"a": small_cnn(1), "b": small_cnn(2)}
+    client.create_session(session_id, streams=[f"{s}/{l}" for s in models for l in ("0", "3")])
+    recorded = {}  # step -> {stream: float32 array}, by the test's own hooks
+
+    def recorder(stream):
+        def hook(module, inputs, output):
+            recorded.setdefault(current_step, {})[stream] = output.detach().clone().numpy()
+        return hook
+
+    own = [models[s][int(l)].register_forward_hook(recorder(f"{s}/{l}"))
+           for s in models for l in ("0", "3")]
+    streamers = {s: cka.Streamer(client, session_id, s) for s in models}
+    optimizers = {s: torch.optim.SGD(m.parameters(), lr=0.05) for s, m in models.items()}
+    hooks = [ckatorch.ModelHooks(streamers[s], models[s], ["0", "[3]"], every=3,
+                                 reduce_on_device=reduce_on_device) for s in models]
+    with hooks[0], hooks[1]:
+        for current_step in range(12):
+            for s, model in models.items():
+                out = model(data[current_step])
+                loss = torch.nn.functional.cross_entropy(out, labels[current_step])
+                optimizers[s].zero_grad()
+                loss.backward()
+                optimizers[s].step()
+    for handle in own:
+        handle.remove()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks
+               for model in models.values() for m in model.modules()), "hooks left behind"
+    for s in models:
+        assert streamers[s].close(timeout=60) == []
+        assert streamers[s].stats.acked == 4  # steps 0, 3, 6, 9
+
+    m = client.similarity(session_id)
+    tracked = [recorded[step] for step in (0, 3, 6, 9)]
+    expected, counts = minibatch_cka(m.rows, tracked)
+    np.testing.assert_allclose(m.values, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(m.batches, counts)
+    assert (m.batches == 4).all()
+    assert 0.2 < m.values[m.rows.index("a/0"), m.cols.index("b/0")] < 0.999
+    client.delete_session(session_id)
+
+
+def test_eval_only_and_explicit_steps_and_batch_ids(client, session_id):
+    client.create_session(session_id)
+    model = small_cnn(3)
+    x = torch.zeros((8, 1, 8, 8)).normal_(generator=torch.Generator().manual_seed(0))
+    with cka.Streamer(client, session_id, "m") as streamer:
+        with ckatorch.ModelHooks(streamer, model, ["*"], eval_only=True,
+                                 batch_id=lambda step: f"r0-{step}") as hooks:
+            model.train()
+            model(x)  # not tracked: training mode
+            model.eval()
+            with torch.no_grad():
+                for step in (10, 20):
+                    hooks.step = step
+                    model(x)
+                model(x)  # step not set again: every pass adds 1, so this one is 21
+            assert hooks.step == 22
+    assert streamer.rejected == []
+    assert streamer.stats.acked == 3
+    info = client.get_session(session_id)
+    assert sorted(info.streams) == ["m/0", "m/1", "m/2", "m/3"]  # "*" matched every module
+    client.delete_session(session_id)
+
+
+def test_a_pattern_that_matches_nothing_is_an_error(client):
+    with cka.Streamer(client, "s", "m") as streamer:
+        with pytest.raises(cka.CkaError) as error:
+            ckatorch.ModelHooks(streamer, small_cnn(0), ["conv*"])
+    assert "'conv*'" in error.value.message
+
+
+def test_gram_on_device_accumulates_in_float64():
+    x = torch.randn(5, 3000, generator=torch.Generator().manual_seed(1))
+    k = ckatorch.gram(x)
+    assert k.dtype == torch.float32 and k.shape == (5, 5)
+    x64 = x.double()
+    torch.testing.assert_close(k.double(), x64 @ x64.T, rtol=1e-7, atol=0)

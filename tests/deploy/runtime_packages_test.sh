@@ -17,6 +17,10 @@ mapfile -t provided < <(
     apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
       --no-replaces --no-enhances "${listed[@]}" 2>/dev/null | grep -v '^ ' | grep -v '^<'
   } | sed 's/:amd64$//' | sort -u)
+# A set, not `printf | grep -q`: under pipefail, grep -q leaving early makes printf fail with
+# SIGPIPE, and the pipeline with it (a flaky "does not provide" on a busy machine).
+declare -A is_provided=()
+for pkg in "${provided[@]}"; do is_provided["$pkg"]=1; done
 
 for pkg in "${listed[@]}"; do
   if ! apt-cache show "$pkg" >/dev/null 2>&1; then
@@ -44,7 +48,7 @@ for bin in "$@"; do
     if [ -z "$pkg" ]; then
       echo "FAIL: $bin loads $lib, which no Debian package provides"; fail=1; continue
     fi
-    if ! printf '%s\n' "${provided[@]}" | grep -qx "$pkg"; then
+    if [ -z "${is_provided[$pkg]:-}" ]; then
       echo "FAIL: $bin loads $lib from package $pkg, which deploy/runtime-packages.txt does not provide"
       fail=1
     fi

@@ -1177,8 +1177,12 @@ absl::StatusOr<IngestResult> Session::Commit(PreparedBatch batch) {
     // A complete batch kept only for its join window is not written to the
     // store (after a restart its late streams count as missed pairs), unless
     // an earlier, incomplete state of it was.
-    if (!complete || pending != nullptr)
+    if (!complete || pending != nullptr) {
+      p->stored = true;
       st.dirty.insert(PendingKey(rep.batch_id));
+    } else {
+      p->stored = false;
+    }
     // Evict the oldest other batches while over budget; this one fits (checked
     // above).
     while ((st.pending_bytes > limits_.max_pending_bytes ||

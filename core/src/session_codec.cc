@@ -394,7 +394,7 @@ std::optional<std::string> EncodeRecord(const SessionConfig& config,
   }
   if (kind == "pending") {
     auto it = st.pending.find(rest);
-    if (it == st.pending.end()) return std::nullopt;
+    if (it == st.pending.end() || !it->second.stored) return std::nullopt;
     return EncodePending(it->second);
   }
   // sums/<m>/<bucket>
@@ -453,8 +453,9 @@ StateChanges Session::AllRecords() const {
         {AppliedKey(id), EncodeApplied(st.applied.at(id)), false});
   }
   for (const auto& [seq, id] : st.pending_order) {
-    all.records.push_back(
-        {PendingKey(id), EncodePending(st.pending.at(id)), false});
+    const PendingBatch& p = st.pending.at(id);
+    if (p.stored)
+      all.records.push_back({PendingKey(id), EncodePending(p), false});
   }
   return all;
 }

@@ -61,6 +61,9 @@ struct PendingBatch {
       self;  // per minibatch measure: k values HSIC(K_s, K_s)
   std::vector<std::vector<double>>
       activations;  // exact sessions: per stream, n × d_s
+  // False for a complete batch kept only for the join window: it is not a
+  // state record (not stored, not exported), so it is gone after a restart.
+  bool stored = true;
 
   int64_t bytes() const;
 };

@@ -1463,6 +1463,8 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
         std::find_if(config_.measures.begin(), config_.measures.end(),
                      [&](const Measure& m) { return m.name == query.measure; });
     if (it == config_.measures.end()) {
+      if (query.measure.size() > kMaxNameBytes)
+        return ValidateName("measure", query.measure);
       std::vector<std::string> names;
       for (const Measure& m : config_.measures) names.push_back(m.name);
       return absl::NotFoundError(absl::StrCat(

@@ -36,7 +36,8 @@ class Engine {
   absl::StatusOr<std::shared_ptr<Session>> CreateSession(
       const std::string& id, SessionConfig config, bool* created = nullptr);
 
-  // Returns session `id`, or NotFound. The pointer stays valid after
+  // Returns session `id`, or NotFound; InvalidArgument for an id longer than
+  // any session's (kMaxNameBytes). The pointer stays valid after
   // DeleteSession.
   absl::StatusOr<std::shared_ptr<Session>> GetSession(
       const std::string& id) const;
@@ -58,7 +59,8 @@ class Engine {
                                   const BatchInput& batch,
                                   ThreadPool* pool = nullptr);
 
-  // Removes session `id`; NotFound when there is none.
+  // Removes session `id`; NotFound when there is none, InvalidArgument for an
+  // id longer than kMaxNameBytes.
   absl::Status DeleteSession(const std::string& id);
 
   // Returns the ids of all sessions, sorted.

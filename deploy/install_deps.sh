@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian bookworm packages ckad needs to build, test and run. Idempotent: packages
 # already present are left alone, so a second run costs one dpkg query.
+#
+#   install_deps.sh           what building and running ckad needs (deploy/run_local.sh)
+#   install_deps.sh --tests   also what only the tests need (tests/run_all.sh): PyTorch (~700 MB)
 set -euo pipefail
 
 packages=(
@@ -11,9 +14,14 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-threadpoolctl
-  python3-torch
   nginx openssl
 )
+if [ "${1:-}" = "--tests" ]; then
+  packages+=(python3-torch)
+elif [ $# -gt 0 ]; then
+  echo "usage: $0 [--tests]" >&2
+  exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do

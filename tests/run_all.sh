@@ -15,7 +15,7 @@ jobs=$(nproc)
 step() { printf '\n==== %s ====\n' "$*"; }
 
 step "dependencies"
-bash deploy/install_deps.sh
+bash deploy/install_deps.sh --tests
 
 step "build (RelWithDebInfo)"
 cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -74,6 +74,22 @@ TEST(EngineTest, GetAndDeleteUnknownAreNotFound) {
   EXPECT_EQ(engine.DeleteSession("nope").code(), absl::StatusCode::kNotFound);
 }
 
+// No session has an id over kMaxNameBytes: such an id is refused as invalid,
+// and the message quotes only its start (a crafted megabyte id must not travel
+// back whole in the status).
+TEST(EngineTest, OverlongIdIsInvalidArgumentQuotingItsStart) {
+  Engine engine;
+  const std::string id(1 << 20, 'x');
+  auto got = engine.GetSession(id);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(got.status().message().size(), 200u) << got.status();
+  EXPECT_NE(got.status().message().find("1048576 bytes"), std::string::npos)
+      << got.status();
+  const absl::Status deleted = engine.DeleteSession(id);
+  EXPECT_EQ(deleted.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(deleted.message().size(), 200u);
+}
+
 TEST(EngineTest, DeletedSessionIsGoneButPointerStaysValid) {
   Engine engine;
   auto s = engine.CreateSession("s1", {});

@@ -652,12 +652,12 @@ TEST(ValidationTest, StepRangesAtTheEndsOfInt64AreCheckedWithoutOverflow) {
     auto session = Session::Create(config);
     ASSERT_TRUE(session.ok());
     Storage s;
-    ASSERT_TRUE(
-        (*session)->Ingest(BatchInput{"", "b0", kMax, {s.Layer("a", {8, 4})}})
-            .ok());
-    ASSERT_TRUE(
-        (*session)->Ingest(BatchInput{"", "b1", kMin, {s.Layer("a", {8, 4})}})
-            .ok());
+    ASSERT_TRUE((*session)
+                    ->Ingest(BatchInput{"", "b0", kMax, {s.Layer("a", {8, 4})}})
+                    .ok());
+    ASSERT_TRUE((*session)
+                    ->Ingest(BatchInput{"", "b1", kMin, {s.Layer("a", {8, 4})}})
+                    .ok());
     // kMax ends its bucket only for widths dividing 2^63; kMin starts its
     // bucket only for widths dividing 2^63.
     const bool aligned = bucket == 1;

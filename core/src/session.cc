@@ -1646,9 +1646,4 @@ SessionInfo Session::Info() const {
   return info;
 }
 
-int64_t Session::pending_bytes() const {
-  absl::MutexLock lock(&mu_);
-  return state_->pending_bytes;
-}
-
 }  // namespace cka::core

@@ -399,7 +399,7 @@ TEST_F(SimilarityServiceTest, GetSessionReportsPendingBytesOfTheJoinBuffer) {
   EXPECT_EQ(session.batches_pending(), 1);
   EXPECT_GT(session.pending_bytes(), 0);
   EXPECT_EQ(session.pending_bytes(),
-            (*server_->engine().GetSession("s"))->pending_bytes());
+            (*server_->engine().GetSession("s"))->Info().pending_bytes);
 }
 
 TEST_F(SimilarityServiceTest, BadBatchesGetTheirCodeAndTheStreamGoesOn) {

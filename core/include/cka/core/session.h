@@ -214,11 +214,8 @@ class Session {
   absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
 
   // Returns the configuration and counters. Copies the config and every
-  // stream name; see pending_bytes() for a cheap read of one counter.
+  // stream name.
   SessionInfo Info() const;
-  // Returns the bytes the join buffer holds now (Info().pending_bytes),
-  // copying nothing else: cheap enough to call after every commit.
-  int64_t pending_bytes() const;
   const SessionConfig& config() const { return config_; }
 
   // Returns the complete running state (config, sums per bucket, applied batch

@@ -3,7 +3,9 @@
 # already present are left alone, so a second run costs one dpkg query.
 #
 #   install_deps.sh           what building and running ckad needs (deploy/run_local.sh)
-#   install_deps.sh --tests   also what only the tests need (tests/run_all.sh): PyTorch (~700 MB)
+#   install_deps.sh --tests   also what only the tests need (tests/run_all.sh): PyTorch (~700 MB),
+#                             scikit-learn (its bundled digits data) and matplotlib (the Python
+#                             example's heatmap, optional for users)
 set -euo pipefail
 
 packages=(
@@ -17,7 +19,7 @@ packages=(
   nginx openssl
 )
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3-torch)
+  packages+=(python3-torch python3-sklearn python3-matplotlib)
 elif [ $# -gt 0 ]; then
   echo "usage: $0 [--tests]" >&2
   exit 2

@@ -80,6 +80,8 @@ class ModelHooks:
     step : int
         The step of the next pass; every pass of `model` adds 1 when it ends. Set it before
         each training step when a step runs more than one forward pass.
+    gram_layers : int
+        The layers submitted as n x n Grams so far (``reduce_on_device``).
 
     Raises
     ------
@@ -125,6 +127,7 @@ class ModelHooks:
         self.batch_id = batch_id
         self.reduce_on_device = reduce_on_device
         self.step = 0
+        self.gram_layers = 0
         self._tracking = False
         self._layers: Dict[str, torch.Tensor] = {}
         self._grams: Dict[str, torch.Tensor] = {}
@@ -177,6 +180,7 @@ class ModelHooks:
         if self._tracking and (self._layers or self._grams):
             batch_id = self.batch_id(step) if self.batch_id is not None else step
             self.streamer.submit(batch_id, step, self._layers, grams=self._grams)
+            self.gram_layers += len(self._grams)
         self._tracking = False
         self._layers, self._grams = {}, {}
         self.step = step + 1

@@ -139,11 +139,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def import_torch():
-    """Returns torch; skips the test without it, unless CKA_REQUIRE_TORCH=1 (tests/run_all.sh,
-    whose install_deps.sh installs python3-torch) makes a missing torch a failure."""
+def require(module: str):
+    """Returns the imported `module`; skips the test without it, unless CKA_REQUIRE_TORCH=1
+    (tests/run_all.sh, whose install_deps.sh --tests installs python3-torch, python3-sklearn
+    and python3-matplotlib) makes a missing one a failure."""
     if os.environ.get("CKA_REQUIRE_TORCH") == "1":
-        import torch
+        import importlib
 
-        return torch
-    return pytest.importorskip("torch")
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+def import_torch():
+    """Returns torch (see `require`)."""
+    return require("torch")

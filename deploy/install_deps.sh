@@ -4,6 +4,7 @@
 #
 #   install_deps.sh           what building and running ckad needs (deploy/run_local.sh)
 #   install_deps.sh --tests   also what only the tests need (tests/run_all.sh): PyTorch (~700 MB),
+#                             headless Chromium for the page's browser test (tests/web),
 #                             scikit-learn (its bundled digits data) and matplotlib (the Python
 #                             example's heatmap, optional for users)
 set -euo pipefail
@@ -19,7 +20,7 @@ packages=(
   nginx openssl
 )
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3-torch python3-sklearn python3-matplotlib)
+  packages+=(python3-torch python3-sklearn python3-matplotlib chromium-headless-shell)
 elif [ $# -gt 0 ]; then
   echo "usage: $0 [--tests]" >&2
   exit 2

@@ -1,0 +1,213 @@
+// The CKA heatmap: a SimilarityMatrix drawn on a fixed 0–1 colour scale, and what it shows
+// (window.__ckaShown, for tests and the exports).
+import * as echarts from 'echarts/core';
+import { HeatmapChart } from 'echarts/charts';
+import {
+  GridComponent,
+  TitleComponent,
+  TooltipComponent,
+  VisualMapComponent,
+} from 'echarts/components';
+import { CanvasRenderer } from 'echarts/renderers';
+
+echarts.use([
+  HeatmapChart,
+  GridComponent,
+  TitleComponent,
+  TooltipComponent,
+  VisualMapComponent,
+  CanvasRenderer,
+]);
+
+// Perceptually ordered, readable in grey print (viridis' stops).
+const kColours = ['#440154', '#3b528b', '#21918c', '#5ec962', '#fde725'];
+// Up to this many cells per side, each cell also prints its value.
+const kLabelledSide = 12;
+// Cell labels are dark on the light end of the scale.
+const kDarkTextAbove = 0.7;
+// The figure's height: room for the axes, then this much per row, within bounds.
+const kRowHeight = 36;
+const kMinHeight = 300;
+const kMaxHeight = 900;
+const kMinCellWidth = 56;
+const kMaxCellWidth = 160;
+// The grid's bottom margin on screen, and in the PNG, which also carries the caption.
+const kBottom = 40;
+const kBottomWithCaption = 96;
+
+/** The JSON API's numbers: doubles may be "NaN"/"Infinity" strings, int64s are strings. */
+export function toNumber(value) {
+  return typeof value === 'number' ? value : Number(value);
+}
+
+export class Heatmap {
+  constructor(element) {
+    this.element = element;
+    this.chart = echarts.init(element, null, { renderer: 'canvas' });
+    this.shown = null;
+    new ResizeObserver(() => this.chart.resize()).observe(element);
+    // Axis labels are shortened; hovering one shows the full stream name.
+    this.chart.on('mouseover', (params) => {
+      if (params.componentType !== 'xAxis' && params.componentType !== 'yAxis') return;
+      const names = params.componentType === 'xAxis' ? this.shown?.cols : this.shown?.rows;
+      if (params.targetType === 'axisLabel') element.title = names?.[params.tickIndex] ?? '';
+    });
+    this.chart.on('mouseout', () => {
+      element.title = '';
+    });
+  }
+
+  /** Draws `matrix` (a SimilarityMatrix of the JSON API) with the axis labels and names given;
+   *  `half` hides the cells above the diagonal; title and subtitle go into the PNG. Returns and
+   *  records what is shown: rows, cols and row-major values (null: no value, or hidden) and
+   *  common batches. */
+  show(matrix, { rowLabels, colLabels, rowName, colName, half, title, subtitle }) {
+    const rows = matrix.rows;
+    const cols = matrix.cols;
+    const values = [];
+    const batches = [];
+    const data = [];
+    for (let i = 0; i < rows.length; i++) {
+      for (let j = 0; j < cols.length; j++) {
+        const k = i * cols.length + j;
+        const value = toNumber(matrix.values[k]);
+        const n = toNumber(matrix.batches[k] ?? 0);
+        const hidden = half && j > i;
+        values.push(hidden || Number.isNaN(value) ? null : value);
+        batches.push(hidden ? null : n);
+        if (hidden) continue;
+        data.push({
+          value: [j, i, Number.isNaN(value) ? '-' : value, n],
+          label: { color: value > kDarkTextAbove ? '#1f2933' : '#fff' },
+        });
+      }
+    }
+    const labelled = rows.length <= kLabelledSide && cols.length <= kLabelledSide;
+    // Cells about square when there are few; the page's width when there are many.
+    const height = Math.min(kMaxHeight, Math.max(kMinHeight, 140 + rows.length * kRowHeight));
+    const cellWidth = Math.max(kMinCellWidth, Math.min(kMaxCellWidth, 900 / cols.length));
+    const width = 320 + cols.length * cellWidth;
+    if (this.element.style.height !== `${height}px` || this.element.style.maxWidth !== `${width}px`) {
+      this.element.style.height = `${height}px`;
+      this.element.style.maxWidth = `${width}px`;
+      this.chart.resize();
+    }
+    this.chart.setOption(
+      {
+        animation: false,
+        // Shown in the PNG only: on the page, the figure's caption says it.
+        title: {
+          show: false,
+          text: title,
+          subtext: subtitle,
+          left: 'center',
+          bottom: 0,
+          textStyle: { fontSize: 13, fontWeight: 600, color: '#1f2933' },
+          subtextStyle: { fontSize: 11, color: '#52606d' },
+        },
+        grid: { left: 8, right: 90, top: 28, bottom: kBottom, containLabel: true },
+        tooltip: {
+          position: 'top',
+          formatter: (p) => {
+            const [j, i, value, n] = p.value;
+            const shown = typeof value === 'number' ? value.toFixed(4) : 'no value';
+            return `${escapeHtml(rows[i])} × ${escapeHtml(cols[j])}<br>` +
+              `<b>${shown}</b> · ${n} common batch${n === 1 ? '' : 'es'}`;
+          },
+        },
+        xAxis: {
+          type: 'category',
+          data: colLabels,
+          name: colName,
+          nameLocation: 'middle',
+          nameGap: cols.length > 6 ? 64 : 26,
+          nameTextStyle: { fontWeight: 600, color: '#1f2933' },
+          triggerEvent: true,
+          axisLabel: { rotate: cols.length > 6 ? 40 : 0, interval: 0 },
+          splitLine: { show: false },
+        },
+        yAxis: {
+          type: 'category',
+          data: rowLabels,
+          name: rowName,
+          nameLocation: 'start',
+          nameTextStyle: { fontWeight: 600, color: '#1f2933', align: 'right' },
+          inverse: true,
+          triggerEvent: true,
+          axisLabel: { interval: 0 },
+          splitLine: { show: false },
+        },
+        visualMap: {
+          type: 'continuous',
+          dimension: 2,
+          min: 0,
+          max: 1,
+          calculable: false,
+          orient: 'vertical',
+          right: 8,
+          top: 'middle',
+          itemHeight: 200,
+          text: ['1', '0'],
+          textGap: 6,
+          inRange: { color: kColours },
+          outOfRange: { color: '#9aa5b1' },
+        },
+        series: [
+          {
+            type: 'heatmap',
+            data,
+            label: {
+              show: labelled,
+              formatter: (p) => (typeof p.value[2] === 'number' ? p.value[2].toFixed(2) : ''),
+            },
+            emphasis: { itemStyle: { borderColor: '#111', borderWidth: 1 } },
+          },
+        ],
+      },
+      { notMerge: true },
+    );
+    this.shown = {
+      session_id: matrix.session_id,
+      measure: matrix.measure,
+      rows: [...rows],
+      cols: [...cols],
+      values,
+      batches,
+      half: Boolean(half),
+    };
+    return this.shown;
+  }
+
+  /** Clears the figure (no session, or the query failed). */
+  clear() {
+    this.chart.clear();
+    this.shown = null;
+  }
+
+  /** The figure as a PNG data URL, at twice the screen's resolution, on white. */
+  pngDataUrl() {
+    this.chart.setOption({ title: { show: true }, grid: { bottom: kBottomWithCaption } });
+    const url = this.chart.getDataURL({ type: 'png', pixelRatio: 2, backgroundColor: '#fff' });
+    this.chart.setOption({ title: { show: false }, grid: { bottom: kBottom } });
+    return url;
+  }
+}
+
+/** The shown matrix as CSV: a header of column streams, then one line per row stream; empty
+ *  where there is no value or the cell is hidden. */
+export function shownCsv(shown) {
+  const quote = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  const lines = [['', ...shown.cols].map(quote).join(',')];
+  shown.rows.forEach((row, i) => {
+    const cells = shown.cols.map((_, j) => {
+      const v = shown.values[i * shown.cols.length + j];
+      return v === null ? '' : String(v);
+    });
+    lines.push([quote(row), ...cells].join(','));
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+function escapeHtml(s) {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

@@ -1,0 +1,402 @@
+// ckad's page: the sessions with their counters, and the CKA heatmap of the chosen session,
+// refreshed live while batches arrive.
+import { ApiError, getJson, sessionPath, setToken, similarityParams, watch } from './api.js';
+import { Heatmap, shownCsv, toNumber } from './heatmap.js';
+import { shortLabels, sourcesOf, streamsOf } from './names.js';
+
+const kSessionsPollMs = 3000;
+const kMatrixPollMs = 2000;
+const kWatchIntervalMs = 500;
+// The source selectors' values: every stream, or one source's ("source:a").
+const kAllSources = 'all';
+const sourceValue = (source) => `source:${source}`;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  connection: $('connection'),
+  sessions: document.querySelector('#sessions tbody'),
+  noSessions: $('no-sessions'),
+  sessionsError: $('sessions-error'),
+  matrixSession: $('matrix-session'),
+  form: $('query'),
+  measure: $('measure'),
+  rowSource: $('row-source'),
+  colSource: $('col-source'),
+  stepMin: $('step-min'),
+  stepMax: $('step-max'),
+  half: $('half'),
+  live: $('live'),
+  queryError: $('query-error'),
+  caption: $('caption'),
+  exportCsv: $('export-csv'),
+  exportPng: $('export-png'),
+  tokenDialog: $('token-dialog'),
+  tokenForm: $('token-form'),
+  token: $('token'),
+};
+
+const heatmap = new Heatmap($('heatmap'));
+const state = {
+  sessions: [],
+  selected: null, // session id
+  configuredFor: null, // session id whose measures/sources fill the form
+  query: null, // AbortController of the running matrix query
+  updates: 0, // matrices shown since the page loaded
+};
+
+// ---- sessions ----------------------------------------------------------------------------
+
+async function refreshSessions() {
+  try {
+    const { sessions = [] } = await getJson('/api/v1/sessions');
+    state.sessions = sessions;
+    showError(ui.sessionsError, null);
+    renderSessions();
+    if (state.selected === null && sessions.length > 0) selectSession(sessions[0].session_id);
+    else if (state.selected !== null) configureForm(currentSession());
+  } catch (error) {
+    if (!(await handleAuth(error))) showError(ui.sessionsError, error);
+  } finally {
+    setTimeout(refreshSessions, kSessionsPollMs);
+  }
+}
+
+function currentSession() {
+  return state.sessions.find((s) => s.session_id === state.selected) ?? null;
+}
+
+function renderSessions() {
+  ui.noSessions.hidden = state.sessions.length > 0;
+  const rows = state.sessions.map((s) => {
+    const tr = document.createElement('tr');
+    if (s.session_id === state.selected) tr.setAttribute('aria-current', 'true');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'link';
+    button.textContent = s.session_id;
+    button.addEventListener('click', () => selectSession(s.session_id));
+    const first = document.createElement('th');
+    first.scope = 'row';
+    first.append(button);
+    tr.append(first);
+    for (const value of [
+      count(s.streams?.length ?? 0),
+      count(s.batches_applied),
+      count(s.batches_pending),
+      count(s.batches_evicted),
+      count(s.pairs_missed),
+      bytes(s.state_bytes),
+      bytes(s.held_bytes),
+    ]) {
+      const td = document.createElement('td');
+      td.className = 'num';
+      td.textContent = value;
+      tr.append(td);
+    }
+    tr.dataset.session = s.session_id;
+    tr.dataset.batchesApplied = String(toNumber(s.batches_applied ?? 0));
+    return tr;
+  });
+  ui.sessions.replaceChildren(...rows);
+}
+
+function selectSession(sessionId) {
+  state.selected = sessionId;
+  state.configuredFor = null;
+  ui.stepMin.value = '';
+  ui.stepMax.value = '';
+  renderSessions();
+  configureForm(currentSession());
+  startQuery();
+}
+
+// ---- the form ----------------------------------------------------------------------------
+
+// The session's measures, as its config says (an empty list is one "linear" measure).
+function measuresOf(session) {
+  const measures = session?.config?.measures ?? [];
+  return measures.length > 0 ? measures : [{ name: 'linear' }];
+}
+
+// Fills the measure and source selectors for `session`; keeps the user's choices when the
+// session only gained streams (and then queries again: the rows and columns changed).
+function configureForm(session) {
+  ui.matrixSession.textContent = session ? `· ${session.session_id}` : '';
+  if (!session) return;
+  const sources = sourcesOf(session.streams ?? []);
+  const key = [session.session_id, ...(session.streams ?? [])].join('\u0000');
+  if (state.configuredFor === key) return;
+  const firstTime = state.configuredFor === null;
+  state.configuredFor = key;
+  fillSelect(ui.measure, measuresOf(session).map((m) => [m.name, m.name]));
+  const sourceOptions = [
+    [kAllSources, 'all sources'],
+    ...sources.map((s) => [sourceValue(s), s || '(none)']),
+  ];
+  const rowsBefore = ui.rowSource.value;
+  const colsBefore = ui.colSource.value;
+  fillSelect(ui.rowSource, sourceOptions);
+  fillSelect(ui.colSource, sourceOptions);
+  const known = (value) => value === kAllSources || sources.map(sourceValue).includes(value);
+  if (firstTime || !known(rowsBefore) || !known(colsBefore)) {
+    // Model A × model B when there are two sources or more, else every stream.
+    ui.rowSource.value = sources.length >= 2 ? sourceValue(sources[0]) : kAllSources;
+    ui.colSource.value = sources.length >= 2 ? sourceValue(sources[1]) : kAllSources;
+  } else {
+    ui.rowSource.value = rowsBefore;
+    ui.colSource.value = colsBefore;
+  }
+  updateHalfToggle();
+  if (!firstTime) startQuery();
+}
+
+function fillSelect(select, options) {
+  const before = select.value;
+  select.replaceChildren(
+    ...options.map(([value, label]) => {
+      const option = document.createElement('option');
+      option.value = value;
+      option.textContent = label;
+      return option;
+    }),
+  );
+  if (options.some(([value]) => value === before)) select.value = before;
+}
+
+// The half matrix is for symmetric views: the same streams on both axes.
+function updateHalfToggle() {
+  const symmetric = ui.rowSource.value === ui.colSource.value;
+  ui.half.disabled = !symmetric;
+  if (!symmetric) ui.half.checked = false;
+}
+
+function currentQuery() {
+  const session = currentSession();
+  const streams = session?.streams ?? [];
+  const pick = (value) => (value === kAllSources ? null : value.slice(sourceValue('').length));
+  const rowStreams = streamsOf(streams, pick(ui.rowSource.value));
+  const colStreams = streamsOf(streams, pick(ui.colSource.value));
+  return {
+    sessionId: state.selected,
+    measure: ui.measure.value,
+    // All sources: no list, so that the URL stays short (empty = every stream).
+    rows: pick(ui.rowSource.value) === null ? [] : rowStreams,
+    cols: pick(ui.colSource.value) === null ? [] : colStreams,
+    stepMin: ui.stepMin.value.trim(),
+    stepMax: ui.stepMax.value.trim(),
+    half: ui.half.checked,
+    live: ui.live.checked,
+  };
+}
+
+// ---- the matrix --------------------------------------------------------------------------
+
+function startQuery() {
+  state.query?.abort();
+  if (state.selected === null) return;
+  const controller = new AbortController();
+  state.query = controller;
+  const query = currentQuery();
+  runQuery(query, controller.signal).catch(async (error) => {
+    if (controller.signal.aborted) return;
+    if (await handleAuth(error)) return;
+    showError(ui.queryError, error);
+    clearMatrix();
+    setConnection(query.live ? 'stopped: the query failed' : 'stopped');
+  });
+}
+
+async function runQuery(query, signal) {
+  const base = sessionPath(query.sessionId);
+  const params = similarityParams(query);
+  // One plain query first: its answer is drawn at once, and a bad input is an HTTP error.
+  showMatrix(await getJson(`${base}/similarity?${params}`, signal), query);
+  showError(ui.queryError, null);
+  if (!query.live) {
+    setConnection('not live (tick "live" to follow the batches)');
+    return;
+  }
+  const watchParams = similarityParams({ ...query, minIntervalMs: kWatchIntervalMs });
+  try {
+    setConnection('live');
+    await watch(`${base}/watch?${watchParams}`, {
+      signal,
+      onMatrix: (matrix) => showMatrix(matrix, query),
+    });
+  } catch (error) {
+    if (signal.aborted || (error instanceof ApiError && error.fromServer)) throw error;
+    // No server-sent events through here (a proxy that buffers them, an older ckad): poll.
+  }
+  setConnection(`live (polling every ${kMatrixPollMs / 1000} s)`);
+  while (!signal.aborted) {
+    await delay(kMatrixPollMs, signal);
+    showMatrix(await getJson(`${base}/similarity?${params}`, signal), query);
+  }
+}
+
+// No figure after a failed query: the last one would pass for its answer.
+function clearMatrix() {
+  heatmap.clear();
+  window.__ckaShown = undefined;
+  ui.caption.textContent = '';
+  ui.exportCsv.disabled = true;
+  ui.exportPng.disabled = true;
+}
+
+function showMatrix(matrix, query) {
+  const session = currentSession();
+  const measure = measuresOf(session).find((m) => m.name === matrix.measure) ?? {};
+  const shown = heatmap.show(matrix, {
+    rowLabels: shortLabels(matrix.rows),
+    colLabels: shortLabels(matrix.cols),
+    rowName: axisName(matrix.rows),
+    colName: axisName(matrix.cols),
+    half: query.half,
+    title: `${matrix.session_id} · ${matrix.measure}`,
+    subtitle: citation(measure, query, matrix),
+  });
+  state.updates += 1;
+  shown.step_min = query.stepMin === '' ? null : Number(query.stepMin);
+  shown.step_max = query.stepMax === '' ? null : Number(query.stepMax);
+  shown.updates = state.updates;
+  window.__ckaShown = shown;
+  ui.caption.textContent = citation(measure, query, matrix);
+  $('figure').dataset.updates = String(state.updates);
+  ui.exportCsv.disabled = false;
+  ui.exportPng.disabled = false;
+}
+
+// The source an axis shows, when it shows one.
+function axisName(streams) {
+  const sources = sourcesOf(streams);
+  return sources.length === 1 ? sources[0] : '';
+}
+
+// What a figure needs to be cited: the measure's kernel and estimator, the steps, and n, the
+// common batches behind each entry.
+function citation(measure, query, matrix) {
+  const kernel = enumName(measure.kernel, 'LINEAR');
+  const estimator = enumName(measure.estimator, 'UNBIASED');
+  const kernelText =
+    kernel === 'RBF' ? `RBF kernel (threshold ${measure.rbf_threshold})` : `${kernel} kernel`;
+  const steps =
+    query.stepMin === '' && query.stepMax === ''
+      ? 'all steps'
+      : `steps ${query.stepMin || '…'} to ${query.stepMax || '…'}`;
+  const counts = matrix.batches.map(toNumber);
+  const low = counts.length ? Math.min(...counts) : 0;
+  const high = counts.length ? Math.max(...counts) : 0;
+  const n = low === high ? `n = ${low}` : `n = ${low} to ${high}`;
+  return `${kernelText}, ${estimator} estimator · ${steps} · ${n} common batches per entry`;
+}
+
+// Proto enums in JSON: the name, or the default when unspecified.
+function enumName(value, unspecified) {
+  return !value || String(value).endsWith('_UNSPECIFIED') ? unspecified : String(value);
+}
+
+// ---- exports -----------------------------------------------------------------------------
+
+function download(name, href) {
+  const a = document.createElement('a');
+  a.href = href;
+  a.download = name;
+  a.click();
+}
+
+function exportName(extension) {
+  const shown = heatmap.shown;
+  return `${shown.session_id}-${shown.measure}.${extension}`.replace(/[^\w.-]+/g, '_');
+}
+
+ui.exportCsv.addEventListener('click', () => {
+  if (!heatmap.shown) return;
+  const url = URL.createObjectURL(new Blob([shownCsv(heatmap.shown)], { type: 'text/csv' }));
+  download(exportName('csv'), url);
+  setTimeout(() => URL.revokeObjectURL(url), 0);
+});
+ui.exportPng.addEventListener('click', () => {
+  if (heatmap.shown) download(exportName('png'), heatmap.pngDataUrl());
+});
+
+// ---- errors, the token, the connection line ----------------------------------------------
+
+function showError(element, error) {
+  element.hidden = error === null;
+  element.textContent =
+    error === null ? '' : error.code ? `${error.code}: ${error.message}` : String(error.message);
+}
+
+let tokenWaiters = null;
+
+// On a 401, asks the user for a token once and retries everything; true when it did.
+async function handleAuth(error) {
+  if (!(error instanceof ApiError) || error.status !== 401) return false;
+  setConnection('waiting for a token');
+  if (tokenWaiters === null) {
+    tokenWaiters = [];
+    ui.token.value = '';
+    ui.tokenDialog.showModal();
+  }
+  await new Promise((resolve) => tokenWaiters.push(resolve));
+  startQuery();
+  return true;
+}
+
+ui.tokenForm.addEventListener('submit', () => {
+  setToken(ui.token.value.trim());
+  ui.token.value = '';
+  const waiters = tokenWaiters ?? [];
+  tokenWaiters = null;
+  waiters.forEach((resolve) => resolve());
+});
+
+function setConnection(text) {
+  ui.connection.textContent = text;
+}
+
+function delay(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function count(value) {
+  return toNumber(value ?? 0).toLocaleString('en');
+}
+
+function bytes(value) {
+  const n = toNumber(value ?? 0);
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+ui.form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  startQuery();
+});
+for (const input of [ui.measure, ui.half, ui.live]) input.addEventListener('change', startQuery);
+for (const select of [ui.rowSource, ui.colSource]) {
+  select.addEventListener('change', () => {
+    updateHalfToggle();
+    startQuery();
+  });
+}
+
+refreshSessions();

@@ -1,0 +1,323 @@
+// The page in headless Chromium (puppeteer-core, Debian's chromium-headless-shell) against a
+// running ckad fed by a real stream: the heatmap shows what GetSimilarity answers (read from
+// the page's window.__ckaShown, not fetched again), a new batch shows up without a reload, the
+// measure selector and the caption follow the session's config, and a bad step range shows the
+// server's message. Screenshots go to CKA_WEB_ARTIFACTS.
+//
+// Environment: CKAD_BINARY, CKACTL_BINARY, CKA_CHROMIUM, CKA_WEB_DIST (the built page, for the
+// mock), CKA_WEB_ARTIFACTS; CKA_WEB_SEED replays a run's activations (the seed is printed).
+// Until ckad has --http-listen, the page is served by mock_ckad.mjs with canned answers.
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import puppeteer from 'puppeteer-core';
+import { startMockCkad } from './mock_ckad.mjs';
+
+const env = process.env;
+for (const name of ['CKAD_BINARY', 'CKACTL_BINARY', 'CKA_CHROMIUM', 'CKA_WEB_DIST', 'CKA_WEB_ARTIFACTS']) {
+  assert.ok(env[name], `${name} must be set (tests/web/CMakeLists.txt sets it)`);
+}
+// Only catches hangs: every wait below ends as soon as its event happens.
+const kDeadlineMs = 60_000;
+const kRows = 16; // examples per batch
+const kWidths = { conv1: 8, fc: 4 };
+const kAll = ['a/conv1', 'a/fc', 'b/conv1', 'b/fc'];
+const run = promisify(execFile);
+
+// ---- the ckad under test -----------------------------------------------------------------
+
+async function startTarget() {
+  const { stdout } = await run(env.CKAD_BINARY, ['--help']);
+  if (!stdout.includes('--http-listen')) {
+    console.log('page_test: this ckad has no --http-listen; testing against mock_ckad.mjs');
+    return startMockTarget();
+  }
+  return startRealTarget();
+}
+
+async function startMockTarget() {
+  const mock = await startMockCkad({ dist: env.CKA_WEB_DIST });
+  return {
+    url: `http://127.0.0.1:${mock.port}/`,
+    async expected(query) {
+      return normalized(mock.similarity(query));
+    },
+    async addBatch() {
+      mock.addBatch();
+    },
+    async errorText(query) {
+      try {
+        mock.similarity(query);
+      } catch (error) {
+        return `${error.code}: ${error.message}`;
+      }
+      assert.fail(`the mock accepted ${JSON.stringify(query)}`);
+    },
+    close: () => mock.close(),
+  };
+}
+
+async function startRealTarget() {
+  const seed = Number(env.CKA_WEB_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`page_test: CKA_WEB_SEED=${seed}`);
+  const random = mulberry32(seed);
+  const work = mkdtempSync(path.join(tmpdir(), 'cka-page-test-'));
+  const ckad = spawn(
+    env.CKAD_BINARY,
+    ['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--threads', '2'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const grpc = await logLine(ckad, /ckad listening on ([\d.]+:\d+)/);
+  const httpAddress = await logLine(ckad, /http listening on ([\d.]+:\d+)/);
+  const ckactl = (...args) => run(env.CKACTL_BINARY, ['--server', grpc, ...args]);
+
+  await ckactl('create', 'demo', '--measure', 'lin:linear:unbiased', '--measure',
+    'rbf:rbf:biased:0.5', '--stream', 'a/conv1', '--stream', 'a/fc', '--stream', 'b/conv1',
+    '--stream', 'b/fc', '--step-bucket', '100');
+  let batches = 0;
+  // One batch of both models: model b sees model a's input through a different random map.
+  async function addBatch() {
+    const x = matrix(kRows, 6, random);
+    for (const source of ['a', 'b']) {
+      const dir = path.join(work, source, String(batches));
+      mkdirSync(dir, { recursive: true });
+      const conv1 = relu(multiply(x, matrix(6, kWidths.conv1, random)));
+      const fc = multiply(conv1, matrix(kWidths.conv1, kWidths.fc, random));
+      writeNpy(path.join(dir, 'conv1.npy'), conv1);
+      writeNpy(path.join(dir, 'fc.npy'), fc);
+      await ckactl('send', '--session', 'demo', '--source', source, '--batch-id',
+        String(batches), '--step', String(batches * 50), dir);
+    }
+    batches += 1;
+  }
+  for (let i = 0; i < 4; i++) await addBatch();
+
+  return {
+    url: `http://${httpAddress}/`,
+    // GetSimilarity over gRPC, through ckactl.
+    async expected({ measure, rows, cols }) {
+      const { stdout } = await ckactl('matrix', 'demo', '--measure', measure, '--rows',
+        rows.join(','), '--cols', cols.join(','), '--format', 'json');
+      const m = JSON.parse(stdout);
+      return { ...m, values: m.values.flat(), batches: m.batches.flat() };
+    },
+    addBatch,
+    async errorText({ stepMin, stepMax }) {
+      const answer = await ckactl('matrix', 'demo', '--step-min', String(stepMin),
+        '--step-max', String(stepMax)).then(
+        () => assert.fail(`ckad accepted steps ${stepMin} to ${stepMax}`),
+        (error) => error.stderr,
+      );
+      const parsed = answer.match(/^error: (.*)$/m);
+      assert.ok(parsed, `ckactl's answer: ${answer}`);
+      return parsed[1];
+    },
+    close() {
+      ckad.kill('SIGTERM');
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+// Resolves with the first capture of `pattern` in ckad's log; rejects if ckad exits first.
+function logLine(child, pattern) {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} in ckad's log: ${seen}`)), kDeadlineMs);
+    const onData = (chunk) => {
+      seen += chunk;
+      const match = seen.match(pattern);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`ckad exited (${code}): ${seen}`)));
+  });
+}
+
+// ---- activations ---------------------------------------------------------------------------
+
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
+  };
+}
+
+// rows × cols, row-major: { rows, cols, data }.
+function matrix(rows, cols, random) {
+  return { rows, cols, data: Float64Array.from({ length: rows * cols }, random) };
+}
+
+function multiply(a, b) {
+  const out = { rows: a.rows, cols: b.cols, data: new Float64Array(a.rows * b.cols) };
+  for (let i = 0; i < a.rows; i++) {
+    for (let k = 0; k < a.cols; k++) {
+      for (let j = 0; j < b.cols; j++) {
+        out.data[i * b.cols + j] += a.data[i * a.cols + k] * b.data[k * b.cols + j];
+      }
+    }
+  }
+  return out;
+}
+
+function relu(m) {
+  return { ...m, data: m.data.map((v) => Math.max(0, v)) };
+}
+
+// NumPy's .npy format, version 1.0, little-endian float32, C order.
+function writeNpy(file, m) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${m.rows}, ${m.cols}), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const prefix = Buffer.alloc(10);
+  prefix.write('\x93NUMPY', 0, 'latin1');
+  prefix[6] = 1;
+  prefix[7] = 0;
+  prefix.writeUInt16LE(header.length, 8);
+  const data = Buffer.from(Float32Array.from(m.data).buffer);
+  writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), data]));
+}
+
+// ---- comparisons ---------------------------------------------------------------------------
+
+// A SimilarityMatrix of the JSON mapping as the page records it: numbers, null for NaN.
+function normalized(m) {
+  return {
+    ...m,
+    values: m.values.map((v) => (Number.isNaN(Number(v)) ? null : Number(v))),
+    batches: m.batches.map(Number),
+  };
+}
+
+function pick(m) {
+  return { measure: m.measure, rows: m.rows, cols: m.cols, values: m.values, batches: m.batches };
+}
+
+const shownOf = (page) => page.evaluate(() => window.__ckaShown);
+
+// Waits until the page shows `expected` (values, batches, rows, cols, measure); fails with the
+// last shown matrix at the deadline.
+async function waitUntilShown(page, expected, what) {
+  const want = JSON.stringify(pick(expected));
+  try {
+    await page.waitForFunction(
+      (w) => {
+        const s = window.__ckaShown;
+        return s !== undefined && JSON.stringify({ measure: s.measure, rows: s.rows, cols: s.cols,
+          values: s.values, batches: s.batches }) === w;
+      },
+      { timeout: kDeadlineMs, polling: 100 },
+      want,
+    );
+  } catch (error) {
+    assert.deepEqual(pick((await shownOf(page)) ?? {}), pick(expected), `${what}: ${error.message}`);
+  }
+}
+
+// ---- the test ------------------------------------------------------------------------------
+
+mkdirSync(env.CKA_WEB_ARTIFACTS, { recursive: true });
+const target = await startTarget();
+const browser = await puppeteer.launch({
+  executablePath: env.CKA_CHROMIUM,
+  headless: 'shell',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+const page = await browser.newPage();
+await page.setViewport({ width: 1280, height: 1100 });
+const pageErrors = [];
+page.on('pageerror', (error) => pageErrors.push(error.message));
+const screenshot = (name) =>
+  page.screenshot({ path: path.join(env.CKA_WEB_ARTIFACTS, name), fullPage: true });
+
+try {
+  await page.goto(target.url);
+  await page.waitForFunction(() => window.__ckaShown?.session_id === 'demo', {
+    timeout: kDeadlineMs,
+  });
+
+  // 1. The heatmap shows GetSimilarity's answer for model a × model b, the first measure.
+  const shown = await shownOf(page);
+  assert.deepEqual(shown.rows, ['a/conv1', 'a/fc'], 'rows: the streams of source a');
+  assert.deepEqual(shown.cols, ['b/conv1', 'b/fc'], 'cols: the streams of source b');
+  assert.equal(shown.measure, 'lin');
+  const expected = await target.expected({ measure: 'lin', rows: shown.rows, cols: shown.cols });
+  assert.deepEqual(pick(shown), pick(normalized(expected)), 'the heatmap shows GetSimilarity');
+  const caption = await page.$eval('#caption', (e) => e.textContent);
+  const n = Math.min(...shown.batches);
+  assert.match(caption, /LINEAR kernel, UNBIASED estimator/);
+  assert.match(caption, new RegExp(`n = ${n}\\b`), `caption: ${caption}`);
+  await screenshot('heatmap.png');
+
+  // 2. A new batch shows up without a reload.
+  await page.evaluate(() => {
+    window.__sameDocument = true;
+  });
+  await target.addBatch();
+  const after = normalized(await target.expected({ measure: 'lin', rows: shown.rows, cols: shown.cols }));
+  assert.ok(Math.min(...after.batches) > n, 'the new batch adds a common batch to every pair');
+  await waitUntilShown(page, after, 'after a new batch');
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page reloaded');
+  await screenshot('after-new-batch.png');
+
+  // 3. The measure selector: the second measure of the session's config.
+  await page.select('#measure', 'rbf');
+  await waitUntilShown(
+    page,
+    normalized(await target.expected({ measure: 'rbf', rows: shown.rows, cols: shown.cols })),
+    'measure rbf',
+  );
+  assert.match(await page.$eval('#caption', (e) => e.textContent), /RBF kernel \(threshold 0\.5\), BIASED estimator/);
+  await screenshot('measure-rbf.png');
+
+  // 4. Every stream on both axes, as a half matrix: the cells above the diagonal are hidden,
+  // the others are GetSimilarity's.
+  await page.select('#row-source', 'all');
+  await page.select('#col-source', 'all');
+  await page.click('#half');
+  const all = normalized(await target.expected({ measure: 'rbf', rows: kAll, cols: kAll }));
+  const side = kAll.length;
+  await waitUntilShown(
+    page,
+    { ...all, values: all.values.map((v, k) => (k % side > Math.floor(k / side) ? null : v)),
+      batches: all.batches.map((b, k) => (k % side > Math.floor(k / side) ? null : b)) },
+    'all streams, half matrix',
+  );
+  await screenshot('half-matrix.png');
+
+  // 5. A step range that does not start a bucket: the server's message, in the page.
+  const bad = { stepMin: 1, stepMax: 99 };
+  const message = await target.errorText(bad);
+  await page.type('#step-min', String(bad.stepMin));
+  await page.type('#step-max', String(bad.stepMax));
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(
+    (m) => document.getElementById('query-error').textContent === m,
+    { timeout: kDeadlineMs, polling: 100 },
+    message,
+  ).catch(async (error) => {
+    const text = await page.$eval('#query-error', (e) => e.textContent);
+    assert.equal(text, message, `the server's message: ${error.message}`);
+  });
+  assert.equal(await page.$eval('#query-error', (e) => e.hidden), false);
+  await screenshot('bad-step-range.png');
+
+  assert.deepEqual(pageErrors, [], 'errors thrown in the page');
+  console.log('page_test: passed');
+} catch (error) {
+  await screenshot('failure.png').catch(() => {});
+  throw error;
+} finally {
+  await browser.close();
+  target.close();
+}

@@ -23,6 +23,8 @@ echarts.use([
 const kColours = ['#440154', '#3b528b', '#21918c', '#5ec962', '#fde725'];
 // Up to this many cells per side, each cell also prints its value.
 const kLabelledSide = 12;
+// Up to this many streams per axis, every one is labelled.
+const kEveryLabelUpTo = 40;
 // Cell labels are dark on the light end of the scale.
 const kDarkTextAbove = 0.7;
 // The figure's height: room for the axes, then this much per row, within bounds.
@@ -123,7 +125,7 @@ export class Heatmap {
           nameGap: cols.length > 6 ? 64 : 26,
           nameTextStyle: { fontWeight: 600, color: '#1f2933' },
           triggerEvent: true,
-          axisLabel: { rotate: cols.length > 6 ? 40 : 0, interval: 0 },
+          axisLabel: { rotate: cols.length > 6 ? 40 : 0, interval: labelInterval(cols.length) },
           splitLine: { show: false },
         },
         yAxis: {
@@ -134,7 +136,7 @@ export class Heatmap {
           nameTextStyle: { fontWeight: 600, color: '#1f2933', align: 'right' },
           inverse: true,
           triggerEvent: true,
-          axisLabel: { interval: 0 },
+          axisLabel: { interval: labelInterval(rows.length) },
           splitLine: { show: false },
         },
         visualMap: {
@@ -206,6 +208,12 @@ export function shownCsv(shown) {
     lines.push([quote(row), ...cells].join(','));
   });
   return `${lines.join('\n')}\n`;
+}
+
+// Every axis label while they fit; beyond, ECharts leaves out what would overlap (hovering a
+// cell still names both streams).
+function labelInterval(count) {
+  return count <= kEveryLabelUpTo ? 0 : 'auto';
 }
 
 function escapeHtml(s) {

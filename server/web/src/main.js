@@ -28,6 +28,8 @@ const ui = {
   live: $('live'),
   queryError: $('query-error'),
   caption: $('caption'),
+  heatmap: $('heatmap'),
+  updated: $('updated'),
   exportCsv: $('export-csv'),
   exportPng: $('export-png'),
   tokenDialog: $('token-dialog'),
@@ -35,7 +37,7 @@ const ui = {
   token: $('token'),
 };
 
-const heatmap = new Heatmap($('heatmap'));
+const heatmap = new Heatmap(ui.heatmap);
 const state = {
   sessions: [],
   selected: null, // session id
@@ -51,6 +53,13 @@ async function refreshSessions() {
     const { sessions = [] } = await getJson('/api/v1/sessions');
     state.sessions = sessions;
     showError(ui.sessionsError, null);
+    if (state.selected !== null && currentSession() === null) {
+      // Deleted: show the first session left, or nothing.
+      state.selected = null;
+      state.query?.abort();
+      clearMatrix();
+      configureForm(null);
+    }
     renderSessions();
     if (state.selected === null && sessions.length > 0) selectSession(sessions[0].session_id);
     else if (state.selected !== null) configureForm(currentSession());
@@ -237,6 +246,7 @@ async function runQuery(query, signal) {
 // No figure after a failed query: the last one would pass for its answer.
 function clearMatrix() {
   heatmap.clear();
+  ui.updated.textContent = '';
   window.__ckaShown = undefined;
   ui.caption.textContent = '';
   ui.exportCsv.disabled = true;
@@ -261,6 +271,12 @@ function showMatrix(matrix, query) {
   shown.updates = state.updates;
   window.__ckaShown = shown;
   ui.caption.textContent = citation(measure, query, matrix);
+  ui.heatmap.setAttribute(
+    'aria-label',
+    `CKA heatmap of session ${matrix.session_id}, measure ${matrix.measure}: ` +
+      `${matrix.rows.length} rows × ${matrix.cols.length} columns`,
+  );
+  ui.updated.textContent = `updated ${new Date().toLocaleTimeString('en-GB')}`;
   $('figure').dataset.updates = String(state.updates);
   ui.exportCsv.disabled = false;
   ui.exportPng.disabled = false;
@@ -346,6 +362,9 @@ async function handleAuth(error) {
 ui.tokenForm.addEventListener('submit', () => {
   setToken(ui.token.value.trim());
   ui.token.value = '';
+});
+// Submitted or dismissed (Escape): what waited tries again, and asks again on the next 401.
+ui.tokenDialog.addEventListener('close', () => {
   const waiters = tokenWaiters ?? [];
   tokenWaiters = null;
   waiters.forEach((resolve) => resolve());

@@ -190,11 +190,12 @@ function writeNpy(file, m) {
 
 // ---- comparisons ---------------------------------------------------------------------------
 
-// A SimilarityMatrix of the JSON mapping as the page records it: numbers, null for NaN.
+// A matrix (the JSON mapping's "NaN" strings, or ckactl's nulls) as the page records it:
+// numbers, null for no value.
 function normalized(m) {
   return {
     ...m,
-    values: m.values.map((v) => (Number.isNaN(Number(v)) ? null : Number(v))),
+    values: m.values.map((v) => (v === null || Number.isNaN(Number(v)) ? null : Number(v))),
     batches: m.batches.map(Number),
   };
 }
@@ -230,7 +231,8 @@ mkdirSync(env.CKA_WEB_ARTIFACTS, { recursive: true });
 const target = await startTarget();
 const browser = await puppeteer.launch({
   executablePath: env.CKA_CHROMIUM,
-  headless: 'shell',
+  // chromium-headless-shell is headless only; the full chromium runs its new headless mode.
+  headless: path.basename(env.CKA_CHROMIUM).includes('headless-shell') ? 'shell' : true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
 });
 const page = await browser.newPage();

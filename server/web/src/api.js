@@ -1,6 +1,7 @@
 // ckad's JSON API (/api/v1): sessions, similarity matrices and their server-sent events.
 // The bearer token the user entered lives in this module's memory only: never stored, never in
 // a URL. EventSource cannot send an Authorization header, so the watch is read with fetch().
+import { SseParser } from './sse.js';
 
 let token = null;
 
@@ -74,16 +75,11 @@ export async function watch(path, { signal, onMatrix }) {
   });
   if (!response.ok) throw await errorOf(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
+  const parser = new SseParser();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value.replace(/\r\n?/g, '\n');
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const event = parseEvent(buffer.slice(0, end));
-      buffer = buffer.slice(end + 2);
-      if (event.data === '') continue;
+    for (const event of parser.push(value)) {
       if (event.type === 'error') {
         const body = JSON.parse(event.data);
         throw new ApiError(0, body.code ?? 'UNKNOWN', body.message ?? '');
@@ -91,21 +87,4 @@ export async function watch(path, { signal, onMatrix }) {
       if (event.type === 'matrix') onMatrix(JSON.parse(event.data));
     }
   }
-}
-
-// One event block of the SSE format: "event:" names it, "data:" lines are joined by newlines,
-// lines starting with ":" are comments (keep-alives).
-function parseEvent(block) {
-  let type = 'message';
-  const data = [];
-  for (const line of block.split('\n')) {
-    if (line.startsWith(':')) continue;
-    const colon = line.indexOf(':');
-    const field = colon < 0 ? line : line.slice(0, colon);
-    let value = colon < 0 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'event') type = value;
-    else if (field === 'data') data.push(value);
-  }
-  return { type, data: data.join('\n') };
 }

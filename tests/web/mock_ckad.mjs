@@ -14,8 +14,9 @@ const kMeasures = [
 ];
 const kTypes = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
 
-/** Starts the mock on 127.0.0.1:0. Returns { port, addBatch(), similarity(query), close() }. */
-export async function startMockCkad({ dist, batches = 4 }) {
+/** Starts the mock on 127.0.0.1:0; with `token`, the API answers 401 without
+ *  "Authorization: Bearer <token>". Returns { port, addBatch(), similarity(query), close() }. */
+export async function startMockCkad({ dist, token = null, batches = 4 }) {
   let applied = batches;
   const watchers = new Set();
 
@@ -64,6 +65,9 @@ export async function startMockCkad({ dist, batches = 4 }) {
     const url = new URL(request.url, 'http://mock');
     const api = url.pathname.match(/^\/api\/v1\/sessions(?:\/([^/]+)(?:\/(similarity|watch))?)?$/);
     try {
+      if (api && token !== null && request.headers.authorization !== `Bearer ${token}`) {
+        return json(response, 401, { code: 'UNAUTHENTICATED', message: 'missing or unknown bearer token' });
+      }
       if (api && !api[1]) return json(response, 200, { sessions: [session()] });
       if (api && api[1] !== 'demo') {
         return json(response, 404, { code: 'NOT_FOUND', message: `session '${api[1]}'` });

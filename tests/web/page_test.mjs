@@ -25,6 +25,9 @@ const kDeadlineMs = 60_000;
 const kRows = 16; // examples per batch
 const kWidths = { conv1: 8, fc: 4 };
 const kAll = ['a/conv1', 'a/fc', 'b/conv1', 'b/fc'];
+// ckad asks for tokens: the test streams as a writer, the page's user reads.
+const kWriterToken = 'page-test-writer';
+const kReaderToken = 'page-test-reader';
 const run = promisify(execFile);
 
 // ---- the ckad under test -----------------------------------------------------------------
@@ -39,7 +42,7 @@ async function startTarget() {
 }
 
 async function startMockTarget() {
-  const mock = await startMockCkad({ dist: env.CKA_WEB_DIST });
+  const mock = await startMockCkad({ dist: env.CKA_WEB_DIST, token: kReaderToken });
   return {
     url: `http://127.0.0.1:${mock.port}/`,
     async expected(query) {
@@ -65,14 +68,18 @@ async function startRealTarget() {
   console.log(`page_test: CKA_WEB_SEED=${seed}`);
   const random = mulberry32(seed);
   const work = mkdtempSync(path.join(tmpdir(), 'cka-page-test-'));
+  const tokens = path.join(work, 'tokens');
+  writeFileSync(tokens, `${kWriterToken} writer\n${kReaderToken} reader\n`);
   const ckad = spawn(
     env.CKAD_BINARY,
-    ['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--threads', '2'],
+    ['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--threads', '2',
+      '--auth-tokens', tokens],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const grpc = await logLine(ckad, /ckad listening on ([\d.]+:\d+)/);
   const httpAddress = await logLine(ckad, /http listening on ([\d.]+:\d+)/);
-  const ckactl = (...args) => run(env.CKACTL_BINARY, ['--server', grpc, ...args]);
+  const ckactl = (...args) =>
+    run(env.CKACTL_BINARY, ['--server', grpc, '--token', kWriterToken, ...args]);
 
   await ckactl('create', 'demo', '--measure', 'lin:linear:unbiased', '--measure',
     'rbf:rbf:biased:0.5', '--stream', 'a/conv1', '--stream', 'a/fc', '--stream', 'b/conv1',
@@ -243,10 +250,22 @@ const screenshot = (name) =>
   page.screenshot({ path: path.join(env.CKA_WEB_ARTIFACTS, name), fullPage: true });
 
 try {
+  // 0. ckad answers 401: the page asks for a token, keeps it in memory only, and goes on.
   await page.goto(target.url);
+  await page.waitForSelector('#token-dialog[open]', { timeout: kDeadlineMs });
+  await screenshot('token.png');
+  await page.type('#token', kReaderToken);
+  await page.click('#token-form button[type=submit]');
   await page.waitForFunction(() => window.__ckaShown?.session_id === 'demo', {
     timeout: kDeadlineMs,
   });
+
+  assert.deepEqual(
+    await page.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie,
+      location.href.includes('page-test')]),
+    [0, 0, '', false],
+    'the token is stored nowhere',
+  );
 
   // 1. The heatmap shows GetSimilarity's answer for model a × model b, the first measure.
   const shown = await shownOf(page);

@@ -11,6 +11,8 @@ It writes the benchmark batches (make_batches.py) into a temporary directory, ru
   - numpy_peer.py --data DIR --json F4                            (the numpy peer),
   - env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numpy_peer.py --data DIR --json F5
                                                                  (the numpy peer, unforced),
+  - torch_bench.py --ckad BUILD_DIR/server/ckad --json F6        (a PyTorch training loop:
+                                 ckad streaming vs the in-process peer; skipped without torch),
 prints one report (a table per section: figure, baseline, ratio, the issue's target, pass/miss)
 and writes all raw figures, ratios, targets and pass/miss flags to --json
 (default bench-report.json). A missed target never fails the run; a missing or failing
@@ -841,6 +843,29 @@ def run_all(args, work):
     return inputs, failures, commands
 
 
+def run_torch_bench(args, work):
+    """Run torch_bench.py (a PyTorch training loop's cost of tracking CKA: ckad streaming vs
+    the in-process peer; see README) against the build's ckad. Return (its JSON figures, its
+    tables, a failure or None); skipped with a note where PYTHON has no torch."""
+    if subprocess.run([PYTHON, "-c", "import torch"], capture_output=True).returncode != 0:
+        return {}, f"torch_bench.py skipped: {PYTHON} cannot import torch", None
+    out = os.path.join(work, "torch.json")
+    cmd = [PYTHON, os.path.join(HERE, "torch_bench.py"), "--ckad",
+           program_paths(args.build)[2], "--json", out] + (["--quick"] if args.quick else [])
+    print(f"report: torch_bench.py: {command_text(cmd)}", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+                              timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {}, "", f"torch_bench.py did not finish within {args.timeout} s"
+    if proc.returncode != 0:
+        return {}, proc.stdout, f"torch_bench.py failed with exit status {proc.returncode}"
+    try:
+        return load_json(out), proc.stdout, None
+    except ValueError as e:
+        return {}, proc.stdout, f"torch_bench.py wrote no usable JSON: {e}"
+
+
 def main(argv=None):
     """Parse the command line, run or load the figures, print and write the report."""
     parser = argparse.ArgumentParser(
@@ -864,6 +889,7 @@ def main(argv=None):
         args.numpy_seconds = 0.5 if args.quick else 5.0
 
     failures, commands = [], []
+    torch_figures, torch_text = {}, ""
     if args.from_json:
         inputs = {}
         for key, path in zip(INPUT_KEYS, args.from_json):
@@ -879,6 +905,10 @@ def main(argv=None):
         work = tempfile.mkdtemp(prefix="ckad-report-")
         try:
             inputs, failures, commands = run_all(args, work)
+            torch_figures, torch_text, failure = run_torch_bench(args, work)
+            if failure:
+                print(f"report: {failure}", file=sys.stderr)
+                failures.append(failure)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         context = (f"build {args.build}{', quick' if args.quick else ''}, "
@@ -891,7 +921,10 @@ def main(argv=None):
     report["commands"] = commands
     report["context"] = context
     report["raw"] = inputs
+    report["torch"] = torch_figures
     print(render_text(report, context))
+    if torch_text:
+        print(f"\n9. PyTorch training loop: ckad streaming vs the in-process peer\n{torch_text}")
     with open(args.json, "w") as f:
         json.dump(finite(report), f, indent=1, allow_nan=False)
         f.write("\n")

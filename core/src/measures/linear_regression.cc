@@ -1,0 +1,41 @@
+#include "cka/core/measures/linear_regression.h"
+
+#include "absl/status/status.h"
+#include "measures/moment_algebra.h"
+
+namespace cka::core {
+
+using measures_internal::Centre;
+using measures_internal::CentredMoments;
+using measures_internal::KeptSpectrum;
+using measures_internal::Spectrum;
+
+absl::StatusOr<double> LinearRegressionR2(const PairMoments& moments,
+                                          RegressionDirection direction) {
+  const bool x_predicts = direction == RegressionDirection::kXPredictsY;
+  const char* measure = x_predicts ? "linear regression R²(X → Y)"
+                                   : "linear regression R²(Y → X)";
+  absl::StatusOr<CentredMoments> c = Centre(moments, measure);
+  if (!c.ok()) return c.status();
+  // Predictor P, predicted Q: cross is C_PQ (d_P × d_Q).
+  const Eigen::MatrixXd& cpp = x_predicts ? c->xx : c->yy;
+  const Eigen::MatrixXd& cqq = x_predicts ? c->yy : c->xx;
+  const double floor_p = x_predicts ? c->floor_x : c->floor_y;
+  const double floor_q = x_predicts ? c->floor_y : c->floor_x;
+  const Eigen::MatrixXd cross =
+      x_predicts ? Eigen::MatrixXd(c->xy) : Eigen::MatrixXd(c->xy.transpose());
+  absl::StatusOr<KeptSpectrum> q =
+      Spectrum(cqq, floor_q, measure, x_predicts ? "Y" : "X");
+  if (!q.ok()) return q.status();
+  absl::StatusOr<KeptSpectrum> p =
+      Spectrum(cpp, floor_p, measure, x_predicts ? "X" : "Y");
+  if (absl::IsFailedPrecondition(p.status())) return 0.0;
+  if (!p.ok()) return p.status();
+  // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ^{-1/2}·Uᵀ·C_PQ‖²_F over the kept eigenpairs.
+  const Eigen::MatrixXd explained =
+      p->values.cwiseSqrt().cwiseInverse().asDiagonal() *
+      (p->vectors.transpose() * cross);
+  return explained.squaredNorm() / cqq.trace();
+}
+
+}  // namespace cka::core

@@ -1,0 +1,170 @@
+#include "measures/moment_algebra.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "Eigen/SVD"
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace cka::core::measures_internal {
+namespace {
+
+absl::Status CheckSize(std::string_view measure, const char* field,
+                       const std::vector<double>& v, int64_t a, int64_t b,
+                       const char* expected) {
+  int64_t want = 0;
+  if (__builtin_mul_overflow(a, b, &want) ||
+      static_cast<uint64_t>(want) != v.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s has %d values, expected %s = %d·%d", measure,
+                        field, v.size(), expected, a, b));
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: %s[%d] = %g, expected a finite value", measure, field, i, v[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The symmetric centred moment S − s·sᵀ/N from the upper triangle of the
+// row-major d × d `sum` and the d-vector `mean_sum` = s.
+Eigen::MatrixXd CentredSymmetric(const std::vector<double>& sum,
+                                 const std::vector<double>& s, int64_t d,
+                                 double rows) {
+  Eigen::MatrixXd c(d, d);
+  for (int64_t i = 0; i < d; ++i) {
+    for (int64_t j = i; j < d; ++j) {
+      const double v = sum[i * d + j] - s[i] * s[j] / rows;
+      c(i, j) = v;
+      c(j, i) = v;
+    }
+  }
+  return c;
+}
+
+double MaxDiagonal(const std::vector<double>& sum, int64_t d) {
+  double m = 0.0;
+  for (int64_t i = 0; i < d; ++i) m = std::max(m, sum[i * d + i]);
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<CentredMoments> Centre(const PairMoments& m,
+                                      std::string_view measure) {
+  if (m.rows < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: rows = %d, expected at least 1 example", measure, m.rows));
+  }
+  if (m.dx < 1 || m.dy < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: widths dx = %d, dy = %d, expected both >= 1",
+                        measure, m.dx, m.dy));
+  }
+  for (absl::Status s :
+       {CheckSize(measure, "sum_x", m.sum_x, m.dx, 1, "dx"),
+        CheckSize(measure, "sum_y", m.sum_y, m.dy, 1, "dy"),
+        CheckSize(measure, "sum_xx", m.sum_xx, m.dx, m.dx, "dx·dx"),
+        CheckSize(measure, "sum_yy", m.sum_yy, m.dy, m.dy, "dy·dy"),
+        CheckSize(measure, "sum_xy", m.sum_xy, m.dx, m.dy, "dx·dy")}) {
+    if (!s.ok()) return s;
+  }
+  const double rows = static_cast<double>(m.rows);
+  CentredMoments c;
+  c.rows = m.rows;
+  c.xx = CentredSymmetric(m.sum_xx, m.sum_x, m.dx, rows);
+  c.yy = CentredSymmetric(m.sum_yy, m.sum_y, m.dy, rows);
+  c.xy.resize(m.dx, m.dy);
+  for (int64_t i = 0; i < m.dx; ++i) {
+    for (int64_t j = 0; j < m.dy; ++j) {
+      c.xy(i, j) = m.sum_xy[i * m.dy + j] - m.sum_x[i] * m.sum_y[j] / rows;
+    }
+  }
+  c.floor_x = kCancellationFloor * MaxDiagonal(m.sum_xx, m.dx);
+  c.floor_y = kCancellationFloor * MaxDiagonal(m.sum_yy, m.dy);
+  return c;
+}
+
+absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
+                                      std::string_view measure,
+                                      std::string_view side) {
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(c);
+  if (eig.info() != Eigen::Success) {
+    return absl::InternalError(absl::StrFormat(
+        "%s: the eigendecomposition of stream %s's %d × %d centred moment did "
+        "not converge",
+        measure, side, c.rows(), c.rows()));
+  }
+  const Eigen::VectorXd& ascending = eig.eigenvalues();
+  const int64_t d = ascending.size();
+  KeptSpectrum s;
+  s.largest = ascending(d - 1);
+  for (int64_t i = 0; i < d; ++i) s.total += std::max(ascending(i), 0.0);
+  const double zero = std::max(kRankTolerance * s.largest, floor);
+  int64_t r = 0;
+  while (r < d && ascending(d - 1 - r) > zero) ++r;
+  if (r == 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: stream %s has no variance: the largest eigenvalue of its "
+        "centred second moment, %g, is at most the zero threshold %g "
+        "(core/MATH.md, \"Rank rule and invariances\")",
+        measure, side, s.largest, zero));
+  }
+  s.vectors.resize(d, r);
+  s.values.resize(r);
+  for (int64_t k = 0; k < r; ++k) {
+    s.vectors.col(k) = eig.eigenvectors().col(d - 1 - k);
+    s.values(k) = ascending(d - 1 - k);
+  }
+  return s;
+}
+
+absl::StatusOr<CentredPair> CentreWithSpectra(const PairMoments& m,
+                                              std::string_view measure) {
+  absl::StatusOr<CentredMoments> c = Centre(m, measure);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<KeptSpectrum> x = Spectrum(c->xx, c->floor_x, measure, "X");
+  if (!x.ok()) return x.status();
+  absl::StatusOr<KeptSpectrum> y = Spectrum(c->yy, c->floor_y, measure, "Y");
+  if (!y.ok()) return y.status();
+  return CentredPair{*std::move(c), *std::move(x), *std::move(y)};
+}
+
+KeptSpectrum Leading(const KeptSpectrum& s, int64_t r) {
+  KeptSpectrum out;
+  out.vectors = s.vectors.leftCols(r);
+  out.values = s.values.head(r);
+  out.largest = s.largest;
+  out.total = s.total;
+  return out;
+}
+
+Canonical CanonicalCorrelations(const KeptSpectrum& x, const KeptSpectrum& y,
+                                const Eigen::MatrixXd& cxy, bool vectors) {
+  const Eigen::MatrixXd wx =
+      x.vectors * x.values.cwiseSqrt().cwiseInverse().asDiagonal();
+  const Eigen::MatrixXd wy =
+      y.vectors * y.values.cwiseSqrt().cwiseInverse().asDiagonal();
+  const Eigen::MatrixXd t = wx.transpose() * cxy * wy;
+  Canonical out;
+  if (vectors) {
+    Eigen::BDCSVD<Eigen::MatrixXd> svd(
+        t, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    out.rho = svd.singularValues();
+    out.a = svd.matrixU();
+    out.b = svd.matrixV();
+  } else {
+    out.rho = Eigen::BDCSVD<Eigen::MatrixXd>(t).singularValues();
+  }
+  return out;
+}
+
+}  // namespace cka::core::measures_internal

@@ -1,0 +1,74 @@
+// The linear algebra the moment measures share: centring the raw sums of a
+// PairMoments, the rank rule, whitening and the canonical correlations.
+// Internal to cka::core (Eigen stays out of the public headers).
+//
+// Layout: Eigen's column-major dense matrices; shapes are given per field.
+#ifndef CKA_CORE_SRC_MEASURES_MOMENT_ALGEBRA_H_
+#define CKA_CORE_SRC_MEASURES_MOMENT_ALGEBRA_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "Eigen/Dense"
+#include "absl/status/statusor.h"
+#include "cka/core/measures/pair_moments.h"
+
+namespace cka::core::measures_internal {
+
+// C = Σ·ᵀ − (Σ·)(Σ·)ᵀ / N for both streams and their cross term, float64.
+struct CentredMoments {
+  int64_t rows = 0;
+  Eigen::MatrixXd xx;  // dx × dx, symmetric (both triangles filled)
+  Eigen::MatrixXd yy;  // dy × dy, symmetric
+  Eigen::MatrixXd xy;  // dx × dy
+  double floor_x = 0;  // kCancellationFloor · max_i (Σ x·xᵀ)_ii
+  double floor_y = 0;
+};
+
+// Checks `m` (sizes, finite values, rows >= 1) and returns its centred moments.
+// InvalidArgument naming `measure`, the field and its value otherwise.
+absl::StatusOr<CentredMoments> Centre(const PairMoments& m,
+                                      std::string_view measure);
+
+// The eigenpairs of one centred moment C (d × d) that the rank rule keeps.
+struct KeptSpectrum {
+  Eigen::MatrixXd vectors;  // d × r, orthonormal columns, by λ descending
+  Eigen::VectorXd values;   // r, descending, all > 0
+  double largest = 0;       // λ_max of C (0 or rounding when r = 0)
+  double total = 0;         // Σ of C's eigenvalues clamped at 0 (≈ tr C)
+};
+
+// Eigendecomposes the symmetric `c` and applies the rank rule with `floor`
+// (CentredMoments::floor_x or floor_y). FailedPrecondition naming `measure`
+// and `side` ("X" or "Y") when nothing is kept: the stream has no variance.
+absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
+                                      std::string_view measure,
+                                      std::string_view side);
+
+// The centred moments and both kept spectra: what CCA, SVCCA, PWCCA and
+// Procrustes start from. The errors of Centre and Spectrum.
+struct CentredPair {
+  CentredMoments moments;
+  KeptSpectrum x;
+  KeptSpectrum y;
+};
+absl::StatusOr<CentredPair> CentreWithSpectra(const PairMoments& m,
+                                              std::string_view measure);
+
+// The first `r` eigenpairs of `s` (r <= s.values.size()).
+KeptSpectrum Leading(const KeptSpectrum& s, int64_t r);
+
+// The canonical correlations of two kept subspaces: the SVD
+// T = Λx^{-1/2}·Uxᵀ·Cxy·Uy·Λy^{-1/2} = A·diag(ρ)·Bᵀ, with Ux, Λx of `x`
+// (dx × rx, rx) and Uy, Λy of `y` (dy × ry, ry).
+struct Canonical {
+  Eigen::VectorXd rho;  // p = min(rx, ry) singular values, descending
+  Eigen::MatrixXd a;    // rx × p, left singular vectors of T
+  Eigen::MatrixXd b;    // ry × p, right singular vectors of T
+};
+Canonical CanonicalCorrelations(const KeptSpectrum& x, const KeptSpectrum& y,
+                                const Eigen::MatrixXd& cxy, bool vectors);
+
+}  // namespace cka::core::measures_internal
+
+#endif  // CKA_CORE_SRC_MEASURES_MOMENT_ALGEBRA_H_

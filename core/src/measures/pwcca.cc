@@ -1,0 +1,33 @@
+#include "cka/core/measures/pwcca.h"
+
+#include "measures/moment_algebra.h"
+
+namespace cka::core {
+
+using measures_internal::Canonical;
+using measures_internal::CanonicalCorrelations;
+using measures_internal::CentredPair;
+using measures_internal::CentreWithSpectra;
+using measures_internal::KeptSpectrum;
+
+absl::StatusOr<PwccaSimilarity> Pwcca(const PairMoments& moments) {
+  absl::StatusOr<CentredPair> c = CentreWithSpectra(moments, "PWCCA");
+  if (!c.ok()) return c.status();
+  const Canonical canonical =
+      CanonicalCorrelations(c->x, c->y, c->moments.xy, /*vectors=*/true);
+  PwccaSimilarity out;
+  out.weights_from_x = c->x.values.size() <= c->y.values.size();
+  const KeptSpectrum& side = out.weights_from_x ? c->x : c->y;
+  const Eigen::MatrixXd& u = out.weights_from_x ? canonical.a : canonical.b;
+  // ⟨h_i, z_j⟩ = (C^{1/2}·u_i)_j with u_i = U·a_i in the stream's coordinates.
+  const Eigen::MatrixXd projections =
+      side.vectors * side.values.cwiseSqrt().asDiagonal() * u;
+  const Eigen::VectorXd alpha = projections.cwiseAbs().colwise().sum();
+  out.value = alpha.dot(canonical.rho) / alpha.sum();
+  out.rho.assign(canonical.rho.data(),
+                 canonical.rho.data() + canonical.rho.size());
+  out.alpha.assign(alpha.data(), alpha.data() + alpha.size());
+  return out;
+}
+
+}  // namespace cka::core

@@ -73,7 +73,9 @@ class ModelHooks:
     reduce_on_device : bool
         Send the n x n Gram (``gram``, computed on the tensor's device, the GPU when there is
         one) instead of n x d activations when that is fewer bytes. Not for sessions with
-        an exact measure (they need the activations).
+        an exact measure (they need the activations). For CPU tensors this float64 product
+        runs on the training thread; ``Streamer(reduce_to_gram=True)`` computes the same
+        Gram on the streamer's background thread instead.
 
     Attributes
     ----------

@@ -13,7 +13,7 @@ packages=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libeigen3-dev libopenblas-dev libabsl-dev libspdlog-dev libsqlite3-dev
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-threadpoolctl

@@ -45,6 +45,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
                  "loopback only; another host needs --auth-tokens and "
                  "--tls-cert/--tls-key, or --allow-insecure")
       ->capture_default_str();
+  app.add_option("--http-listen", o.http_listen,
+                 "host:port of the HTTP server: the JSON API (/api/v1/...), "
+                 "/metrics and /healthz; port 0 picks a free port (logged as "
+                 "'http listening on HOST:PORT'). Same tokens, TLS files and "
+                 "loopback rule as --listen. Empty: no HTTP")
+      ->capture_default_str();
   app.add_option("--data-dir", o.data_dir,
                  "directory of the SQLite database (ckad.db) that keeps every "
                  "session; restored at start, and an OK ack means the batch "

@@ -13,14 +13,16 @@
 namespace cka::server {
 namespace {
 
-absl::Status BadListen(absl::string_view listen, absl::string_view expected) {
+absl::Status BadListen(absl::string_view flag, absl::string_view listen,
+                       absl::string_view expected) {
   return absl::InvalidArgumentError(
-      absl::StrCat("--listen '", listen, "': expected ", expected));
+      absl::StrCat(flag, " '", listen, "': expected ", expected));
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> ListenHost(absl::string_view listen) {
+absl::StatusOr<std::string> ListenHost(absl::string_view listen,
+                                       absl::string_view flag) {
   absl::string_view address = listen;
   if (!absl::ConsumePrefix(&address, "ipv4:")) {
     absl::ConsumePrefix(&address, "ipv6:");
@@ -30,14 +32,15 @@ absl::StatusOr<std::string> ListenHost(absl::string_view listen) {
   if (colon == absl::string_view::npos || colon == 0 ||
       !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 ||
       port > 65535) {
-    return BadListen(listen, "host:port with a port in [0, 65535]");
+    return BadListen(flag, listen, "host:port with a port in [0, 65535]");
   }
   const absl::string_view host = address.substr(0, colon);
   const bool bracketed = absl::StartsWith(host, "[");
   if (bracketed != absl::EndsWith(host, "]") ||
       (bracketed && host.size() < 3) ||
       (!bracketed && absl::StrContains(host, ':'))) {
-    return BadListen(listen, "an IPv6 host in brackets, as in [::1]:50051");
+    return BadListen(flag, listen,
+                     "an IPv6 host in brackets, as in [::1]:50051");
   }
   return std::string(host);
 }
@@ -57,8 +60,9 @@ bool IsLoopbackHost(absl::string_view host) {
 }
 
 absl::Status CheckListenSecurity(absl::string_view listen,
-                                 const ListenSecurity& security) {
-  absl::StatusOr<std::string> host = ListenHost(listen);
+                                 const ListenSecurity& security,
+                                 absl::string_view flag) {
+  absl::StatusOr<std::string> host = ListenHost(listen, flag);
   if (!host.ok()) return host.status();
   if (IsLoopbackHost(*host) || security.allow_insecure ||
       (security.auth_tokens && security.tls)) {
@@ -77,7 +81,7 @@ absl::Status CheckListenSecurity(absl::string_view listen,
     fix = "--tls-cert and --tls-key";
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--listen '", listen, "': host '", *host,
+      flag, " '", listen, "': host '", *host,
       "' is not loopback, and ckad serves other machines only with "
       "--auth-tokens and --tls-cert/--tls-key, but ",
       missing, "; give ", fix,

@@ -16,8 +16,10 @@ namespace cka::server {
 // written, brackets kept, scheme dropped: "0.0.0.0:50051" gives "0.0.0.0",
 // "[::1]:0" gives "[::1]". InvalidArgument naming --listen and the value when
 // the port is missing or outside [0, 65535], the host is empty, or an IPv6
-// host is not in brackets. Thread-safe.
-absl::StatusOr<std::string> ListenHost(absl::string_view listen);
+// host is not in brackets (`flag` is the flag named: --listen, or
+// --http-listen for the HTTP address). Thread-safe.
+absl::StatusOr<std::string> ListenHost(absl::string_view listen,
+                                       absl::string_view flag = "--listen");
 
 // Returns whether `host` (as ListenHost returns it) reaches only this
 // machine: "localhost" (any case); an IPv4 literal in 127.0.0.0/8 in
@@ -39,11 +41,12 @@ struct ListenSecurity {
 // Returns OK when ckad may serve on `listen` with `security`: always on a
 // loopback host; on any other host only with both authentication and TLS, or
 // when allow_insecure says that less is intended. Otherwise
-// InvalidArgument naming --listen, the host and the flags that would make
+// InvalidArgument naming `flag`, the host and the flags that would make
 // the start acceptable; ListenHost's InvalidArgument for a malformed
 // `listen`. Thread-safe.
 absl::Status CheckListenSecurity(absl::string_view listen,
-                                 const ListenSecurity& security);
+                                 const ListenSecurity& security,
+                                 absl::string_view flag = "--listen");
 
 }  // namespace cka::server
 

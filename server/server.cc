@@ -26,6 +26,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "server/auth.h"
 #include "server/group_committer.h"
+#include "server/http_server.h"
 #include "server/listen_address.h"
 #include "server/similarity_service_impl.h"
 #include "server/sqlite_state_store.h"
@@ -126,6 +127,9 @@ class ServerImpl final : public Server {
   absl::Status Start(const ServerOptions& options);
 
   int port() const override { return port_; }
+  int http_port() const override {
+    return http_server_ != nullptr ? http_server_->port() : 0;
+  }
   void Shutdown() override;
   void Wait() override;
   core::Engine& engine() override { return *engine_; }
@@ -147,6 +151,8 @@ class ServerImpl final : public Server {
   std::unique_ptr<core::ThreadPool> query_pool_;
   std::unique_ptr<SimilarityServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // Calls grpc_server_ in-process: stopped and destroyed before it.
+  std::unique_ptr<HttpServer> http_server_;
 
   // Held for the whole of a shutdown, so that a second caller waits for the
   // first.
@@ -157,11 +163,15 @@ class ServerImpl final : public Server {
 absl::Status ServerImpl::Start(const ServerOptions& options) {
   absl::StatusOr<std::string> host = ListenHost(options.listen);
   if (!host.ok()) return host.status();
-  absl::Status exposure = CheckListenSecurity(
-      options.listen,
-      {.auth_tokens = !options.auth_tokens_file.empty(),
-       .tls = !options.tls_cert_file.empty() && !options.tls_key_file.empty(),
-       .allow_insecure = options.allow_insecure});
+  const ListenSecurity listen_security = {
+      .auth_tokens = !options.auth_tokens_file.empty(),
+      .tls = !options.tls_cert_file.empty() && !options.tls_key_file.empty(),
+      .allow_insecure = options.allow_insecure};
+  absl::Status exposure = CheckListenSecurity(options.listen, listen_security);
+  if (exposure.ok() && !options.http_listen.empty()) {
+    exposure = CheckListenSecurity(options.http_listen, listen_security,
+                                   "--http-listen");
+  }
   if (!exposure.ok()) return exposure;
   if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -298,6 +308,21 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
                      "or not an address of this machine)"));
   }
   grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+  if (!options.http_listen.empty()) {
+    HttpServerOptions http;
+    http.listen = options.http_listen;
+    http.tls_cert_file = options.tls_cert_file;
+    http.tls_key_file = options.tls_key_file;
+    http.tls_client_ca_file = options.tls_client_ca_file;
+    http.tokens = tokens_.get();
+    grpc::ChannelArguments channel_args;
+    // The server's send limit (--max-message-mb) is the one that applies.
+    channel_args.SetMaxReceiveMessageSize(-1);
+    absl::StatusOr<std::unique_ptr<HttpServer>> http_server = HttpServer::Start(
+        std::move(http), grpc_server_->InProcessChannel(channel_args));
+    if (!http_server.ok()) return http_server.status();
+    http_server_ = *std::move(http_server);
+  }
 
   const bool tls = !options.tls_cert_file.empty();
   const std::string security = absl::StrCat(
@@ -349,6 +374,8 @@ void ServerImpl::Shutdown() {
   spdlog::info(
       "ckad shutting down: health NOT_SERVING, draining streams (grace {})",
       absl::FormatDuration(grace_));
+  // Its requests are gRPC calls to this server: they end first.
+  if (http_server_ != nullptr) http_server_->Stop();
   grpc::HealthCheckServiceInterface* health =
       grpc_server_->GetHealthCheckService();
   health->SetServingStatus(false);

@@ -17,7 +17,12 @@ struct ServerOptions {
   std::string listen =
       "127.0.0.1:50051";  // host:port; port 0 picks a free port
   std::string data_dir;   // empty: state in memory only
-  int threads = 0;        // worker pool size; 0 = hardware concurrency
+  // host:port of the HTTP server (the JSON API over the same service,
+  // /metrics, /healthz; port 0 picks a free port); empty: no HTTP. It has the
+  // same security as `listen`: the same tokens and TLS files, and the same
+  // rule for a host other than loopback.
+  std::string http_listen;
+  int threads = 0;  // worker pool size; 0 = hardware concurrency
   // Tests only, no flag: the registered SQLite VFS that does data_dir's file
   // I/O (empty: SQLite's default), e.g. one that injects disk faults.
   std::string sqlite_vfs;
@@ -70,6 +75,8 @@ class Server {
 
   // Returns the bound port (useful with port 0).
   virtual int port() const = 0;
+  // Returns the bound port of http_listen, 0 without it.
+  virtual int http_port() const = 0;
   // Health goes NOT_SERVING, in-flight batches finish and are acked, then the
   // server stops; waits at most the grace period. Idempotent.
   virtual void Shutdown() = 0;

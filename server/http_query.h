@@ -1,0 +1,35 @@
+// The query strings of the JSON API, read into the gRPC requests they stand
+// for. Only the syntax is checked here (known parameters, well-formed
+// numbers); everything else is the service's to judge, as over gRPC.
+#ifndef CKA_SERVER_HTTP_QUERY_H_
+#define CKA_SERVER_HTTP_QUERY_H_
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cka/v1/similarity.pb.h"
+
+namespace cka::server {
+
+// A request's query parameters, name → value, decoded, in order, repeated
+// names kept (httplib::Params is this type).
+using QueryParams = std::multimap<std::string, std::string>;
+
+// Returns the GetSimilarity request for session `session_id` from the
+// parameters measure, rows (repeated), cols (repeated), step_min and step_max.
+// InvalidArgument naming the parameter and its value (its first 64 bytes) for
+// an unknown parameter, a single-valued one given twice, or a step that is
+// not a decimal int64. Thread-safe.
+absl::StatusOr<v1::GetSimilarityRequest> SimilarityRequestFromQuery(
+    const std::string& session_id, const QueryParams& params);
+
+// Returns the WatchSimilarity request: SimilarityRequestFromQuery's
+// parameters plus min_interval_ms (a decimal int32), with the same errors.
+// Thread-safe.
+absl::StatusOr<v1::WatchSimilarityRequest> WatchRequestFromQuery(
+    const std::string& session_id, const QueryParams& params);
+
+}  // namespace cka::server
+
+#endif  // CKA_SERVER_HTTP_QUERY_H_

@@ -1,0 +1,290 @@
+#include "server/http_server.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/client_context.h"
+#include "httplib.h"
+#include "server/http_query.h"
+#include "server/http_status.h"
+#include "server/http_task_queue.h"
+#include "server/listen_address.h"
+#include "spdlog/spdlog.h"
+
+namespace cka::server {
+namespace {
+
+constexpr char kJson[] = "application/json";
+
+void SetError(grpc::StatusCode code, absl::string_view message,
+              httplib::Response& response) {
+  response.status = HttpStatusOf(code);
+  response.set_content(ErrorJson(code, message), kJson);
+}
+
+void SetError(const absl::Status& status, httplib::Response& response) {
+  SetError(static_cast<grpc::StatusCode>(status.code()), status.message(),
+           response);
+}
+
+// Returns `message` in protobuf's JSON mapping, as the API answers it.
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  // Fails only for messages that cannot be printed (bad Any, invalid UTF-8
+  // in a string field, which the service never sends).
+  google::protobuf::util::Status printed =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!printed.ok()) {
+    return ErrorJson(grpc::StatusCode::INTERNAL,
+                     absl::StrCat("cannot print the answer as JSON: ",
+                                  printed.message().as_string()));
+  }
+  return json;
+}
+
+// Sets the answer of a gRPC call: `message` as JSON, or the error.
+void SetAnswer(const grpc::Status& status,
+               const google::protobuf::Message& message,
+               httplib::Response& response) {
+  if (!status.ok()) {
+    SetError(status.error_code(), status.error_message(), response);
+    return;
+  }
+  response.status = 200;
+  response.set_content(ToJson(message), kJson);
+}
+
+// Prepares the gRPC call of `request`: its deadline, and its Authorization
+// header as the "authorization" metadata the service checks. Returns
+// InvalidArgument for a header that gRPC metadata cannot carry.
+absl::Status PrepareCall(const httplib::Request& request,
+                         grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::seconds(HttpServer::kCallDeadlineSeconds));
+  if (!request.has_header("Authorization")) return absl::OkStatus();
+  if (request.get_header_value_count("Authorization") > 1) {
+    return absl::InvalidArgumentError(
+        "Authorization header: given more than once");
+  }
+  const std::string value = request.get_header_value("Authorization");
+  for (const char c : value) {
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "Authorization header: expected printable ASCII ('Bearer <token>')");
+    }
+  }
+  context->AddMetadata("authorization", value);
+  return absl::OkStatus();
+}
+
+// Returns InvalidArgument naming the first query parameter, for routes that
+// take none.
+absl::Status NoParameters(const httplib::Request& request) {
+  if (request.params.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("query parameter '", request.params.begin()->first,
+                   "': unknown; this route takes no parameters"));
+}
+
+// Returns the decoded segments of the request's path ("/a/b%2Fc" gives
+// {"a", "b/c"}): split before decoding, so that an encoded '/' stays in its
+// segment (a session id may contain one).
+std::vector<std::string> PathSegments(const httplib::Request& request) {
+  absl::string_view target = request.target;
+  target = target.substr(0, target.find('?'));
+  absl::ConsumePrefix(&target, "/");
+  std::vector<std::string> segments;
+  for (absl::string_view raw : absl::StrSplit(target, '/')) {
+    segments.push_back(httplib::detail::decode_url(std::string(raw), false));
+  }
+  return segments;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(HttpServerOptions options,
+                       std::shared_ptr<grpc::Channel> channel)
+    : options_(std::move(options)),
+      stub_(v1::Similarity::NewStub(std::move(channel))) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    HttpServerOptions options, std::shared_ptr<grpc::Channel> channel) {
+  absl::StatusOr<std::string> host =
+      ListenHost(options.listen, "--http-listen");
+  if (!host.ok()) return host.status();
+  const int port =
+      std::stoi(options.listen.substr(options.listen.rfind(':') + 1));
+  absl::string_view bind_host = *host;
+  if (absl::ConsumePrefix(&bind_host, "["))
+    absl::ConsumeSuffix(&bind_host, "]");
+
+  std::unique_ptr<HttpServer> server(
+      new HttpServer(std::move(options), std::move(channel)));
+  const HttpServerOptions& o = server->options_;
+  if (o.tls_cert_file.empty()) {
+    server->http_ = std::make_unique<httplib::Server>();
+  } else {
+    auto https = std::make_unique<httplib::SSLServer>(
+        o.tls_cert_file.c_str(), o.tls_key_file.c_str(),
+        o.tls_client_ca_file.empty() ? nullptr : o.tls_client_ca_file.c_str());
+    if (!https->is_valid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--http-listen: cannot serve HTTPS with --tls-cert '",
+                       o.tls_cert_file, "' and --tls-key '", o.tls_key_file,
+                       "' (unreadable, or not a PEM certificate and its key)"));
+    }
+    server->http_ = std::move(https);
+  }
+  httplib::Server& http = *server->http_;
+  http.new_task_queue = [] {
+    return new HttpTaskQueue(kThreads, kMaxQueuedConnections);
+  };
+  http.set_payload_max_length(kMaxBodyBytes);
+  http.set_read_timeout(kIdleSeconds, 0);
+  http.set_write_timeout(kIdleSeconds, 0);
+  http.set_keep_alive_timeout(kIdleSeconds);
+  http.set_keep_alive_max_count(kMaxRequestsPerConnection);
+  HttpServer* self = server.get();
+  http.set_pre_routing_handler(
+      [self](const httplib::Request& request, httplib::Response& response) {
+        self->Dispatch(request, response);
+        return httplib::Server::HandlerResponse::Handled;
+      });
+  // httplib's own refusals (malformed request 400, long URI 414, large body
+  // 413) come without a body: give them the API's.
+  http.set_error_handler(httplib::Server::HandlerWithResponse(
+      [](const httplib::Request&, httplib::Response& response) {
+        if (!response.body.empty() || response.content_provider_) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        const int status = response.status;
+        SetError(status == 413 ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                               : grpc::StatusCode::INVALID_ARGUMENT,
+                 absl::StrCat(status == 413   ? "request body too large"
+                              : status == 414 ? "request URI too long"
+                                              : "malformed request",
+                              " (limits: 8 KiB request line and header lines, ",
+                              kMaxBodyBytes, " bytes of body)"),
+                 response);
+        response.status = status;
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+
+  const bool bound =
+      port == 0
+          ? (server->port_ = http.bind_to_any_port(std::string(bind_host))) > 0
+          : http.bind_to_port(std::string(bind_host), port);
+  if (!bound) {
+    return absl::UnavailableError(absl::StrCat(
+        "--http-listen '", o.listen,
+        "': cannot listen there (address in use, or not an address of this "
+        "machine)"));
+  }
+  if (port != 0) server->port_ = port;
+  server->listener_ = std::thread([self] { self->http_->listen_after_bind(); });
+  spdlog::info("http listening on {}:{} ({})", *host, server->port_,
+               o.tls_cert_file.empty() ? "plaintext" : "TLS");
+  return server;
+}
+
+void HttpServer::Stop() {
+  if (stopped_.exchange(true)) return;
+  if (http_ != nullptr) http_->stop();
+  if (listener_.joinable()) listener_.join();
+}
+
+void HttpServer::Dispatch(const httplib::Request& request,
+                          httplib::Response& response) {
+  response.set_header("Cache-Control", "no-store");
+  if (request.method != "GET" && request.method != "HEAD") {
+    response.set_header("Allow", "GET, HEAD");
+    response.status = 405;
+    response.set_content(
+        ErrorJson(grpc::StatusCode::UNIMPLEMENTED,
+                  absl::StrCat("method ", request.method.substr(0, 16),
+                               ": the HTTP API is read-only (GET); create, "
+                               "stream and delete over gRPC")),
+        kJson);
+    return;
+  }
+  const std::vector<std::string> path = PathSegments(request);
+  if (path.size() == 1 && path[0] == "healthz") {
+    response.set_content("ok\n", "text/plain");
+    return;
+  }
+  if (path.size() == 1 && path[0] == "metrics" && options_.metrics_text) {
+    ServeMetrics(request, response);
+    return;
+  }
+  const bool api = path.size() >= 3 && path[0] == "api" && path[1] == "v1" &&
+                   path[2] == "sessions";
+  if (!api || path.size() > 5 ||
+      (path.size() == 5 && path[4] != "similarity")) {
+    SetError(grpc::StatusCode::NOT_FOUND,
+             absl::StrCat("no route for ", request.path.substr(0, 128),
+                          "; the API is under /api/v1/sessions"),
+             response);
+    return;
+  }
+  grpc::ClientContext context;
+  absl::Status prepared = PrepareCall(request, &context);
+  if (prepared.ok() && path.size() < 5) prepared = NoParameters(request);
+  if (!prepared.ok()) {
+    SetError(prepared, response);
+    return;
+  }
+  if (path.size() == 3) {
+    v1::ListSessionsResponse sessions;
+    SetAnswer(stub_->ListSessions(&context, {}, &sessions), sessions, response);
+  } else if (path.size() == 4) {
+    v1::GetSessionRequest get;
+    get.set_session_id(path[3]);
+    v1::Session session;
+    SetAnswer(stub_->GetSession(&context, get, &session), session, response);
+  } else {
+    absl::StatusOr<v1::GetSimilarityRequest> query =
+        SimilarityRequestFromQuery(path[3], request.params);
+    if (!query.ok()) {
+      SetError(query.status(), response);
+      return;
+    }
+    v1::SimilarityMatrix matrix;
+    SetAnswer(stub_->GetSimilarity(&context, *query, &matrix), matrix,
+              response);
+  }
+}
+
+void HttpServer::ServeMetrics(const httplib::Request& request,
+                              httplib::Response& response) {
+  if (options_.tokens != nullptr) {
+    std::optional<std::string_view> authorization;
+    std::string header;
+    if (request.has_header("Authorization")) {
+      header = request.get_header_value("Authorization");
+      authorization = header;
+    }
+    absl::StatusOr<Caller> caller =
+        Authorize(*options_.tokens, authorization, Role::kReader, "/metrics");
+    if (!caller.ok()) {
+      SetError(caller.status(), response);
+      return;
+    }
+  }
+  response.set_content(options_.metrics_text(),
+                       "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace cka::server

@@ -1,0 +1,108 @@
+// ckad's HTTP server (--http-listen): the JSON API over the cka.v1.Similarity
+// service, /metrics and /healthz.
+#ifndef CKA_SERVER_HTTP_SERVER_H_
+#define CKA_SERVER_HTTP_SERVER_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "cka/v1/similarity.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "server/auth.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace cka::server {
+
+// What the HTTP server serves and how.
+struct HttpServerOptions {
+  std::string listen;  // host:port (port 0 picks a free one)
+  // PEM files: serve HTTPS with the gRPC server's certificate and key;
+  // tls_client_ca as well: require client certificates signed by it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // Null: no authentication. Otherwise /metrics needs a reader's bearer
+  // token; the API's calls are judged by the service itself. Must outlive the
+  // server.
+  const TokenTable* tokens = nullptr;
+  // Returns /metrics' body in Prometheus' text format; null: /metrics is 404.
+  std::function<std::string()> metrics_text;
+};
+
+// Serves the JSON API by calling the gRPC service through `channel` (an
+// in-process channel of ckad's own server): every request becomes the gRPC
+// call it stands for, with its "Authorization" header as the call's
+// "authorization" metadata, so that validation, authentication, budgets and
+// errors are the service's own. Answers are the response messages in
+// protobuf's JSON mapping (proto field names, default values printed); errors
+// are HttpStatusOf(code) with ErrorJson(code, message).
+//
+// Routes (GET and HEAD only; the path's segments are URL-decoded):
+//   /api/v1/sessions                    ListSessions
+//   /api/v1/sessions/{id}               GetSession
+//   /api/v1/sessions/{id}/similarity    GetSimilarity
+//   (SimilarityRequestFromQuery) /metrics HttpServerOptions::metrics_text
+//   /healthz                            200 "ok", no authentication
+// anything else is 404.
+//
+// What a request can cost is bounded: kThreads workers, kMaxQueuedConnections
+// accepted connections waiting for them, httplib's 8 KiB limits on the
+// request line and on each header line (414, 400), kMaxBodyBytes of body
+// (413), kIdleSeconds of silence while a request is read or an idle
+// keep-alive connection waits, and kMaxRequestsPerConnection.
+//
+// Thread-safe. `channel`'s server must keep serving until Stop returns.
+class HttpServer {
+ public:
+  static constexpr int kThreads = 8;
+  static constexpr int kMaxQueuedConnections = 64;
+  static constexpr size_t kMaxBodyBytes = 64 << 10;
+  static constexpr int kIdleSeconds = 5;
+  static constexpr int kMaxRequestsPerConnection = 100;
+  // Deadline of the gRPC call a request makes.
+  static constexpr int kCallDeadlineSeconds = 60;
+
+  // Binds options.listen and starts serving; logs "http listening on
+  // HOST:PORT". InvalidArgument for a malformed address or unreadable TLS
+  // files, Unavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      HttpServerOptions options, std::shared_ptr<grpc::Channel> channel);
+  // Calls Stop().
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Returns the bound port.
+  int port() const { return port_; }
+  // Stops accepting, lets the requests being served finish, and joins the
+  // threads. Idempotent.
+  void Stop();
+
+ private:
+  HttpServer(HttpServerOptions options, std::shared_ptr<grpc::Channel> channel);
+
+  // Answers one request (every route; httplib's router is not used).
+  void Dispatch(const httplib::Request& request, httplib::Response& response);
+  void ServeMetrics(const httplib::Request& request,
+                    httplib::Response& response);
+
+  const HttpServerOptions options_;
+  std::unique_ptr<v1::Similarity::Stub> stub_;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = 0;
+  std::thread listener_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace cka::server
+
+#endif  // CKA_SERVER_HTTP_SERVER_H_

@@ -1,0 +1,28 @@
+// How the JSON API answers a gRPC status: the HTTP status google's HTTP
+// mapping gives its code, and the body {"code": "NOT_FOUND", "message": ...}.
+#ifndef CKA_SERVER_HTTP_STATUS_H_
+#define CKA_SERVER_HTTP_STATUS_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "grpcpp/support/status.h"
+
+namespace cka::server {
+
+// Returns the HTTP status of `code` (google.rpc.Code's HTTP mapping, as
+// grpc-gateway uses): INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE
+// 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404,
+// ALREADY_EXISTS and ABORTED 409, RESOURCE_EXHAUSTED 429, CANCELLED 499,
+// UNIMPLEMENTED 501, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, OK 200, anything
+// else 500. Thread-safe.
+int HttpStatusOf(grpc::StatusCode code);
+
+// Returns the JSON error body of `code` and `message`:
+// {"code":"NOT_FOUND","message":"..."}, the code by its canonical name.
+// Bytes of `message` that are not UTF-8 are replaced (U+FFFD). Thread-safe.
+std::string ErrorJson(grpc::StatusCode code, absl::string_view message);
+
+}  // namespace cka::server
+
+#endif  // CKA_SERVER_HTTP_STATUS_H_

@@ -1,0 +1,434 @@
+// The JSON API of ckad's HTTP server (--http-listen): the real server
+// in-process on 127.0.0.1:0, read over HTTP with httplib's client and over
+// gRPC with the real client library; every route must answer what gRPC
+// answers, errors included.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cka/client/activation_streamer.h"
+#include "cka/client/client.h"
+#include "cka/server/server.h"
+#include "google/protobuf/util/json_util.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "server/http_status.h"
+#include "test_util.h"
+
+namespace cka::testing {
+namespace {
+
+constexpr char kReaderToken[] = "reader-token-0123456789abcdef";
+constexpr char kWriterToken[] = "writer-token-0123456789abcdef";
+
+// Returns the answer of GET `path` (with an Authorization header when `token`
+// is set); fails the test when no answer comes.
+httplib::Result Get(int port, const std::string& path,
+                    const std::string& token = "") {
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(60, 0);
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  httplib::Result result = http.Get(path, headers);
+  EXPECT_TRUE(result) << "GET " << path << ": "
+                      << httplib::to_string(result.error());
+  return result;
+}
+
+// Returns the message a JSON body holds (protobuf's JSON mapping).
+template <typename Message>
+Message FromJson(const std::string& json) {
+  Message message;
+  google::protobuf::util::JsonParseOptions options;
+  const auto parsed =
+      google::protobuf::util::JsonStringToMessage(json, &message, options);
+  EXPECT_TRUE(parsed.ok()) << parsed.ToString() << " in " << json;
+  return message;
+}
+
+// Expects the two matrices equal, their values bit for bit (NaN where the
+// other has NaN).
+void ExpectSameMatrix(const v1::SimilarityMatrix& http,
+                      const v1::SimilarityMatrix& grpc) {
+  EXPECT_EQ(http.session_id(), grpc.session_id());
+  EXPECT_EQ(http.measure(), grpc.measure());
+  EXPECT_EQ(std::vector<std::string>(http.rows().begin(), http.rows().end()),
+            std::vector<std::string>(grpc.rows().begin(), grpc.rows().end()));
+  EXPECT_EQ(std::vector<std::string>(http.cols().begin(), http.cols().end()),
+            std::vector<std::string>(grpc.cols().begin(), grpc.cols().end()));
+  EXPECT_EQ(std::vector<int64_t>(http.batches().begin(), http.batches().end()),
+            std::vector<int64_t>(grpc.batches().begin(), grpc.batches().end()));
+  ASSERT_EQ(http.values_size(), grpc.values_size());
+  for (int i = 0; i < http.values_size(); ++i) {
+    const double h = http.values(i);
+    const double g = grpc.values(i);
+    if (std::isnan(g)) {
+      EXPECT_TRUE(std::isnan(h)) << "value " << i << ": " << h;
+    } else {
+      EXPECT_EQ(std::memcmp(&h, &g, sizeof h), 0)
+          << "value " << i << ": " << h << " over HTTP, " << g << " over gRPC";
+    }
+  }
+}
+
+// Expects an error answer: `status`, the code name and gRPC's message.
+void ExpectError(const httplib::Result& result, int status,
+                 const std::string& code, const std::string& message_part) {
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, status) << result->body;
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
+  const nlohmann::json body =
+      nlohmann::json::parse(result->body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << result->body;
+  EXPECT_EQ(body.value("code", ""), code) << result->body;
+  EXPECT_NE(body.value("message", "").find(message_part), std::string::npos)
+      << result->body << " should contain " << message_part;
+}
+
+class HttpApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerOptions options;
+    options.http_listen = "127.0.0.1:0";
+    server_ = StartServer(options);
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(server_->http_port(), 0);
+    client_ = ConnectClient(server_->port());
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  // Creates `session` with two measures and a step bucket of 10, and streams
+  // `count` batches of two layers of source "a" and one of source "b" at
+  // steps 0, 5, 10, ...; source "b" sends only the first batch, so that pairs
+  // of b over later buckets have no common batch (NaN).
+  void CreateAndFill(const std::string& session, int count) {
+    v1::SessionConfig config;
+    for (const auto& [name, estimator] :
+         {std::pair{"lin", v1::UNBIASED}, std::pair{"mb", v1::BIASED}}) {
+      v1::Measure* m = config.add_measures();
+      m->set_name(name);
+      m->set_kernel(v1::LINEAR);
+      m->set_estimator(estimator);
+    }
+    config.set_step_bucket(10);
+    config.set_join_window(1000);
+    ASSERT_TRUE(client_->CreateSession(session, config).ok());
+    std::map<std::string, std::unique_ptr<client::ActivationStreamer>>
+        streamers;
+    for (const std::string source : {"a", "b"}) {
+      client::StreamerOptions options;
+      options.session_id = session;
+      options.source = source;
+      absl::StatusOr<std::unique_ptr<client::ActivationStreamer>> s =
+          client::ActivationStreamer::Create(*client_, options);
+      ASSERT_TRUE(s.ok()) << s.status();
+      streamers[source] = *std::move(s);
+    }
+    for (int b = 0; b < count; ++b) {
+      const Activations l1 = RandomActivations(12, 5, 100 + b);
+      const Activations l2 = RandomActivations(12, 7, 200 + b, &l1, 1.0);
+      client::Batch a(absl::StrCat("b", b), 5 * b);
+      a.AddActivations("l1", std::vector<double>(l1.x), {l1.n, l1.d});
+      a.AddActivations("l2", std::vector<double>(l2.x), {l2.n, l2.d});
+      ASSERT_TRUE(streamers["a"]->Submit(std::move(a)).ok());
+      if (b == 0) {
+        const Activations m1 = RandomActivations(12, 6, 300 + b, &l1, 0.5);
+        client::Batch bb(absl::StrCat("b", b), 5 * b);
+        bb.AddActivations("m1", std::vector<double>(m1.x), {m1.n, m1.d});
+        ASSERT_TRUE(streamers["b"]->Submit(std::move(bb)).ok());
+      }
+    }
+    for (auto& [source, streamer] : streamers) {
+      absl::StatusOr<std::vector<client::BatchError>> errors =
+          streamer->Close(absl::Now() + absl::Seconds(30));
+      ASSERT_TRUE(errors.ok()) << errors.status();
+      for (const client::BatchError& e : *errors) {
+        ADD_FAILURE() << e.batch_id << ": " << e.message;
+      }
+    }
+  }
+
+  int http_port() const { return server_->http_port(); }
+
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(HttpApiTest, SessionRoutesAnswerWhatGrpcAnswers) {
+  CreateAndFill("run 1/ab", 3);
+  CreateAndFill("run2", 1);
+
+  httplib::Result listed = Get(http_port(), "/api/v1/sessions");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200);
+  EXPECT_EQ(listed->get_header_value("Content-Type"), "application/json");
+  const v1::ListSessionsResponse http_list =
+      FromJson<v1::ListSessionsResponse>(listed->body);
+  absl::StatusOr<std::vector<v1::Session>> grpc_list = client_->ListSessions();
+  ASSERT_TRUE(grpc_list.ok()) << grpc_list.status();
+  ASSERT_EQ(http_list.sessions_size(), static_cast<int>(grpc_list->size()));
+  for (int i = 0; i < http_list.sessions_size(); ++i) {
+    EXPECT_EQ(http_list.sessions(i).SerializeAsString(),
+              (*grpc_list)[i].SerializeAsString())
+        << http_list.sessions(i).DebugString();
+  }
+  // Proto field names and default values, as the page reads them.
+  const nlohmann::json raw = nlohmann::json::parse(listed->body);
+  EXPECT_TRUE(raw["sessions"][0].contains("batches_applied")) << listed->body;
+  EXPECT_TRUE(raw["sessions"][0].contains("pairs_missed")) << listed->body;
+
+  // The id's '/' and ' ' travel URL-encoded in one path segment.
+  httplib::Result got = Get(http_port(), "/api/v1/sessions/run%201%2Fab");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, 200) << got->body;
+  absl::StatusOr<v1::Session> grpc_got = client_->GetSession("run 1/ab");
+  ASSERT_TRUE(grpc_got.ok());
+  EXPECT_EQ(FromJson<v1::Session>(got->body).SerializeAsString(),
+            grpc_got->SerializeAsString());
+  EXPECT_GT(grpc_got->batches_applied(), 0);
+}
+
+TEST_F(HttpApiTest, SimilarityAnswersGrpcsValuesBitForBit) {
+  CreateAndFill("s", 4);
+  struct Case {
+    std::string query;  // after "?"
+    v1::GetSimilarityRequest grpc;
+  };
+  std::vector<Case> cases;
+  auto add = [&](std::string query, auto fill) {
+    Case c{std::move(query), {}};
+    c.grpc.set_session_id("s");
+    fill(c.grpc);
+    cases.push_back(std::move(c));
+  };
+  add("", [](v1::GetSimilarityRequest&) {});
+  add("measure=mb", [](v1::GetSimilarityRequest& r) { r.set_measure("mb"); });
+  add("measure=lin&rows=a%2Fl2&rows=b%2Fm1&cols=a%2Fl1",
+      [](v1::GetSimilarityRequest& r) {
+        r.set_measure("lin");
+        r.add_rows("a/l2");
+        r.add_rows("b/m1");
+        r.add_cols("a/l1");
+      });
+  add("step_min=10&step_max=19", [](v1::GetSimilarityRequest& r) {
+    r.set_step_min(10);
+    r.set_step_max(19);
+  });
+  add("step_min=-10", [](v1::GetSimilarityRequest& r) { r.set_step_min(-10); });
+  int nan_seen = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.query);
+    httplib::Result http = Get(
+        http_port(), absl::StrCat("/api/v1/sessions/s/similarity?", c.query));
+    ASSERT_TRUE(http);
+    ASSERT_EQ(http->status, 200) << http->body;
+    absl::StatusOr<v1::SimilarityMatrix> grpc = client_->GetSimilarity(c.grpc);
+    ASSERT_TRUE(grpc.ok()) << grpc.status();
+    ASSERT_GT(grpc->values_size(), 0);
+    ExpectSameMatrix(FromJson<v1::SimilarityMatrix>(http->body), *grpc);
+    for (double v : grpc->values()) nan_seen += std::isnan(v);
+  }
+  // The step range without b's batch has NaN entries: the case is covered.
+  EXPECT_GT(nan_seen, 0);
+}
+
+TEST_F(HttpApiTest, ErrorsAreGrpcsCodesAndMessages) {
+  CreateAndFill("s", 1);
+  // Unknown session and measure: the service's code and message.
+  v1::GetSimilarityRequest unknown;
+  unknown.set_session_id("nope");
+  const absl::Status grpc_unknown = client_->GetSimilarity(unknown).status();
+  ExpectError(Get(http_port(), "/api/v1/sessions/nope/similarity"), 404,
+              "NOT_FOUND", std::string(grpc_unknown.message()));
+  ExpectError(Get(http_port(), "/api/v1/sessions/nope"), 404, "NOT_FOUND",
+              "nope");
+  v1::GetSimilarityRequest bad_measure;
+  bad_measure.set_session_id("s");
+  bad_measure.set_measure("cosine");
+  const absl::Status grpc_measure =
+      client_->GetSimilarity(bad_measure).status();
+  ASSERT_FALSE(grpc_measure.ok());
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/similarity?measure=cosine"),
+              grpc_measure.code() == absl::StatusCode::kNotFound ? 404 : 400,
+              absl::StatusCodeToString(grpc_measure.code()), "cosine");
+  v1::GetSimilarityRequest bad_row = bad_measure;
+  bad_row.clear_measure();
+  bad_row.add_rows("a/zz");
+  const absl::Status grpc_row = client_->GetSimilarity(bad_row).status();
+  ASSERT_FALSE(grpc_row.ok());
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/similarity?rows=a%2Fzz"),
+              grpc_row.code() == absl::StatusCode::kNotFound ? 404 : 400,
+              absl::StatusCodeToString(grpc_row.code()),
+              std::string(grpc_row.message()));
+  // A step range the session refuses: its message, over both transports.
+  v1::GetSimilarityRequest bad_step;
+  bad_step.set_session_id("s");
+  bad_step.set_step_min(-5);
+  const absl::Status grpc_step = client_->GetSimilarity(bad_step).status();
+  ASSERT_EQ(grpc_step.code(), absl::StatusCode::kInvalidArgument);
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/similarity?step_min=-5"),
+              400, "INVALID_ARGUMENT", std::string(grpc_step.message()));
+  // The query's syntax: named parameter and value.
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/similarity?step_min=12x"),
+              400, "INVALID_ARGUMENT", "step_min='12x'");
+  ExpectError(
+      Get(http_port(),
+          "/api/v1/sessions/s/similarity?step_max=99999999999999999999"),
+      400, "INVALID_ARGUMENT", "step_max");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/similarity?colz=a"), 400,
+              "INVALID_ARGUMENT", "'colz'");
+  ExpectError(
+      Get(http_port(), "/api/v1/sessions/s/similarity?measure=a&measure=b"),
+      400, "INVALID_ARGUMENT", "measure");
+  ExpectError(Get(http_port(), "/api/v1/sessions?x=1"), 400, "INVALID_ARGUMENT",
+              "'x'");
+  ExpectError(Get(http_port(), "/api/v2/sessions"), 404, "NOT_FOUND",
+              "/api/v2/sessions");
+  // Read-only: writes stay on gRPC.
+  httplib::Client http("127.0.0.1", http_port());
+  httplib::Result post =
+      http.Post("/api/v1/sessions", "{}", "application/json");
+  ExpectError(post, 405, "UNIMPLEMENTED", "gRPC");
+
+  httplib::Result health = Get(http_port(), "/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "ok\n");
+}
+
+TEST_F(HttpApiTest, OversizedRequestsAreRefusedWithAStatusAndCkadLives) {
+  httplib::Client http("127.0.0.1", http_port());
+  // A request line over httplib's 8 KiB.
+  httplib::Result uri =
+      http.Get(absl::StrCat("/api/v1/sessions/", std::string(9000, 'x')));
+  ASSERT_TRUE(uri);
+  EXPECT_EQ(uri->status, 414);
+  // A header line over 8 KiB.
+  httplib::Result header =
+      http.Get("/healthz", {{"X-Padding", std::string(9000, 'y')}});
+  ASSERT_TRUE(header);
+  EXPECT_EQ(header->status, 400);
+  // A large body: refused by its method before a byte of it is read.
+  httplib::Result body =
+      http.Post("/api/v1/sessions", std::string(1 << 20, 'z'), "text/plain");
+  ASSERT_TRUE(body);
+  EXPECT_EQ(body->status, 405);
+  // A token that gRPC metadata cannot carry.
+  httplib::Result token =
+      http.Get("/api/v1/sessions", {{"Authorization", "Bearer \x01\x02"}});
+  ASSERT_TRUE(token);
+  EXPECT_EQ(token->status, 400);
+
+  httplib::Result health = Get(http_port(), "/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_TRUE(client_->ListSessions().ok());
+}
+
+class HttpAuthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = MakeTempDir("http_auth");
+    std::ofstream(dir + "/tokens") << kReaderToken << " reader\n"
+                                   << kWriterToken << " writer\n";
+    server::ServerOptions options;
+    options.auth_tokens_file = dir + "/tokens";
+    options.http_listen = "127.0.0.1:0";
+    server_ = StartServer(options);
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+  std::unique_ptr<server::Server> server_;
+};
+
+TEST_F(HttpAuthTest, TheApiNeedsTheSameTokensAsGrpc) {
+  const int port = server_->http_port();
+  for (const std::string path : {"/api/v1/sessions", "/api/v1/sessions/s",
+                                 "/api/v1/sessions/s/similarity"}) {
+    SCOPED_TRACE(path);
+    ExpectError(Get(port, path), 401, "UNAUTHENTICATED", "");
+    ExpectError(Get(port, path, "wrong-token-0123456789abcdef"), 401,
+                "UNAUTHENTICATED", "");
+  }
+  httplib::Result listed = Get(port, "/api/v1/sessions", kReaderToken);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200) << listed->body;
+  ExpectError(Get(port, "/api/v1/sessions/s", kReaderToken), 404, "NOT_FOUND",
+              "'s'");
+  // A reader can read but not create: creation is gRPC's, where the reader's
+  // role is refused.
+  client::ClientOptions reader;
+  reader.server = absl::StrCat("127.0.0.1:", server_->port());
+  reader.bearer_token = kReaderToken;
+  absl::StatusOr<std::unique_ptr<client::Client>> c =
+      client::Client::Create(reader);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->CreateSession("s", {}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // Without a token the health check still answers.
+  httplib::Result health = Get(port, "/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST(HttpStatusTest, GrpcCodesMapAsGooglesHttpMapping) {
+  const std::vector<std::pair<grpc::StatusCode, int>> cases = {
+      {grpc::StatusCode::OK, 200},
+      {grpc::StatusCode::CANCELLED, 499},
+      {grpc::StatusCode::UNKNOWN, 500},
+      {grpc::StatusCode::INVALID_ARGUMENT, 400},
+      {grpc::StatusCode::DEADLINE_EXCEEDED, 504},
+      {grpc::StatusCode::NOT_FOUND, 404},
+      {grpc::StatusCode::ALREADY_EXISTS, 409},
+      {grpc::StatusCode::PERMISSION_DENIED, 403},
+      {grpc::StatusCode::RESOURCE_EXHAUSTED, 429},
+      {grpc::StatusCode::FAILED_PRECONDITION, 400},
+      {grpc::StatusCode::ABORTED, 409},
+      {grpc::StatusCode::OUT_OF_RANGE, 400},
+      {grpc::StatusCode::UNIMPLEMENTED, 501},
+      {grpc::StatusCode::INTERNAL, 500},
+      {grpc::StatusCode::UNAVAILABLE, 503},
+      {grpc::StatusCode::DATA_LOSS, 500},
+      {grpc::StatusCode::UNAUTHENTICATED, 401}};
+  for (const auto& [code, status] : cases) {
+    EXPECT_EQ(server::HttpStatusOf(code), status) << code;
+  }
+  // A message that is not UTF-8 still makes valid JSON.
+  const nlohmann::json body = nlohmann::json::parse(
+      server::ErrorJson(grpc::StatusCode::NOT_FOUND, "id '\xff\"'"));
+  EXPECT_EQ(body["code"], "NOT_FOUND");
+  EXPECT_EQ(body["message"], "id '\xef\xbf\xbd\"'");
+}
+
+TEST(HttpStartTest, ANonLoopbackHttpAddressNeedsTheSameSecurityAsGrpc) {
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.http_listen = "0.0.0.0:0";
+  absl::StatusOr<std::unique_ptr<server::Server>> server =
+      server::Server::BuildAndStart(options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(server.status().message().find("--http-listen '0.0.0.0:0'"),
+            std::string::npos)
+      << server.status();
+  options.http_listen = "127.0.0.1:x";
+  server = server::Server::BuildAndStart(options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("--http-listen"), std::string::npos)
+      << server.status();
+}
+
+}  // namespace
+}  // namespace cka::testing

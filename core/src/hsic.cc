@@ -181,7 +181,7 @@ void CenterPacked(const T* k, int64_t n, const std::vector<double>& r, double b,
   }
 }
 
-// MATH.md "Fast form": with c_i the row sums of K without its diagonal,
+// core/MATH.md, "Fast form": with c_i the row sums of K without its diagonal,
 // K̂(i,j) = K(i,j) − (c_i + c_j)/(n−2) + Σc/((n−1)(n−2)) off the diagonal, 0 on
 // it.
 template <typename T>

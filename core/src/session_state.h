@@ -18,8 +18,8 @@
 
 namespace cka::core {
 
-// The running minibatch sums of one measure in one step bucket (MATH.md,
-// "Minibatch CKA").
+// The running minibatch sums of one measure in one step bucket
+// (core/MATH.md, "Minibatch CKA").
 struct PairSums {
   int size = 0;  // S: streams covered; streams >= size have no batches here
   std::vector<double>
@@ -34,8 +34,8 @@ struct PairSums {
 };
 
 // Feature-space sums of the exact estimators over the declared streams
-// (MATH.md, "Exact linear CKA"). D = Σ d_s; x is one example's concatenated
-// activations (D), a_s = ‖x_s‖².
+// (core/MATH.md, "Exact feature-space CKA"). D = Σ d_s; x is one example's
+// concatenated activations (D), a_s = ‖x_s‖².
 struct ExactSums {
   int64_t dim = 0;              // D; 0 until the first complete batch
   std::vector<int64_t> offset;  // S + 1 column offsets of the streams in x

@@ -1,4 +1,4 @@
-// Exact feature-space CKA (MATH.md "Exact linear CKA over everything streamed")
+// Exact feature-space CKA (core/MATH.md, "Exact feature-space CKA")
 // against the numpy oracle: data/exact.json declares three streams (one of rank
 // 3) and sends five batches of n = 4..11, one of which never completes and must
 // not be counted.

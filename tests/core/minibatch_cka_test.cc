@@ -1,4 +1,4 @@
-// Minibatch CKA (MATH.md "Minibatch CKA") against the numpy oracle:
+// Minibatch CKA (core/MATH.md, "Minibatch CKA") against the numpy oracle:
 // data/multibatch.json has five streams (two of rank 3), six batches of n
 // = 5..12, streams missing from some batches and steps in three buckets of 10;
 // data/equal_n.json, low_precision.json and realistic.json.
@@ -19,8 +19,9 @@ namespace {
 // (~1e-14); unbiased values can be near 0, hence the absolute part.
 constexpr double kFloat64Rel = 1e-10;
 constexpr double kFloat64Abs = 1e-10;
-// MATH.md: float32 Grams with float64 centring stay within 1e-6 relative of
-// float64; near 0 a relative bound means nothing, so 1e-7 absolute as well.
+// core/MATH.md, "Properties": float32 Grams with float64 centring stay within
+// 1e-6 relative of float64; near 0 a relative bound means nothing, so 1e-7
+// absolute as well.
 constexpr double kFloat32Rel = 1e-6;
 constexpr double kFloat32Abs = 1e-7;
 // Two float64 computations of the same sums in a different order (arrival
@@ -132,9 +133,8 @@ TEST(MinibatchCkaTest, RectangularBlockEqualsSquareBlock) {
   }
 }
 
-// Declared streams make completion independent of arrival order (MATH.md: "The
-// order in which batches and streams arrive does not change the result beyond
-// rounding").
+// Declared streams make completion independent of arrival order, which changes
+// results by rounding only (core/MATH.md, "Properties").
 TEST(MinibatchCkaTest, ArrivalOrderIsIrrelevant) {
   const Scenario& s = LoadScenario("multibatch.json");
   ASSERT_TRUE(s.declared);

@@ -1,6 +1,6 @@
-// MATH.md "Properties": every measure on data/properties.json, whose streams
-// are x, x·Q (Q orthogonal), 3.7·x, x·A (A invertible, strongly anisotropic)
-// and y, over two batches.
+// core/MATH.md, "Properties": every measure on data/properties.json, whose
+// streams are x, x·Q (Q orthogonal), 3.7·x, x·A (A invertible, strongly
+// anisotropic) and y, over two batches.
 #include <cmath>
 #include <string>
 

@@ -104,8 +104,8 @@ TEST_F(CkactlE2eTest, CreateSendMatrixGetListDeleteRoundTrip) {
       EXPECT_EQ(j["batches"][i][k].get<int64_t>(), 2);
       const double reference =
           ReferenceMinibatchCka(batches, j["rows"][i], j["cols"][k], true);
-      // float32 activations, float32 Grams on the server: MATH.md's 1e-6
-      // relative.
+      // float32 activations, float32 Grams on the server: 1e-6 relative
+      // (core/MATH.md, "Properties").
       EXPECT_NEAR(j["values"][i][k].get<double>(), reference,
                   1e-6 * std::abs(reference));
     }

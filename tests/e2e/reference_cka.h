@@ -1,4 +1,4 @@
-// An independent float64 reference of MATH.md's minibatch CKA, written as plain
+// An independent float64 reference of core/MATH.md, "Minibatch CKA", as plain
 // loops straight from the formulas (no Eigen, no BLAS, no code shared with
 // core), for the end-to-end tests.
 //

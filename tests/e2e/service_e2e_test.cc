@@ -296,7 +296,7 @@ TEST_F(ServiceE2eTest, MatrixOverGrpcEqualsTheEngineAndAFloat64Reference) {
             << wire->rows(i) << " x " << wire->cols(j);
       }
     }
-    // The diagonal is 1 and the matrix symmetric (MATH.md's properties).
+    // The diagonal is 1 and the matrix symmetric (core/MATH.md, "Properties").
     EXPECT_NEAR(wire->values(0), 1.0, 1e-12);
     EXPECT_DOUBLE_EQ(wire->values(1), wire->values(3));
   }
@@ -453,8 +453,8 @@ TEST_F(ServiceE2eTest, GramReductionGivesTheServersResultOnActivations) {
   absl::StatusOr<v1::SimilarityMatrix> gram = client_->GetSimilarity(query);
   ASSERT_TRUE(raw.ok()) << raw.status();
   ASSERT_TRUE(gram.ok()) << gram.status();
-  // MATH.md: float32 Grams with float64 centring stay within 1e-6 relative of
-  // float64.
+  // core/MATH.md, "Properties": float32 Grams with float64 centring stay within
+  // 1e-6 relative of float64.
   EXPECT_NEAR(gram->values(0), raw->values(0), 1e-6 * std::abs(raw->values(0)));
   std::vector<ReferenceBatch> rounded = batches;
   for (ReferenceBatch& b : rounded) {

@@ -6,7 +6,7 @@ Run with Debian's python3-numpy (the pyenv python3 on PATH has no numpy):
     /usr/bin/python3 tests/core/data/make_vectors.py
 
 Everything is seeded, so a rerun writes byte-identical files. The oracle below is written from
-MATH.md with the direct trace formulas (tr(KHLH), Song's unbiased HSIC), not the fast U-centred
+core/MATH.md with the direct trace formulas (tr(KHLH), Song's unbiased HSIC), not the fast U-centred
 form the engine uses, so a shared mistake is unlikely.
 
 File format (one JSON object per scenario file):
@@ -31,7 +31,7 @@ OUT = os.path.dirname(os.path.abspath(__file__))
 
 
 # --------------------------------------------------------------------------------------------
-# The oracle (MATH.md), float64 throughout.
+# The oracle (core/MATH.md), float64 throughout.
 # --------------------------------------------------------------------------------------------
 
 
@@ -84,7 +84,7 @@ def cka(k, l, hsic):
 
 
 def feature_space_cka(x, y):
-  """Exact linear CKA written as in MATH.md's feature-space paragraph (a self-check)."""
+  """Exact linear CKA written as in core/MATH.md, "Exact feature-space CKA" (a self-check)."""
   def c(a, b):
     n = a.shape[0]
     return a.T @ b - n * np.outer(a.mean(0), b.mean(0))
@@ -452,7 +452,7 @@ def hsic_small():
     cl = lt.sum(1)
     lhat = lt - (cl[:, None] + cl[None, :]) / (n - 2) + lt.sum() / ((n - 1) * (n - 2))
     np.fill_diagonal(lhat, 0)
-    # The fast form agrees with the direct formulas (MATH.md's claim, checked here).
+    # The fast form agrees with the direct formulas (core/MATH.md, "Fast form"; checked here).
     assert abs(np.sum(khat * lhat) - n * (n - 3) * hsic_unbiased(k, l)) < 1e-9
     assert abs(np.sum((h @ k @ h) * (h @ l @ h)) - (n - 1) ** 2 * hsic_biased(k, l)) < 1e-9
     flat = lambda a: [float(v) for v in a.ravel()]

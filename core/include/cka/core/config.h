@@ -12,11 +12,12 @@
 
 namespace cka::core {
 
-// The kernel applied to a stream's activations before HSIC (MATH.md,
+// The kernel applied to a stream's activations before HSIC (core/MATH.md,
 // "Kernels").
 enum class Kernel { kLinear = 1, kRbf = 2 };
 
-// The HSIC/CKA estimator of a measure (MATH.md). kUnbiased and kBiased are
+// The HSIC/CKA estimator of a measure (core/MATH.md, "HSIC estimators",
+// "Minibatch CKA", "Exact feature-space CKA"). kUnbiased and kBiased are
 // minibatch estimators (running sums of per-batch HSIC); kExact and
 // kExactDebiased are feature-space linear CKA over every row streamed.
 enum class Estimator {
@@ -37,8 +38,8 @@ const char* EstimatorName(Estimator estimator);
 struct Measure {
   std::string name;  // unique within the session, 1..kMaxNameBytes bytes
   Kernel kernel = Kernel::kLinear;
-  double rbf_threshold =
-      0.0;  // t of MATH.md; > 0 and finite for kRbf, ignored otherwise
+  // t of core/MATH.md, "Kernels"; > 0 and finite for kRbf, ignored otherwise.
+  double rbf_threshold = 0.0;
   Estimator estimator = Estimator::kUnbiased;
 
   friend bool operator==(const Measure& a, const Measure& b);

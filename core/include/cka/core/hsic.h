@@ -1,4 +1,5 @@
-// The per-batch mathematics of MATH.md: Gram matrices, kernels and centring.
+// The per-batch mathematics of core/MATH.md ("Kernels", "HSIC estimators"):
+// Gram matrices, kernels and centring.
 //
 // Layout: every matrix is row-major. X is n × d with element (i, j) at x[i * d
 // + j]; a kernel K is n × n with K(i, j) at k[i * n + j]. Output buffers are
@@ -47,7 +48,7 @@ absl::Status RbfKernel(const double* k_linear, int64_t n, double threshold,
 // symmetric ones, and all pairs of a batch are one syrk over half the bytes.
 inline int64_t PackedSize(int64_t n) { return n * (n + 1) / 2; }
 
-// Writes the packed U-centred kernel K̂ of MATH.md ("Fast form"), scaled by
+// Writes the packed U-centred kernel K̂ (core/MATH.md, "Fast form"), scaled by
 // 1/sqrt(n(n−3)) so that ⟨K̂_s, K̂_t⟩ = HSIC₁(K_s, K_t). Reads only the upper
 // triangle of the symmetric n × n `k`. Needs n >= 4.
 void UCenterPacked(const float* k, int64_t n, double* out);

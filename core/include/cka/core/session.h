@@ -149,8 +149,8 @@ struct SessionInfo {
   int64_t held_bytes = 0;
 };
 
-// The running statistics of one session (MATH.md, "Minibatch CKA" and "Exact
-// linear CKA").
+// The running statistics of one session (core/MATH.md, "Minibatch CKA" and
+// "Exact feature-space CKA").
 //
 // A batch joins streams by batch_id: each stream's kernels wait in a bounded
 // join buffer until every expected stream of that batch_id has arrived (the

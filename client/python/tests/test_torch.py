@@ -3,6 +3,7 @@ hooks on named layers; the session's cross-model and within-model matrix equals 
 oracle of the activations the hooks saw (recorded independently by the test's own hooks),
 with activations and with Gram reduction on the tensor's device."""
 
+import grpc
 import numpy as np
 import pytest
 
@@ -107,3 +108,26 @@ def test_gram_on_device_accumulates_in_float64():
     assert k.dtype == torch.float32 and k.shape == (5, 5)
     x64 = x.double()
     torch.testing.assert_close(k.double(), x64 @ x64.T, rtol=1e-7, atol=0)
+
+
+def test_a_diverged_step_is_a_record_and_training_streams_on(client, session_id):
+    """A NaN in a hooked layer (a diverged step) comes back as the batch's record, naming the
+    stream and the value's position; the steps before and after it are applied."""
+    client.create_session(session_id)
+    model = small_cnn(4)
+    x = torch.zeros((8, 1, 8, 8)).normal_(generator=torch.Generator().manual_seed(0))
+    with cka.Streamer(client, session_id, "m") as streamer:
+        with ckatorch.ModelHooks(streamer, model, ["0"]) as hooks:
+            with torch.no_grad():
+                for step in range(3):
+                    hooks.step = step
+                    diverged = x.clone()
+                    diverged[2, 0, 1, 1] = float("nan")
+                    model(diverged if step == 1 else x)
+        [error] = streamer.flush(timeout=30)
+    print(error)
+    assert error.batch_id == "1" and error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'m/0'" in error.message and "nan at row 2" in error.message  # example 2
+    assert streamer.stats.acked == 2 and streamer.stats.reconnects == 0
+    assert client.get_session(session_id).batches_applied == 2
+    client.delete_session(session_id)

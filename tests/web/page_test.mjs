@@ -76,8 +76,9 @@ async function startRealTarget() {
       '--auth-tokens', tokens],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  const grpc = await logLine(ckad, /ckad listening on ([\d.]+:\d+)/);
-  const httpAddress = await logLine(ckad, /http listening on ([\d.]+:\d+)/);
+  const log = watchLog(ckad);
+  const grpc = await log.waitFor(/ckad listening on ([\d.]+:\d+)/);
+  const httpAddress = await log.waitFor(/http listening on ([\d.]+:\d+)/);
   const ckactl = (...args) =>
     run(env.CKACTL_BINARY, ['--server', grpc, '--token', kWriterToken, ...args]);
 
@@ -129,23 +130,47 @@ async function startRealTarget() {
   };
 }
 
-// Resolves with the first capture of `pattern` in ckad's log; rejects if ckad exits first.
-function logLine(child, pattern) {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`no ${pattern} in ckad's log: ${seen}`)), kDeadlineMs);
-    const onData = (chunk) => {
-      seen += chunk;
-      const match = seen.match(pattern);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`ckad exited (${code}): ${seen}`)));
+// Keeps ckad's log; waitFor(pattern) resolves with the first capture of `pattern` in it, seen
+// before or after the call, and rejects if ckad exits first.
+function watchLog(child) {
+  let seen = '';
+  let exited = null;
+  const waiters = new Set();
+  const check = () => {
+    for (const waiter of waiters) waiter();
+  };
+  child.stdout.on('data', (chunk) => {
+    seen += chunk;
+    check();
   });
+  child.stderr.on('data', (chunk) => {
+    seen += chunk;
+    check();
+  });
+  child.on('exit', (code) => {
+    exited = code;
+    check();
+  });
+  return {
+    text: () => seen,
+    waitFor: (pattern) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.delete(waiter);
+          reject(new Error(`no ${pattern} in ckad's log: ${seen}`));
+        }, kDeadlineMs);
+        const waiter = () => {
+          const match = seen.match(pattern);
+          if (!match && exited === null) return;
+          waiters.delete(waiter);
+          clearTimeout(timer);
+          if (match) resolve(match[1]);
+          else reject(new Error(`ckad exited (${exited}): ${seen}`));
+        };
+        waiters.add(waiter);
+        waiter();
+      }),
+  };
 }
 
 // ---- activations ---------------------------------------------------------------------------

@@ -18,11 +18,6 @@ export class ApiError extends Error {
     this.status = status;
     this.code = code;
   }
-  /** True when the answer came from ckad itself (a JSON error body), not from the network or a
-   *  path ckad does not serve. */
-  get fromServer() {
-    return this.code !== null;
-  }
 }
 
 function headers(extra = {}) {

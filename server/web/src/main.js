@@ -233,8 +233,10 @@ async function runQuery(query, signal) {
       onMatrix: (matrix) => showMatrix(matrix, query),
     });
   } catch (error) {
-    if (signal.aborted || (error instanceof ApiError && error.fromServer)) throw error;
-    // No server-sent events through here (a proxy that buffers them, an older ckad): poll.
+    if (signal.aborted || (error instanceof ApiError && error.status === 401)) throw error;
+    // The same query was just answered, so this is the watch's own trouble (a proxy that
+    // buffers events, a ckad without the watch, a dropped stream): poll. A query that has gone
+    // bad since (a deleted session) fails the next poll, which shows the server's message.
   }
   setConnection(`live (polling every ${kMatrixPollMs / 1000} s)`);
   while (!signal.aborted) {

@@ -1,7 +1,8 @@
 // A stand-in for ckad's HTTP side, for page_test.mjs while ckad has no --http-listen: it serves
 // the built page (CKA_WEB_DIST) and canned answers in the JSON API's shape (protobuf's JSON
 // mapping with proto field names: int64 as strings, NaN as "NaN") for one session, "demo",
-// whose matrix changes with every batch added.
+// whose matrix changes with every batch added. With `upstream` (host:port) it forwards the API
+// to that ckad instead, for a ckad whose HTTP server does not serve the page yet.
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -16,7 +17,7 @@ const kTypes = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/c
 
 /** Starts the mock on 127.0.0.1:0; with `token`, the API answers 401 without
  *  "Authorization: Bearer <token>". Returns { port, addBatch(), similarity(query), close() }. */
-export async function startMockCkad({ dist, token = null, batches = 4 }) {
+export async function startMockCkad({ dist, token = null, batches = 4, upstream = null }) {
   let applied = batches;
   const watchers = new Set();
 
@@ -64,6 +65,7 @@ export async function startMockCkad({ dist, token = null, batches = 4 }) {
   const server = http.createServer(async (request, response) => {
     const url = new URL(request.url, 'http://mock');
     const api = url.pathname.match(/^\/api\/v1\/sessions(?:\/([^/]+)(?:\/(similarity|watch))?)?$/);
+    if (upstream !== null && url.pathname.startsWith('/api/')) return forward(request, response, upstream);
     try {
       if (api && token !== null && request.headers.authorization !== `Bearer ${token}`) {
         return json(response, 401, { code: 'UNAUTHENTICATED', message: 'missing or unknown bearer token' });
@@ -114,6 +116,18 @@ export async function startMockCkad({ dist, token = null, batches = 4 }) {
       server.close();
     },
   };
+}
+
+function forward(request, response, upstream) {
+  const [host, port] = upstream.split(':');
+  const { method, headers } = request;
+  const call = http.request({ host, port, method, headers, path: request.url }, (answer) => {
+    response.writeHead(answer.statusCode, answer.headers);
+    answer.pipe(response);
+  });
+  call.on('error', (error) => json(response, 502, { code: 'UNAVAILABLE', message: error.message }));
+  response.on('close', () => call.destroy());
+  request.pipe(call);
 }
 
 function bad(message) {

@@ -103,8 +103,17 @@ async function startRealTarget() {
   }
   for (let i = 0; i < 4; i++) await addBatch();
 
+  // Until ckad's HTTP server serves the page, the mock serves its files beside ckad's API.
+  let url = `http://${httpAddress}/`;
+  let pageServer = null;
+  const index = await fetch(url).catch(() => null);
+  if (!index?.ok || !(index.headers.get('content-type') ?? '').startsWith('text/html')) {
+    console.log(`page_test: ckad does not serve the page at / (${index?.status}); its files come from CKA_WEB_DIST`);
+    pageServer = await startMockCkad({ dist: env.CKA_WEB_DIST, upstream: httpAddress });
+    url = `http://127.0.0.1:${pageServer.port}/`;
+  }
   return {
-    url: `http://${httpAddress}/`,
+    url,
     // GetSimilarity over gRPC, through ckactl.
     async expected({ measure, rows, cols }) {
       const { stdout } = await ckactl('matrix', 'demo', '--measure', measure, '--rows',
@@ -124,6 +133,7 @@ async function startRealTarget() {
       return parsed[1];
     },
     close() {
+      pageServer?.close();
       ckad.kill('SIGTERM');
       rmSync(work, { recursive: true, force: true });
     },

@@ -282,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--chunk", type=int, default=None,
                         help="steps per configuration per round (default 20, quick 4)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the training loop (default 1: ckad and the "
+                        help="torch's and NumPy's BLAS threads (default 1: ckad and the "
                              "streamer's thread share the machine's other cores)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args(argv)
@@ -293,6 +293,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    try:  # NumPy's BLAS too (the Grams on the CPU): its threads' time is not the thread's own
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(args.threads)
+    except ImportError:
+        print("torch_bench: no threadpoolctl; NumPy's BLAS threads are not limited",
+              file=sys.stderr)
     generator = torch.Generator().manual_seed(1)
     data = torch.randn(8, BATCH, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (8, BATCH), generator=generator)

@@ -118,6 +118,18 @@ def gram_is_smaller(layer: Layer) -> bool:
     return not layer.is_gram and gram_bytes(layer) < layer.nbytes
 
 
+def gram_float64(x: np.ndarray) -> np.ndarray:
+    """Returns the float64 (n, n) Gram X X^T of the (n, d) float array `x`, accumulated in
+    float64 (products of float32 or float16 values are exact in float64, so only the
+    summation rounds), exactly symmetric. Converts `_GRAM_CHUNK_COLUMNS` columns at a time."""
+    n, d = x.shape
+    k = np.zeros((n, n), dtype=np.float64)
+    for start in range(0, d, _GRAM_CHUNK_COLUMNS):
+        chunk = np.ascontiguousarray(x[:, start:start + _GRAM_CHUNK_COLUMNS], dtype=np.float64)
+        k += chunk @ chunk.T  # NumPy runs syrk for a @ a.T: half the flops, symmetric
+    return k
+
+
 def gram_of(layer: Layer) -> Layer:
     """Returns the n x n linear Gram K = X X^T of `layer`'s n x d activations.
 
@@ -129,11 +141,7 @@ def gram_of(layer: Layer) -> Layer:
     x = layer.array.reshape(n, -1)
     if layer.dtype == pb.BFLOAT16:
         x = (x.astype(np.uint32) << 16).view(np.float32)
-    d = x.shape[1]
-    k = np.zeros((n, n), dtype=np.float64)
-    for start in range(0, d, _GRAM_CHUNK_COLUMNS):
-        chunk = np.ascontiguousarray(x[:, start:start + _GRAM_CHUNK_COLUMNS], dtype=np.float64)
-        k += chunk @ chunk.T  # NumPy runs syrk for a @ a.T: exactly symmetric
+    k = gram_float64(x)
     if layer.dtype == pb.FLOAT64:
         return Layer(layer.name, True, (n, n), pb.FLOAT64, k)
     return Layer(layer.name, True, (n, n), pb.FLOAT32, k.astype(np.float32))

@@ -13,7 +13,18 @@ const kMeasures = [
   { name: 'lin', kernel: 'LINEAR', rbf_threshold: 0, estimator: 'UNBIASED' },
   { name: 'rbf', kernel: 'RBF', rbf_threshold: 0.5, estimator: 'BIASED' },
 ];
-const kTypes = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+const kTypes = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.css': 'text/css',
+  '.svg': 'image/svg+xml',
+};
+// The policy the page is written for: its own scripts only, no inline script, no other origin.
+// ECharts sets style attributes, hence 'unsafe-inline' for styles; the PNG export is a data URL.
+export const kContentSecurityPolicy =
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+  "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; " +
+  "frame-ancestors 'none'";
 
 /** Starts the mock on 127.0.0.1:0; with `token`, the API answers 401 without
  *  "Authorization: Bearer <token>". Returns { port, addBatch(), similarity(query), close() }. */
@@ -96,7 +107,10 @@ export async function startMockCkad({ dist, token = null, batches = 4, upstream 
       const name = url.pathname === '/' ? 'index.html' : url.pathname.slice(1);
       if (!/^[\w.-]+$/.test(name)) return json(response, 404, { code: 'NOT_FOUND', message: name });
       const body = await readFile(path.join(dist, name));
-      response.writeHead(200, { 'Content-Type': kTypes[path.extname(name)] ?? 'application/octet-stream' });
+      response.writeHead(200, {
+        'Content-Type': kTypes[path.extname(name)] ?? 'application/octet-stream',
+        'Content-Security-Policy': kContentSecurityPolicy,
+      });
       return response.end(body);
     } catch (error) {
       if (error.status) return json(response, error.status, { code: error.code, message: error.message });

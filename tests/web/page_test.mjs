@@ -281,6 +281,13 @@ const page = await browser.newPage();
 await page.setViewport({ width: 1280, height: 1100 });
 const pageErrors = [];
 page.on('pageerror', (error) => pageErrors.push(error.message));
+// Console errors other than failed requests (the test causes a 401 and a 400; ckad may lack a
+// path): a policy violation, a failed script.
+page.on('console', (message) => {
+  if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+    pageErrors.push(message.text());
+  }
+});
 const screenshot = (name) =>
   page.screenshot({ path: path.join(env.CKA_WEB_ARTIFACTS, name), fullPage: true });
 

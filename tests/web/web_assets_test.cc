@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <regex>
 #include <string>
 #include <vector>
@@ -33,7 +34,8 @@ TEST(WebAssetsTest, RootIsTheIndexPage) {
 }
 
 TEST(WebAssetsTest, EmbeddedFilesEqualTheBuiltFilesByteForByte) {
-  for (const std::string name : {"index.html", "main.js", "main.css"}) {
+  for (const std::string name :
+       {"index.html", "main.js", "main.css", "favicon.svg"}) {
     const auto asset = FindWebAsset("/" + name);
     ASSERT_TRUE(asset.has_value()) << name;
     EXPECT_EQ(asset->body, ReadBuiltFile(name)) << name;
@@ -55,11 +57,14 @@ TEST(WebAssetsTest, EveryFileTheIndexLinksIsServedWithItsContentType) {
     const auto asset = FindWebAsset("/" + name);
     ASSERT_TRUE(asset.has_value()) << "index.html links " << name;
     EXPECT_FALSE(asset->body.empty()) << name;
-    const bool script =
-        name.size() > 3 && name.substr(name.size() - 3) == ".js";
-    EXPECT_EQ(asset->content_type, script ? "text/javascript; charset=utf-8"
-                                          : "text/css; charset=utf-8")
-        << name;
+    const std::string extension = name.substr(name.rfind('.'));
+    const std::map<std::string, std::string> types = {
+        {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"}};
+    ASSERT_EQ(types.count(extension), 1u)
+        << "a file type the test lacks: " << name;
+    EXPECT_EQ(asset->content_type, types.at(extension)) << name;
   }
 }
 

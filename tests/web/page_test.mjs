@@ -358,7 +358,49 @@ try {
   );
   await screenshot('half-matrix.png');
 
-  // 5. A step range that does not start a bucket: the server's message, in the page.
+  // 5. The exports: the CSV holds the values shown (empty where hidden), the PNG the figure.
+  // The page's policy lets it fetch nothing but its own origin, so the test keeps the CSV's
+  // Blob and decodes the PNG's data URL instead of fetching them.
+  await page.evaluate(() => {
+    window.__downloads = [];
+    window.__blobs = new Map();
+    const createObjectURL = URL.createObjectURL;
+    URL.createObjectURL = (blob) => {
+      const url = createObjectURL(blob);
+      window.__blobs.set(url, blob);
+      return url;
+    };
+    HTMLAnchorElement.prototype.click = function click() {
+      window.__downloads.push({ name: this.download, href: this.href });
+    };
+  });
+  await page.click('#export-csv');
+  await page.click('#export-png');
+  const [csvFile, pngFile] = await page.evaluate(() =>
+    Promise.all(
+      window.__downloads.map(async ({ name, href }) => ({
+        name,
+        body: href.startsWith('data:image/png;base64,')
+          ? atob(href.slice('data:image/png;base64,'.length))
+          : await window.__blobs.get(href).text(),
+      })),
+    ),
+  );
+  assert.deepEqual([csvFile.name, pngFile.name], ['demo-rbf.csv', 'demo-rbf.png']);
+  const halfShown = await shownOf(page);
+  const csv = csvFile.body.trimEnd().split('\n').map((line) => line.split(','));
+  assert.deepEqual(csv[0], ['', ...halfShown.cols]);
+  assert.deepEqual(csv.slice(1).map((cells) => cells[0]), halfShown.rows);
+  assert.deepEqual(
+    csv.slice(1).flatMap((cells) => cells.slice(1).map((c) => (c === '' ? null : Number(c)))),
+    halfShown.values,
+    'the CSV holds the values shown',
+  );
+  const png = Buffer.from(pngFile.body, 'latin1');
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  writeFileSync(path.join(env.CKA_WEB_ARTIFACTS, 'export.png'), png);
+
+  // 6. A step range that does not start a bucket: the server's message, in the page.
   const bad = { stepMin: 1, stepMax: 99 };
   const message = await target.errorText(bad);
   await page.type('#step-min', String(bad.stepMin));

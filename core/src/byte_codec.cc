@@ -22,6 +22,14 @@ void ByteWriter::Doubles(const std::vector<double>& v) {
   Raw(v.data(), v.size() * sizeof(double));
 }
 
+void ByteWriter::ConcatDoubles(
+    const std::vector<std::shared_ptr<const std::vector<double>>>& blocks) {
+  size_t count = 0;
+  for (const auto& b : blocks) count += b->size();
+  U64(count);
+  for (const auto& b : blocks) Raw(b->data(), b->size() * sizeof(double));
+}
+
 void ByteWriter::I64s(const std::vector<int64_t>& v) {
   U64(v.size());
   Raw(v.data(), v.size() * sizeof(int64_t));

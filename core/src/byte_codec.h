@@ -3,6 +3,7 @@
 #define CKA_CORE_SRC_BYTE_CODEC_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,9 @@ class ByteWriter {
   void F64(double v) { Raw(&v, sizeof v); }
   void String(std::string_view s);
   void Doubles(const std::vector<double>& v);
+  // Writes the concatenation of `blocks` as Doubles() writes one vector.
+  void ConcatDoubles(
+      const std::vector<std::shared_ptr<const std::vector<double>>>& blocks);
   void I64s(const std::vector<int64_t>& v);
   void Ints(const std::vector<int>& v);
   std::string& bytes() { return out_; }

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -296,20 +297,18 @@ std::string EncodePending(const PendingBatch& p) {
   size_t bytes = (7 + p.kernels.size() + p.self.size() + p.activations.size()) *
                      sizeof(uint64_t) +
                  p.streams.size() * sizeof(int64_t);
-  for (const auto& k : p.kernels) bytes += k.size() * sizeof(double);
-  for (const auto& s : p.self) bytes += s.size() * sizeof(double);
-  for (const auto& a : p.activations) bytes += a.size() * sizeof(double);
+  bytes += static_cast<size_t>(p.bytes());
   w.Reserve(bytes);
   w.I64(p.n);
   w.I64(p.step);
   w.U64(p.seq);
   w.Ints(p.streams);
   w.U64(p.kernels.size());
-  for (const auto& k : p.kernels) w.Doubles(k);
+  for (const auto& blocks : p.kernels) w.ConcatDoubles(blocks);
   w.U64(p.self.size());
   for (const auto& s : p.self) w.Doubles(s);
   w.U64(p.activations.size());
-  for (const auto& a : p.activations) w.Doubles(a);
+  for (const auto& a : p.activations) w.Doubles(*a);
   return std::move(w.bytes());
 }
 
@@ -338,10 +337,13 @@ absl::StatusOr<PendingBatch> DecodePending(std::string_view bytes,
     return Damaged("pending batch: kernel count");
   }
   p.kernels.resize(count);
-  for (auto& kernel : p.kernels) {
+  for (auto& blocks : p.kernels) {
+    std::vector<double> kernel;
     if (!r.Doubles(&kernel) || !PackKernels(p.n, k, &kernel)) {
       return Damaged("pending batch: kernels");
     }
+    blocks.push_back(
+        std::make_shared<const std::vector<double>>(std::move(kernel)));
   }
   if (!r.Count(&count, 8) || static_cast<size_t>(count) != measures) {
     return Damaged("pending batch: self term count");
@@ -355,15 +357,15 @@ absl::StatusOr<PendingBatch> DecodePending(std::string_view bytes,
   if (!r.Count(&count, 8) || static_cast<size_t>(count) != (exact ? k : 0)) {
     return Damaged("pending batch: activation count");
   }
-  p.activations.resize(count);
-  for (size_t a = 0; a < p.activations.size(); ++a) {
+  for (int64_t a = 0; a < count; ++a) {
     const int64_t w = st.widths[p.streams[a]];
-    if (!r.Doubles(&p.activations[a]) || w <= 0 ||
-        p.activations[a].size() % static_cast<size_t>(w) != 0 ||
-        p.activations[a].size() / static_cast<size_t>(w) !=
-            static_cast<size_t>(p.n)) {
+    std::vector<double> x;
+    if (!r.Doubles(&x) || w <= 0 || x.size() % static_cast<size_t>(w) != 0 ||
+        x.size() / static_cast<size_t>(w) != static_cast<size_t>(p.n)) {
       return Damaged("pending batch: activations");
     }
+    p.activations.push_back(
+        std::make_shared<const std::vector<double>>(std::move(x)));
   }
   if (!r.done()) return Damaged("pending batch: trailing bytes");
   return p;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -50,16 +51,24 @@ struct ExactSums {
   int64_t bytes() const;
 };
 
+// Values in the join buffer that never change once there: a commit takes
+// shared references to them under the session mutex and reads them after
+// releasing it, while other commits may drop or extend their batch.
+using SharedDoubles = std::shared_ptr<const std::vector<double>>;
+
 // A batch_id some of whose expected streams have not arrived yet.
 struct PendingBatch {
   int64_t n = 0;
   int64_t step = 0;
   uint64_t seq = 0;          // arrival order, for eviction
   std::vector<int> streams;  // k stream indices, in arrival order
-  std::vector<std::vector<double>> kernels;  // per minibatch measure: k × n²
+  // Per minibatch measure: the k packed kernels (hsic.h) in `streams` order,
+  // as the blocks the commits added: each block is j × PackedSize(n), the j
+  // layers of one commit.
+  std::vector<std::vector<SharedDoubles>> kernels;
   std::vector<std::vector<double>>
       self;  // per minibatch measure: k values HSIC(K_s, K_s)
-  std::vector<std::vector<double>>
+  std::vector<SharedDoubles>
       activations;  // exact sessions: per stream, n × d_s
   // False for a complete batch kept only for the join window: it is not a
   // state record (not stored, not exported), so it is gone after a restart.

@@ -1,12 +1,25 @@
 // A session: the running HSIC statistics of a set of streams and the CKA
 // matrices they give.
 //
-// Thread safety: every public method of Session is thread-safe. Prepare() takes
-// no lock and may run on many threads at once (it is where the Gram work
-// happens); Commit() takes the session's mutex for as long as it takes to
-// update the sums (never for Gram work), Query() only to resolve the stream
-// names and to copy (or add up over the step buckets) the sums it needs: it
-// computes the matrix after releasing the mutex.
+// Thread safety: every public method of Session is thread-safe, and what holds
+// the session's mutex is:
+// - Prepare(): nothing; it may run on many threads at once (it is where the
+//   Gram work and the pairs within one message happen).
+// - Commit(): two short holds. The first checks the batch and takes shared
+//   references to the join buffer's kernels and activations it pairs with;
+//   then, without the mutex, the BLAS work runs (the new layers' products with
+//   those kernels, an exact batch's Σ x·xᵀ and Σ a·xᵀ). The second hold checks
+//   the batch again and adds everything: the pair sums (O(k·S) per layer),
+//   the exact batch's sums (an O(D²) addition, its Σ x and Σ a·aᵀ) and the
+//   join buffer and duplicate records, all at once, so that no reader sees
+//   part of a batch. When another commit changed what the work depended on, it
+//   is redone; after a few tries, or when the memory budget has no room for
+//   its buffers, it runs under the mutex.
+// - Query(): only to resolve the stream names and to copy (or add up over the
+//   step buckets) the sums it needs; it computes the matrix after releasing
+//   the mutex (an exact query larger than 64 MiB computes under it).
+// - Info(), TakeChanges(), AllRecords(), Serialize(): for their whole run
+//   (they copy or encode the state).
 #ifndef CKA_CORE_SESSION_H_
 #define CKA_CORE_SESSION_H_
 
@@ -247,6 +260,22 @@ class Session {
   int64_t HeldBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the state's bytes in held_ (after a restore), without a check.
   void AccountRestoredState();
+
+  // Commit's steps (session.cc explains them): what committing `rep` does,
+  // checked against the state and changing nothing; the BLAS work, which
+  // needs no lock (with `xx`, `ax` null the exact sums go to `out`, else they
+  // are accumulated into the session's sums there); and the changes.
+  struct CommitPlan;
+  struct CommitProducts;
+  absl::StatusOr<CommitPlan> PlanCommitLocked(const PreparedBatch::Rep& rep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void ComputeCommit(const PreparedBatch::Rep& rep,
+                            const CommitPlan& plan, double* xx, double* ax,
+                            CommitProducts* out);
+  absl::StatusOr<IngestResult> ApplyCommitLocked(PreparedBatch::Rep& rep,
+                                                 const CommitPlan& plan,
+                                                 CommitProducts* products)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SessionConfig config_;
   const SessionLimits limits_;

@@ -14,6 +14,15 @@ struct WebAsset {
   std::string_view content_type;  // e.g. "text/javascript; charset=utf-8"
 };
 
+// The Content-Security-Policy to send with every file of the page: the page
+// runs its own scripts only and talks to its own origin only; ECharts sets
+// style attributes, and the PNG export is a data: URL. (tests/web serves the
+// page under the same policy.)
+inline constexpr std::string_view kWebAssetSecurityPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'";
+
 // Returns the embedded file served at `url_path` (the request's path, without
 // its query string): "/" is "/index.html"; nullopt for any path the page does
 // not have. Thread-safe: reads constant data only.

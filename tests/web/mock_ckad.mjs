@@ -19,12 +19,10 @@ const kTypes = {
   '.css': 'text/css',
   '.svg': 'image/svg+xml',
 };
-// The policy the page is written for: its own scripts only, no inline script, no other origin.
-// ECharts sets style attributes, hence 'unsafe-inline' for styles; the PNG export is a data URL.
+// server/web/web_assets.h's kWebAssetSecurityPolicy, which ckad sends with the page (the test
+// cka_web_assets_test checks that the two are the same).
 export const kContentSecurityPolicy =
-  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
-  "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; " +
-  "frame-ancestors 'none'";
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /** Starts the mock on 127.0.0.1:0; with `token`, the API answers 401 without
  *  "Authorization: Bearer <token>". Returns { port, addBatch(), similarity(query), close() }. */

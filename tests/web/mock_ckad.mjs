@@ -64,8 +64,10 @@ export async function startMockCkad({ dist, token = null, batches = 4, upstream 
       for (const col of c) {
         const i = kStreams.indexOf(row);
         const j = kStreams.indexOf(col);
-        values.push(i === j ? 1 : 0.3 + 0.6 / (1 + Math.abs(i - j)) - 0.1 / applied);
-        counts.push(String(applied));
+        // One pair of the second measure has no value (as a pair without common batches).
+        const none = m === kMeasures[1] && Math.min(i, j) === 0 && Math.max(i, j) === 3;
+        values.push(none ? NaN : i === j ? 1 : 0.3 + 0.6 / (1 + Math.abs(i - j)) - 0.1 / applied);
+        counts.push(String(none ? 0 : applied));
       }
     }
     return { session_id: 'demo', measure: m.name, rows: r, cols: c, values, batches: counts };
@@ -96,7 +98,7 @@ export async function startMockCkad({ dist, token = null, batches = 4, upstream 
         const matrix = similarity(query);
         if (api[2] === 'similarity') return json(response, 200, matrix);
         response.writeHead(200, { 'Content-Type': 'text/event-stream' });
-        const send = () => response.write(`event: matrix\ndata: ${JSON.stringify(similarity(query))}\n\n`);
+        const send = () => response.write(`event: matrix\ndata: ${toJson(similarity(query))}\n\n`);
         send();
         watchers.add(send);
         request.on('close', () => watchers.delete(send));
@@ -146,7 +148,12 @@ function bad(message) {
   return Object.assign(new Error(message), { status: 400, code: 'INVALID_ARGUMENT' });
 }
 
+// Protobuf's JSON mapping writes NaN as the string "NaN".
+function toJson(body) {
+  return JSON.stringify(body, (_, v) => (typeof v === 'number' && Number.isNaN(v) ? 'NaN' : v));
+}
+
 function json(response, status, body) {
   response.writeHead(status, { 'Content-Type': 'application/json' });
-  response.end(JSON.stringify(body));
+  response.end(toJson(body));
 }

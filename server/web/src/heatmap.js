@@ -25,6 +25,8 @@ const kColours = ['#440154', '#3b528b', '#21918c', '#5ec962', '#fde725'];
 const kLabelledSide = 12;
 // Up to this many streams per axis, every one is labelled.
 const kEveryLabelUpTo = 40;
+// Cells without a value (no common batch yet).
+const kMissingColour = '#e4e7eb';
 // Cell labels are dark on the light end of the scale.
 const kDarkTextAbove = 0.7;
 // The figure's height: room for the axes, then this much per row, within bounds.
@@ -69,6 +71,7 @@ export class Heatmap {
     const values = [];
     const batches = [];
     const data = [];
+    const missing = []; // cells without a value (no common batch yet), drawn grey
     for (let i = 0; i < rows.length; i++) {
       for (let j = 0; j < cols.length; j++) {
         const k = i * cols.length + j;
@@ -78,8 +81,14 @@ export class Heatmap {
         values.push(hidden || Number.isNaN(value) ? null : value);
         batches.push(hidden ? null : n);
         if (hidden) continue;
+        if (Number.isNaN(value)) {
+          missing.push([j, i, 0, n, null]);
+          continue;
+        }
+        // Dimension 2 is the colour: unbiased estimates can leave [0, 1] a little, and take the
+        // scale's end colours then. Dimension 4 is the value itself.
         data.push({
-          value: [j, i, Number.isNaN(value) ? '-' : value, n],
+          value: [j, i, Math.min(1, Math.max(0, value)), n, value],
           label: { color: value > kDarkTextAbove ? '#1f2933' : '#fff' },
         });
       }
@@ -111,8 +120,8 @@ export class Heatmap {
         tooltip: {
           position: 'top',
           formatter: (p) => {
-            const [j, i, value, n] = p.value;
-            const shown = typeof value === 'number' ? value.toFixed(4) : 'no value';
+            const [j, i, , n, value] = p.value;
+            const shown = value === null ? 'no value' : value.toFixed(4);
             return `${escapeHtml(rows[i])} × ${escapeHtml(cols[j])}<br>` +
               `<b>${shown}</b> · ${n} common batch${n === 1 ? '' : 'es'}`;
           },
@@ -141,6 +150,7 @@ export class Heatmap {
         },
         visualMap: {
           type: 'continuous',
+          seriesIndex: 0,
           dimension: 2,
           min: 0,
           max: 1,
@@ -152,7 +162,6 @@ export class Heatmap {
           text: ['1', '0'],
           textGap: 6,
           inRange: { color: kColours },
-          outOfRange: { color: '#9aa5b1' },
         },
         series: [
           {
@@ -160,8 +169,15 @@ export class Heatmap {
             data,
             label: {
               show: labelled,
-              formatter: (p) => (typeof p.value[2] === 'number' ? p.value[2].toFixed(2) : ''),
+              formatter: (p) => p.value[4].toFixed(2),
             },
+            emphasis: { itemStyle: { borderColor: '#111', borderWidth: 1 } },
+          },
+          {
+            type: 'heatmap',
+            data: missing,
+            itemStyle: { color: kMissingColour },
+            label: { show: labelled, formatter: '–', color: '#52606d' },
             emphasis: { itemStyle: { borderColor: '#111', borderWidth: 1 } },
           },
         ],

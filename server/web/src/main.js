@@ -28,6 +28,8 @@ const ui = {
   live: $('live'),
   queryError: $('query-error'),
   caption: $('caption'),
+  stepHint: $('step-hint'),
+  figureEmpty: $('figure-empty'),
   heatmap: $('heatmap'),
   updated: $('updated'),
   exportCsv: $('export-csv'),
@@ -57,7 +59,7 @@ async function refreshSessions() {
       // Deleted: show the first session left, or nothing.
       state.selected = null;
       state.query?.abort();
-      clearMatrix();
+      clearMatrix('No matrix yet: pick a session above.');
       configureForm(null);
     }
     renderSessions();
@@ -138,6 +140,7 @@ function configureForm(session) {
   const firstTime = state.configuredFor === null;
   state.configuredFor = key;
   fillSelect(ui.measure, measuresOf(session).map((m) => [m.name, m.name]));
+  ui.stepHint.textContent = stepHint(toNumber(session.config?.step_bucket ?? 0));
   const sourceOptions = [
     [kAllSources, 'all sources'],
     ...sources.map((s) => [sourceValue(s), s || '(none)']),
@@ -170,6 +173,13 @@ function fillSelect(select, options) {
     }),
   );
   if (options.some(([value]) => value === before)) select.value = before;
+}
+
+// What the step range takes: whole step buckets.
+function stepHint(bucket) {
+  if (!(bucket > 0)) return 'One step bucket for all time: leave the step range empty.';
+  return `Step buckets of ${bucket} steps: step min starts one (0, ${bucket}, ${2 * bucket}, …), ` +
+    `step max ends one (${bucket - 1}, ${2 * bucket - 1}, …).`;
 }
 
 // The half matrix is for symmetric views: the same streams on both axes.
@@ -210,7 +220,7 @@ function startQuery() {
     if (controller.signal.aborted) return;
     if (await handleAuth(error)) return;
     showError(ui.queryError, error);
-    clearMatrix();
+    clearMatrix('No matrix: the query failed (the message above says why).');
     setConnection(query.live ? 'stopped: the query failed' : 'stopped');
   });
 }
@@ -246,8 +256,10 @@ async function runQuery(query, signal) {
 }
 
 // No figure after a failed query: the last one would pass for its answer.
-function clearMatrix() {
+function clearMatrix(why) {
   heatmap.clear();
+  ui.figureEmpty.textContent = why;
+  ui.figureEmpty.hidden = false;
   ui.updated.textContent = '';
   window.__ckaShown = undefined;
   ui.caption.textContent = '';
@@ -272,6 +284,7 @@ function showMatrix(matrix, query) {
   shown.step_max = query.stepMax === '' ? null : Number(query.stepMax);
   shown.updates = state.updates;
   window.__ckaShown = shown;
+  ui.figureEmpty.hidden = true;
   ui.caption.textContent = citation(measure, query, matrix);
   ui.heatmap.setAttribute(
     'aria-label',

@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 const kStepBucket = 100;
-const kStreams = ['a/conv1', 'a/fc', 'b/conv1', 'b/fc'];
+const kDemoStreams = ['a/conv1', 'a/fc', 'b/conv1', 'b/fc'];
 const kMeasures = [
   { name: 'lin', kernel: 'LINEAR', rbf_threshold: 0, estimator: 'UNBIASED' },
   { name: 'rbf', kernel: 'RBF', rbf_threshold: 0.5, estimator: 'BIASED' },
@@ -25,8 +25,15 @@ export const kContentSecurityPolicy =
   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /** Starts the mock on 127.0.0.1:0; with `token`, the API answers 401 without
- *  "Authorization: Bearer <token>". Returns { port, addBatch(), similarity(query), close() }. */
-export async function startMockCkad({ dist, token = null, batches = 4, upstream = null }) {
+ *  "Authorization: Bearer <token>"; `streams` are the session's. Returns
+ *  { port, addBatch(), similarity(query), close() }. */
+export async function startMockCkad({
+  dist,
+  token = null,
+  batches = 4,
+  upstream = null,
+  streams: kStreams = kDemoStreams,
+}) {
   let applied = batches;
   const watchers = new Set();
 

@@ -17,13 +17,22 @@ test('sources keep their first-seen order, and a source picks its streams', () =
   assert.deepEqual(streamsOf(streams, null), streams);
 });
 
-test('labels drop the one source, the shared dotted prefix, and the middle of long names', () => {
+test('labels drop the one source, shared dotted beginnings and endings, the middle of long names', () => {
   assert.deepEqual(
     shortLabels(['m/model.encoder.layer1.attn', 'm/model.encoder.layer2.mlp']),
     ['layer1.attn', 'layer2.mlp'],
   );
+  // The shared ending goes too; the segment before the number stays.
+  assert.deepEqual(
+    shortLabels(['bert/enc.layers.0.attn.out', 'bert/enc.layers.11.attn.out']),
+    ['layers.0', 'layers.11'],
+  );
   // Two sources: the source stays, it tells the rows apart.
   assert.deepEqual(shortLabels(['a/conv1', 'b/conv1']), ['a/conv1', 'b/conv1']);
+  assert.deepEqual(
+    shortLabels(['a/net.conv1', 'a/net.fc', 'b/net.conv1', 'b/net.fc']),
+    ['a/conv1', 'a/fc', 'b/conv1', 'b/fc'],
+  );
   // A prefix that is a whole name is kept.
   assert.deepEqual(shortLabels(['m/fc', 'm/fc.out']), ['fc', 'fc.out']);
   const [long] = shortLabels(['m/a_very_long_layer_name_that_goes_on_and_on'], 24);

@@ -23,6 +23,12 @@ echarts.use([
 const kColours = ['#440154', '#3b528b', '#21918c', '#5ec962', '#fde725'];
 // Up to this many cells per side, each cell also prints its value.
 const kLabelledSide = 12;
+// Column labels are slanted beyond this many columns.
+const kUnrotatedColumns = 6;
+const kLabelAngle = 40;
+// The axis labels' font, about this many pixels a character.
+const kCharWidth = 6.5;
+const kLabelHeight = 14;
 // Up to this many streams per axis, every one is labelled.
 const kEveryLabelUpTo = 40;
 // Cells without a value (no common batch yet).
@@ -94,6 +100,7 @@ export class Heatmap {
       }
     }
     const labelled = rows.length <= kLabelledSide && cols.length <= kLabelledSide;
+    const rotated = cols.length > kUnrotatedColumns;
     // Cells about square when there are few; the page's width when there are many.
     const height = Math.min(kMaxHeight, Math.max(kMinHeight, 140 + rows.length * kRowHeight));
     const cellWidth = Math.max(kMinCellWidth, Math.min(kMaxCellWidth, 900 / cols.length));
@@ -131,10 +138,10 @@ export class Heatmap {
           data: colLabels,
           name: colName,
           nameLocation: 'middle',
-          nameGap: cols.length > 6 ? 64 : 26,
+          nameGap: labelDepth(colLabels, rotated) + 14,
           nameTextStyle: { fontWeight: 600, color: '#1f2933' },
           triggerEvent: true,
-          axisLabel: { rotate: cols.length > 6 ? 40 : 0, interval: labelInterval(cols.length) },
+          axisLabel: { rotate: rotated ? kLabelAngle : 0, interval: labelInterval(cols.length) },
           splitLine: { show: false },
         },
         yAxis: {
@@ -224,6 +231,13 @@ export function shownCsv(shown) {
     lines.push([quote(row), ...cells].join(','));
   });
   return `${lines.join('\n')}\n`;
+}
+
+// How far the column labels reach below the axis line, in pixels.
+function labelDepth(labels, rotated) {
+  if (!rotated) return kLabelHeight;
+  const longest = Math.max(0, ...labels.map((l) => l.length));
+  return Math.ceil(longest * kCharWidth * Math.sin((kLabelAngle * Math.PI) / 180)) + kLabelHeight;
 }
 
 // Every axis label while they fit; beyond, ECharts leaves out what would overlap (hovering a

@@ -19,28 +19,29 @@ export function streamsOf(streams, source) {
 }
 
 /** Short labels for an axis of `streams`, one each, at most `maxLength` characters: the source
- *  is dropped when the axis shows one source, then the dotted prefix every layer shares
- *  ("model.encoder."), then the middle of what is still too long. */
+ *  is kept only when the axis shows several; of the layer names, the dotted segments every one
+ *  starts with ("model.encoder.") and ends with (".attention.output.dense") are dropped —
+ *  keeping the segment before a number ("layers.3") — then the middle of what is still too
+ *  long. */
 export function shortLabels(streams, maxLength = 24) {
-  const sources = sourcesOf(streams);
-  let names = sources.length === 1 ? streams.map((s) => splitStream(s).layer) : [...streams];
-  const prefix = commonSegmentPrefix(names);
-  if (prefix.length > 0) names = names.map((n) => n.slice(prefix.length));
-  return names.map((n) => ellipsize(n, maxLength));
+  const parts = streams.map(splitStream);
+  const layers = shortLayers(parts.map((p) => p.layer));
+  const withSource = sourcesOf(streams).length > 1;
+  return parts.map((p, i) => ellipsize(withSource ? `${p.source}/${layers[i]}` : layers[i], maxLength));
 }
 
-// The longest prefix ending in '.' or '/' that every name has and none is equal to.
-function commonSegmentPrefix(names) {
-  if (names.length < 2) return '';
-  let prefix = names[0];
-  for (const name of names) {
-    let i = 0;
-    while (i < prefix.length && i < name.length && prefix[i] === name[i]) i++;
-    prefix = prefix.slice(0, i);
-  }
-  const cut = Math.max(prefix.lastIndexOf('.'), prefix.lastIndexOf('/'));
-  prefix = prefix.slice(0, cut + 1);
-  return names.some((n) => n.length === prefix.length) ? '' : prefix;
+function shortLayers(names) {
+  if (names.length < 2) return names;
+  // Segments keep their delimiter: "a.b/c" is ["a.", "b/", "c"].
+  const segments = names.map((n) => n.match(/[^./]+[./]?|[./]/g) ?? ['']);
+  const shortest = Math.min(...segments.map((s) => s.length));
+  const same = (index) => segments.every((s) => s[index(s)] === segments[0][index(segments[0])]);
+  let head = 0;
+  while (head < shortest - 1 && same(() => head)) head++;
+  let tail = 0;
+  while (head + tail < shortest - 1 && same((s) => s.length - 1 - tail)) tail++;
+  if (head > 0 && segments.some((s) => /^\d/.test(s[head]))) head--;
+  return segments.map((s) => s.slice(head, s.length - tail).join('').replace(/[./]$/, ''));
 }
 
 function ellipsize(name, maxLength) {

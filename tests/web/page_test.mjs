@@ -348,15 +348,27 @@ try {
   await page.select('#row-source', 'all');
   await page.select('#col-source', 'all');
   await page.click('#half');
+  const halfOf = (m) => {
+    const above = (k) => k % m.cols.length > Math.floor(k / m.cols.length);
+    return {
+      ...m,
+      values: m.values.map((v, k) => (above(k) ? null : v)),
+      batches: m.batches.map((b, k) => (above(k) ? null : b)),
+    };
+  };
   const all = normalized(await target.expected({ measure: 'rbf', rows: kAll, cols: kAll }));
-  const side = kAll.length;
-  await waitUntilShown(
-    page,
-    { ...all, values: all.values.map((v, k) => (k % side > Math.floor(k / side) ? null : v)),
-      batches: all.batches.map((b, k) => (k % side > Math.floor(k / side) ? null : b)) },
-    'all streams, half matrix',
-  );
+  await waitUntilShown(page, halfOf(all), 'all streams, half matrix');
   await screenshot('half-matrix.png');
+
+  // The URL keeps the view, not the token: a reload asks for the token again and then shows
+  // the same half matrix.
+  assert.doesNotMatch(page.url(), /page-test/);
+  await page.reload();
+  await page.waitForSelector('#token-dialog[open]', { timeout: kDeadlineMs });
+  await page.type('#token', kReaderToken);
+  await page.click('#token-form button[type=submit]');
+  await waitUntilShown(page, halfOf(all), 'the same view after a reload');
+  assert.equal((await shownOf(page)).half, true);
 
   // 5. The exports: the CSV holds the values shown (empty where hidden), the PNG the figure.
   // The page's policy lets it fetch nothing but its own origin, so the test keeps the CSV's

@@ -46,6 +46,7 @@ const state = {
   configuredFor: null, // session id whose measures/sources fill the form
   query: null, // AbortController of the running matrix query
   updates: 0, // matrices shown since the page loaded
+  view: readView(), // the view the URL asked for, until its session is shown
 };
 
 // ---- sessions ----------------------------------------------------------------------------
@@ -63,7 +64,10 @@ async function refreshSessions() {
       configureForm(null);
     }
     renderSessions();
-    if (state.selected === null && sessions.length > 0) selectSession(sessions[0].session_id);
+    if (state.selected === null && sessions.length > 0) {
+      const asked = sessions.find((s) => s.session_id === state.view?.get('session'));
+      selectSession((asked ?? sessions[0]).session_id);
+    }
     else if (state.selected !== null) configureForm(currentSession());
   } catch (error) {
     if (!(await handleAuth(error))) showError(ui.sessionsError, error);
@@ -118,6 +122,8 @@ function selectSession(sessionId) {
   ui.stepMax.value = '';
   renderSessions();
   configureForm(currentSession());
+  if (state.view?.get('session') === sessionId) applyView(state.view);
+  state.view = null;
   startQuery();
 }
 
@@ -216,6 +222,7 @@ function startQuery() {
   const controller = new AbortController();
   state.query = controller;
   const query = currentQuery();
+  writeView();
   runQuery(query, controller.signal).catch(async (error) => {
     if (controller.signal.aborted) return;
     if (await handleAuth(error)) return;
@@ -349,6 +356,44 @@ ui.exportCsv.addEventListener('click', () => {
 ui.exportPng.addEventListener('click', () => {
   if (heatmap.shown) download(exportName('png'), heatmap.pngDataUrl());
 });
+
+// ---- the view in the URL --------------------------------------------------------------------
+// The fragment (#session=…&measure=…&rows=source:a…) holds the view, so that a link or a reload
+// shows the same figure. The token is never part of it.
+
+function readView() {
+  const view = new URLSearchParams(location.hash.slice(1));
+  return view.has('session') ? view : null;
+}
+
+function writeView() {
+  const view = new URLSearchParams({
+    session: state.selected,
+    measure: ui.measure.value,
+    rows: ui.rowSource.value,
+    cols: ui.colSource.value,
+  });
+  if (ui.stepMin.value.trim() !== '') view.set('step_min', ui.stepMin.value.trim());
+  if (ui.stepMax.value.trim() !== '') view.set('step_max', ui.stepMax.value.trim());
+  if (ui.half.checked) view.set('half', '1');
+  if (!ui.live.checked) view.set('live', '0');
+  history.replaceState(null, '', `#${view}`);
+}
+
+// Sets the form as `view` says, where the session has what it names.
+function applyView(view) {
+  const pick = (select, value) => {
+    if ([...select.options].some((o) => o.value === value)) select.value = value;
+  };
+  pick(ui.measure, view.get('measure'));
+  pick(ui.rowSource, view.get('rows'));
+  pick(ui.colSource, view.get('cols'));
+  ui.stepMin.value = view.get('step_min') ?? '';
+  ui.stepMax.value = view.get('step_max') ?? '';
+  updateHalfToggle();
+  ui.half.checked = !ui.half.disabled && view.get('half') === '1';
+  ui.live.checked = view.get('live') !== '0';
+}
 
 // ---- errors, the token, the connection line ----------------------------------------------
 

@@ -31,11 +31,12 @@ absl::StatusOr<double> LinearRegressionR2(const PairMoments& moments,
       Spectrum(cpp, floor_p, measure, x_predicts ? "X" : "Y");
   if (absl::IsFailedPrecondition(p.status())) return 0.0;
   if (!p.ok()) return p.status();
-  // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ^{-1/2}·Uᵀ·C_PQ‖²_F over the kept eigenpairs.
+  // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ‖²_F over the kept eigenpairs,
+  // with Q, like P, seen through its kept directions (tr C_QQ = Σ kept λ).
   const Eigen::MatrixXd explained =
       p->values.cwiseSqrt().cwiseInverse().asDiagonal() *
-      (p->vectors.transpose() * cross);
-  return explained.squaredNorm() / cqq.trace();
+      (p->vectors.transpose() * cross * q->vectors);
+  return explained.squaredNorm() / q->total;
 }
 
 }  // namespace cka::core

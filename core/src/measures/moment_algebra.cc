@@ -107,7 +107,6 @@ absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
   const int64_t d = ascending.size();
   KeptSpectrum s;
   s.largest = ascending(d - 1);
-  for (int64_t i = 0; i < d; ++i) s.total += std::max(ascending(i), 0.0);
   const double zero = std::max(kRankTolerance * s.largest, floor);
   int64_t r = 0;
   while (r < d && ascending(d - 1 - r) > zero) ++r;
@@ -124,6 +123,7 @@ absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
     s.vectors.col(k) = eig.eigenvectors().col(d - 1 - k);
     s.values(k) = ascending(d - 1 - k);
   }
+  s.total = s.values.sum();
   return s;
 }
 

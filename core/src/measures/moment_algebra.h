@@ -35,7 +35,7 @@ struct KeptSpectrum {
   Eigen::MatrixXd vectors;  // d × r, orthonormal columns, by λ descending
   Eigen::VectorXd values;   // r, descending, all > 0
   double largest = 0;       // λ_max of C (0 or rounding when r = 0)
-  double total = 0;         // Σ of C's eigenvalues clamped at 0 (≈ tr C)
+  double total = 0;         // Σ of the kept eigenvalues (tr C at full rank)
 };
 
 // Eigendecomposes the symmetric `c` and applies the rank rule with `floor`

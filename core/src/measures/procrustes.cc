@@ -11,14 +11,16 @@ using measures_internal::CentredPair;
 using measures_internal::CentreWithSpectra;
 
 absl::StatusOr<double> ProcrustesSimilarity(const PairMoments& moments) {
-  // The spectra only apply the rank rule's no-variance test, as in every
-  // measure of the family.
   absl::StatusOr<CentredPair> c =
       CentreWithSpectra(moments, "orthogonal Procrustes");
   if (!c.ok()) return c.status();
+  // Both streams as the rank rule sees them: C_xy projected onto the kept
+  // directions, traces as sums of kept eigenvalues.
+  const Eigen::MatrixXd cross =
+      c->x.vectors.transpose() * c->moments.xy * c->y.vectors;
   const double nuclear =
-      Eigen::BDCSVD<Eigen::MatrixXd>(c->moments.xy).singularValues().sum();
-  return nuclear / std::sqrt(c->moments.xx.trace() * c->moments.yy.trace());
+      Eigen::BDCSVD<Eigen::MatrixXd>(cross).singularValues().sum();
+  return nuclear / std::sqrt(c->x.total * c->y.total);
 }
 
 }  // namespace cka::core

@@ -188,10 +188,11 @@ def main():
   # Means far above the spread: centring raw sums must cancel them.
   x, y = correlated(rng, 60, 4, 4)
   cases.append(case("large_means", x + 1e3, y - 5e2))
-  # One column constant at a large value: its centred variance from raw sums is rounding
-  # (about 1e-6 here), which only the cancellation floor tells from signal.
+  # One column constant at a value whose square is not exact in float64: its centred variance
+  # from raw sums is rounding (about 1e-3 when summed row by row in order), far above
+  # 1e-10 * lambda_max; only the cancellation floor tells it from signal.
   x, y = correlated(rng, 60, 4, 3)
-  x = np.column_stack([x, np.full(60, 1.0e4)])
+  x = np.column_stack([x, np.full(60, 98765.4321)])
   cases.append(case("constant_column", x, y))
   # No variance at all on X: constants, and zeros.
   _, y = correlated(rng, 30, 3, 3)

@@ -100,10 +100,10 @@ TEST(PairMomentsTest, OneRowHasNoVariance) {
   }
 }
 
-// A column constant at 1e4 over 60 rows leaves rounding of about 1e-6 in its
-// centred variance, far above kRankTolerance·λ_max ≈ 1e-8: only the
-// cancellation floor drops it. Without the floor CCA would whiten that
-// rounding and find a spurious fifth canonical correlation.
+// A column constant at 98765.4321 over 60 rows leaves rounding of about 1e-3
+// in its centred variance from raw sums, far above kRankTolerance·λ_max ≈
+// 1e-8: only the cancellation floor drops it. Without the floor CCA would
+// whiten that rounding and find a spurious fifth canonical correlation.
 TEST(PairMomentsTest, CancellationFloorDropsAConstantColumnWithALargeValue) {
   const MeasureCase& c = CaseNamed("constant_column");
   const absl::StatusOr<CcaSimilarity> cca = Cca(c.Moments());

@@ -19,10 +19,10 @@ enum class RegressionDirection {
 };
 
 // Returns R² of the least-squares fit (with intercept) of the predicted stream
-// from the predictor, in [0, 1]; Cxx⁺ is the pseudo-inverse over the
-// eigenpairs kept by the rank rule, so a predictor without variance explains
-// 0. InvalidArgument for malformed moments; FailedPrecondition when the
-// predicted stream has no variance (0 / 0).
+// from the predictor, in [0, 1], each stream seen through the eigenpairs the
+// rank rule keeps (pair_moments.h): Cxx⁺ is the pseudo-inverse over them, so a
+// predictor without variance explains 0. InvalidArgument for malformed moments;
+// FailedPrecondition when the predicted stream has no variance (0 / 0).
 absl::StatusOr<double> LinearRegressionR2(const PairMoments& moments,
                                           RegressionDirection direction);
 

@@ -38,8 +38,9 @@ struct PairMoments {
 // Rank rule: an eigenvalue λ of a centred moment C is treated as zero when
 // λ <= kRankTolerance·λ_max, or when λ <= kCancellationFloor·max_i (Σ x·xᵀ)_ii
 // (the rounding left by centring raw sums in float64). A stream whose largest
-// eigenvalue is zero by this rule has no variance. Inverse square roots and
-// pseudo-inverses use the kept eigenpairs only.
+// eigenvalue is zero by this rule has no variance. Every measure sees a stream
+// only through its kept eigenpairs: inverse square roots and pseudo-inverses
+// use them alone, and traces are sums of kept eigenvalues.
 inline constexpr double kRankTolerance = 1e-10;
 inline constexpr double kCancellationFloor = 1e-12;
 

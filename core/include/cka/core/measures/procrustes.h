@@ -10,9 +10,10 @@
 
 namespace cka::core {
 
-// Returns ‖Cxy‖_* / √(tr Cxx · tr Cyy) in [0, 1] (‖·‖_* the nuclear norm):
-// 1 − d²/2 for the orthogonal Procrustes distance d of the centred streams
-// scaled to unit Frobenius norm (the narrower one padded with zero columns).
+// Returns ‖Cxy‖_* / √(tr Cxx · tr Cyy) in [0, 1] (‖·‖_* the nuclear norm),
+// each stream seen through its kept eigen-directions (pair_moments.h): 1 − d²/2
+// for the orthogonal Procrustes distance d of the centred streams scaled to
+// unit Frobenius norm (the narrower one padded with zero columns).
 // InvalidArgument for malformed moments; FailedPrecondition when X or Y has no
 // variance.
 absl::StatusOr<double> ProcrustesSimilarity(const PairMoments& moments);

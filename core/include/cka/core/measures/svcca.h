@@ -21,10 +21,9 @@ struct SvccaSimilarity {
 
 // Returns SVCCA: on each side, keeps the fewest leading eigen-directions of
 // the centred moment (λ descending) whose eigenvalues sum to at least
-// kSvccaVarianceShare of all its eigenvalues (never more than the rank rule
-// keeps), then takes the canonical correlations of the kept directions.
-// InvalidArgument for malformed moments; FailedPrecondition when X or Y has no
-// variance.
+// kSvccaVarianceShare of the eigenvalues the rank rule keeps, then takes the
+// canonical correlations of the kept directions. InvalidArgument for malformed
+// moments; FailedPrecondition when X or Y has no variance.
 absl::StatusOr<SvccaSimilarity> Svcca(const PairMoments& moments);
 
 }  // namespace cka::core

@@ -6,21 +6,22 @@
 #   install_deps.sh --tests   also what only the tests need (tests/run_all.sh): PyTorch (~700 MB),
 #                             headless Chromium for the page's browser test (tests/web),
 #                             scikit-learn (its bundled digits data) and matplotlib (the Python
-#                             example's heatmap, optional for users)
+#                             example's heatmap, optional for users), and Prometheus (~96 MB)
+#                             for promtool, which checks ckad's /metrics
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libeigen3-dev libopenblas-dev libabsl-dev libspdlog-dev libsqlite3-dev
-  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
+  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-threadpoolctl
   nginx openssl
 )
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3-torch python3-sklearn python3-matplotlib chromium-headless-shell)
+  packages+=(python3-torch python3-sklearn python3-matplotlib chromium-headless-shell prometheus)
 elif [ $# -gt 0 ]; then
   echo "usage: $0 [--tests]" >&2
   exit 2

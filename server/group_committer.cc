@@ -22,10 +22,11 @@ absl::Status StoppedError() {
 }  // namespace
 
 GroupCommitter::GroupCommitter(core::Engine* engine, SqliteStateStore* store,
-                               absl::Duration interval)
+                               absl::Duration interval, RoundObserver on_round)
     : engine_(engine),
       store_(store),
       interval_(interval),
+      on_round_(std::move(on_round)),
       thread_([this] { Run(); }) {}
 
 GroupCommitter::~GroupCommitter() { Stop().IgnoreError(); }
@@ -154,7 +155,11 @@ absl::Status GroupCommitter::Round() {
 
   absl::Status status;
   if (!write.sessions.empty() || !write.deleted_sessions.empty()) {
+    const absl::Time start = absl::Now();
     status = store_->Write(write);
+    if (on_round_) {
+      on_round_(absl::Now() - start, static_cast<int64_t>(waiters.size()));
+    }
   }
   if (!status.ok()) {
     spdlog::error(

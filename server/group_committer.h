@@ -4,6 +4,7 @@
 #define CKA_SERVER_GROUP_COMMITTER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,9 +47,14 @@ namespace cka::server {
 class GroupCommitter {
  public:
   using Callback = absl::AnyInvocable<void(absl::Status)>;
+  // Called on the writer thread after each round that wrote, with the time
+  // the write took and the number of waiters (acks, creations, deletions)
+  // it answered; must not block.
+  using RoundObserver = std::function<void(absl::Duration, int64_t)>;
 
   GroupCommitter(core::Engine* engine, SqliteStateStore* store,
-                 absl::Duration interval = absl::Milliseconds(2));
+                 absl::Duration interval = absl::Milliseconds(2),
+                 RoundObserver on_round = nullptr);
   // Calls Stop().
   ~GroupCommitter();
   GroupCommitter(const GroupCommitter&) = delete;
@@ -95,6 +101,7 @@ class GroupCommitter {
   core::Engine* const engine_;
   SqliteStateStore* const store_;
   const absl::Duration interval_;
+  const RoundObserver on_round_;
 
   absl::Mutex mu_;
   std::map<core::Session*, Marked> marked_ ABSL_GUARDED_BY(mu_);

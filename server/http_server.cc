@@ -211,6 +211,9 @@ void HttpServer::Dispatch(const httplib::Request& request,
   response.set_header("Cache-Control", "no-store");
   if (request.method != "GET" && request.method != "HEAD") {
     response.set_header("Allow", "GET, HEAD");
+    // Its body, if any, is never read: it must not be taken for the next
+    // request.
+    response.set_header("Connection", "close");
     response.status = 405;
     response.set_content(
         ErrorJson(grpc::StatusCode::UNIMPLEMENTED,

@@ -26,8 +26,10 @@
 #include "grpcpp/security/server_credentials.h"
 #include "server/auth.h"
 #include "server/group_committer.h"
+#include "server/grpc_metrics_interceptor.h"
 #include "server/http_server.h"
 #include "server/listen_address.h"
+#include "server/metrics.h"
 #include "server/similarity_service_impl.h"
 #include "server/sqlite_state_store.h"
 #include "spdlog/spdlog.h"
@@ -144,6 +146,8 @@ class ServerImpl final : public Server {
   // pools and the committer they use, and those before the engine and the
   // store.
   std::unique_ptr<TokenTable> tokens_;  // null: no authentication
+  // Reads the engine at each scrape, which only the HTTP server asks for.
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SqliteStateStore> store_;
   std::unique_ptr<core::Engine> engine_;
   std::unique_ptr<GroupCommitter> committer_;
@@ -220,6 +224,22 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   }
   const int64_t memory_limit = limits.session.memory->limit();
   engine_ = std::make_unique<core::Engine>(limits);
+  metrics_ = std::make_unique<Metrics>([engine = engine_.get()] {
+    Metrics::Gauges gauges;
+    for (const std::string& id : engine->ListSessions()) {
+      absl::StatusOr<std::shared_ptr<core::Session>> session =
+          engine->GetSession(id);
+      if (!session.ok()) continue;  // deleted meanwhile
+      const core::SessionInfo info = (*session)->Info();
+      ++gauges.sessions;
+      gauges.state_bytes += info.state_bytes;
+      gauges.pending_bytes += info.pending_bytes;
+    }
+    const core::MemoryBudget& budget = *engine->limits().session.memory;
+    gauges.memory_budget_bytes = budget.limit();
+    gauges.memory_budget_used_bytes = budget.used();
+    return gauges;
+  });
   if (!options.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<SqliteStateStore>> store =
         SqliteStateStore::Open(options.data_dir, options.sqlite_vfs);
@@ -256,7 +276,11 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
           "session '{}' restored: {} streams, {} batches applied, {} pending",
           id, info.streams.size(), info.batches_applied, info.batches_pending);
     }
-    committer_ = std::make_unique<GroupCommitter>(engine_.get(), store_.get());
+    committer_ = std::make_unique<GroupCommitter>(
+        engine_.get(), store_.get(), absl::Milliseconds(2),
+        [metrics = metrics_.get()](absl::Duration write, int64_t batches) {
+          metrics->RecordGroupCommit(write, batches);
+        });
   }
 
   const int threads =
@@ -275,13 +299,19 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
   admission.max_streams_per_client = options.max_streams_per_client;
   service_ = std::make_unique<SimilarityServiceImpl>(
       engine_.get(), pool_.get(), query_pool_.get(), committer_.get(),
-      admission);
+      admission, metrics_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, *credentials, &port_);
   builder.RegisterService(service_.get());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<GrpcMetricsInterceptorFactory>(metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // gRPC itself cuts a call at twice the limit; up to there the service reads
   // an oversize batch and refuses it alone, naming --max-message-mb, and the
   // stream goes on.
@@ -315,6 +345,7 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     http.tls_key_file = options.tls_key_file;
     http.tls_client_ca_file = options.tls_client_ca_file;
     http.tokens = tokens_.get();
+    http.metrics_text = [metrics = metrics_.get()] { return metrics->Text(); };
     grpc::ChannelArguments channel_args;
     // The server's send limit (--max-message-mb) is the one that applies.
     channel_args.SetMaxReceiveMessageSize(-1);

@@ -148,6 +148,7 @@ class SimilarityServiceImpl::ActivationStream final
       } else if (ok) {
         service_->batches_received_.fetch_add(1);
         to_process = reading_.get();
+        to_process->read_time = absl::Now();
         if (core::MemoryBudget* budget = service_->memory_budget();
             budget != nullptr) {
           absl::StatusOr<core::MemoryBudget::Reservation> held =
@@ -228,6 +229,7 @@ class SimilarityServiceImpl::ActivationStream final
     // it is read; `admitted` is why they did not fit (the batch is refused).
     core::MemoryBudget::Reservation message_memory;
     absl::Status admitted;
+    absl::Time read_time;  // when its read completed
   };
 
   struct Actions {
@@ -317,6 +319,10 @@ class SimilarityServiceImpl::ActivationStream final
   // Marks the slot's ack ready, starts what that allows, and releases the
   // reference Process held.
   void Complete(Slot* slot) {
+    if (service_->metrics_ != nullptr) {
+      service_->metrics_->RecordBatch(slot->ack.code(), slot->ack.duplicate(),
+                                      absl::Now() - slot->read_time);
+    }
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
@@ -559,15 +565,14 @@ class SimilarityServiceImpl::SimilarityWatch final
 // -----------------------------------------------------------------------------
 // The service.
 
-SimilarityServiceImpl::SimilarityServiceImpl(core::Engine* engine,
-                                             core::ThreadPool* pool,
-                                             core::ThreadPool* query_pool,
-                                             GroupCommitter* committer,
-                                             AdmissionOptions admission)
+SimilarityServiceImpl::SimilarityServiceImpl(
+    core::Engine* engine, core::ThreadPool* pool, core::ThreadPool* query_pool,
+    GroupCommitter* committer, AdmissionOptions admission, Metrics* metrics)
     : engine_(engine),
       pool_(pool),
       query_pool_(query_pool),
       committer_(committer),
+      metrics_(metrics),
       rejected_log_limiter_(kRejectedLogLinesPerSecond),
       admission_(admission),
       refused_log_limiter_(kRefusedLogLinesPerSecond),

@@ -18,6 +18,7 @@
 #include "server/auth.h"
 #include "server/group_committer.h"
 #include "server/log_rate_limiter.h"
+#include "server/metrics.h"
 #include "server/stream_quota.h"
 
 namespace cka::server {
@@ -68,9 +69,12 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   // How often a watch looks for changes, cancellation and shutdown (at most).
   static constexpr absl::Duration kWatchPollPeriod = absl::Milliseconds(100);
 
+  // `metrics` (null: none) counts every batch's ack; it must outlive the
+  // service.
   SimilarityServiceImpl(core::Engine* engine, core::ThreadPool* pool,
                         core::ThreadPool* query_pool, GroupCommitter* committer,
-                        AdmissionOptions admission = {});
+                        AdmissionOptions admission = {},
+                        Metrics* metrics = nullptr);
   // Checks that no reactor is alive.
   ~SimilarityServiceImpl() override;
 
@@ -152,6 +156,7 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
   core::ThreadPool* const query_pool_;
   std::atomic<int64_t> batches_received_{0};
   GroupCommitter* const committer_;
+  Metrics* const metrics_;
   LogRateLimiter rejected_log_limiter_;
   const AdmissionOptions admission_;
   LogRateLimiter refused_log_limiter_;

@@ -88,6 +88,17 @@ absl::StatusOr<CentredMoments> Centre(const PairMoments& m,
       c.xy(i, j) = m.sum_xy[i * m.dy + j] - m.sum_x[i] * m.sum_y[j] / rows;
     }
   }
+  // Finite sums can still overflow when centred (Σx_i·Σx_j / N beyond 1e308).
+  const std::pair<const char*, const Eigen::MatrixXd*> centred[] = {
+      {"C_xx", &c.xx}, {"C_yy", &c.yy}, {"C_xy", &c.xy}};
+  for (const auto& [name, matrix] : centred) {
+    if (!matrix->allFinite()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the centred second moment %s overflows float64 (sums too large "
+          "for N = %d rows)",
+          measure, name, m.rows));
+    }
+  }
   c.floor_x = kCancellationFloor * MaxDiagonal(m.sum_xx, m.dx);
   c.floor_y = kCancellationFloor * MaxDiagonal(m.sum_yy, m.dy);
   return c;

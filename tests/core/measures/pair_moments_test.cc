@@ -72,6 +72,12 @@ TEST(PairMomentsTest, MalformedMomentsAreInvalidArgumentNamingFieldAndValue) {
          m.sum_x[2] = std::numeric_limits<double>::infinity();
        },
        "sum_x[2] = inf"},
+      {"sums that overflow when centred",
+       [](PairMoments& m) {
+         m.sum_x[0] = 1e300;
+         m.sum_xx[0] = 1e300;
+       },
+       "C_xx overflows float64"},
       {"huge width", [](PairMoments& m) { m.dx = int64_t{1} << 40; },
        "sum_x has 5 values"},
   };

@@ -1244,8 +1244,9 @@ void Session::ComputeCommit(const PreparedBatch::Rep& rep,
   // Into the session's sums (under the mutex) or into the batch's own.
   double beta = 1.0;
   if (xx == nullptr) {
-    out->xx.resize(dim * dim);
-    out->ax.resize(sn * dim);
+    // Reused buffers: a fresh D × D one costs a page fault per 4 KiB.
+    out->xx = BufferCache::Global().Take(dim * dim);
+    out->ax = BufferCache::Global().Take(sn * dim);
     xx = out->xx.data();
     ax = out->ax.data();
     beta = 0.0;
@@ -1389,6 +1390,8 @@ absl::StatusOr<IngestResult> Session::ApplyCommitLocked(
         for (int64_t j = i; j < dim; ++j) dst[j] += src[j];
       }
       for (size_t i = 0; i < ex.ax.size(); ++i) ex.ax[i] += products->ax[i];
+      BufferCache::Global().Give(std::move(products->xx));
+      BufferCache::Global().Give(std::move(products->ax));
     }
     const std::vector<double>& x = products->x;
     const std::vector<double>& a = products->a;

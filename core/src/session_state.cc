@@ -1,0 +1,92 @@
+// SessionState's helpers: growing the sums, their sizes, the join buffer's
+// bookkeeping (session_state.h).
+#include "session_state.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cka::core {
+
+void PairSums::Resize(int s) {
+  if (s <= size) return;
+  const size_t n2 = static_cast<size_t>(s) * s;
+  std::vector<double> new_num(n2, 0.0), new_self(n2, 0.0);
+  std::vector<int64_t> new_count(n2, 0);
+  for (int i = 0; i < size; ++i) {
+    for (int j = 0; j < size; ++j) {
+      new_num[i * s + j] = num[i * size + j];
+      new_self[i * s + j] = self[i * size + j];
+      new_count[i * s + j] = count[i * size + j];
+    }
+  }
+  num.swap(new_num);
+  self.swap(new_self);
+  count.swap(new_count);
+  size = s;
+}
+
+int64_t PairSums::bytes() const {
+  return static_cast<int64_t>(num.size() * sizeof(double) * 2 +
+                              count.size() * sizeof(int64_t));
+}
+
+int64_t AppliedBytes(size_t batch_id_bytes, size_t streams) {
+  return static_cast<int64_t>(2 * batch_id_bytes + 4 * streams +
+                              sizeof(AppliedBatch) + 2 * sizeof(std::string) +
+                              64);
+}
+
+int64_t SessionState::AppliedBytesTotal() const {
+  int64_t total = 0;
+  for (const auto& [id, record] : applied)
+    total += AppliedBytes(id.size(), record.streams.size());
+  return total;
+}
+
+int64_t ExactSums::bytes() const {
+  return static_cast<int64_t>((xx.size() + x.size() + aa.size() + ax.size()) *
+                              sizeof(double));
+}
+
+int64_t PendingBatch::bytes() const {
+  size_t b = 0;
+  for (const auto& blocks : kernels) {
+    for (const SharedDoubles& block : blocks)
+      b += block->size() * sizeof(double);
+  }
+  for (const auto& s : self) b += s.size() * sizeof(double);
+  for (const auto& a : activations) b += a->size() * sizeof(double);
+  return static_cast<int64_t>(b);
+}
+
+int SessionState::AddStream(const std::string& name, int64_t width) {
+  const int index = static_cast<int>(streams.size());
+  streams.push_back(name);
+  stream_index.emplace(name, index);
+  widths.push_back(width);
+  return index;
+}
+
+void SessionState::DropPending(const std::string& batch_id) {
+  auto it = pending.find(batch_id);
+  if (it == pending.end()) return;
+  dirty.insert(PendingKey(batch_id));
+  pending_bytes -= it->second.bytes();
+  pending_order.erase(it->second.seq);
+  pending.erase(it);
+}
+
+int64_t SessionState::BucketSumsBytes() const {
+  int64_t b = 0;
+  for (const auto& measure : buckets) {
+    for (const auto& [key, sums] : measure) b += sums.bytes();
+  }
+  return b;
+}
+
+int64_t SessionState::SumsBytes() const {
+  return exact.bytes() + BucketSumsBytes();
+}
+
+}  // namespace cka::core

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "google/protobuf/util/json_util.h"
 #include "grpcpp/client_context.h"
 #include "httplib.h"
+#include "server/http_event_stream.h"
 #include "server/http_query.h"
 #include "server/http_status.h"
 #include "server/http_task_queue.h"
@@ -35,24 +35,6 @@ void SetError(const absl::Status& status, httplib::Response& response) {
            response);
 }
 
-// Returns `message` in protobuf's JSON mapping, as the API answers it.
-std::string ToJson(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string json;
-  // Fails only for messages that cannot be printed (bad Any, invalid UTF-8
-  // in a string field, which the service never sends).
-  google::protobuf::util::Status printed =
-      google::protobuf::util::MessageToJsonString(message, &json, options);
-  if (!printed.ok()) {
-    return ErrorJson(grpc::StatusCode::INTERNAL,
-                     absl::StrCat("cannot print the answer as JSON: ",
-                                  printed.message().as_string()));
-  }
-  return json;
-}
-
 // Sets the answer of a gRPC call: `message` as JSON, or the error.
 void SetAnswer(const grpc::Status& status,
                const google::protobuf::Message& message,
@@ -62,16 +44,20 @@ void SetAnswer(const grpc::Status& status,
     return;
   }
   response.status = 200;
-  response.set_content(ToJson(message), kJson);
+  response.set_content(MessageJson(message), kJson);
 }
 
-// Prepares the gRPC call of `request`: its deadline, and its Authorization
+// Prepares the gRPC call of `request`: its deadline (a watch has none), and
+// its Authorization
 // header as the "authorization" metadata the service checks. Returns
 // InvalidArgument for a header that gRPC metadata cannot carry.
-absl::Status PrepareCall(const httplib::Request& request,
+absl::Status PrepareCall(const httplib::Request& request, bool with_deadline,
                          grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(HttpServer::kCallDeadlineSeconds));
+  if (with_deadline) {
+    context->set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::seconds(HttpServer::kCallDeadlineSeconds));
+  }
   if (!request.has_header("Authorization")) return absl::OkStatus();
   if (request.get_header_value_count("Authorization") > 1) {
     return absl::InvalidArgumentError(
@@ -235,15 +221,20 @@ void HttpServer::Dispatch(const httplib::Request& request,
   const bool api = path.size() >= 3 && path[0] == "api" && path[1] == "v1" &&
                    path[2] == "sessions";
   if (!api || path.size() > 5 ||
-      (path.size() == 5 && path[4] != "similarity")) {
+      (path.size() == 5 && path[4] != "similarity" && path[4] != "watch")) {
     SetError(grpc::StatusCode::NOT_FOUND,
              absl::StrCat("no route for ", request.path.substr(0, 128),
                           "; the API is under /api/v1/sessions"),
              response);
     return;
   }
+  if (path.size() == 5 && path[4] == "watch") {
+    ServeWatch(path[3], request, response);
+    return;
+  }
   grpc::ClientContext context;
-  absl::Status prepared = PrepareCall(request, &context);
+  absl::Status prepared =
+      PrepareCall(request, /*with_deadline=*/true, &context);
   if (prepared.ok() && path.size() < 5) prepared = NoParameters(request);
   if (!prepared.ok()) {
     SetError(prepared, response);
@@ -267,6 +258,114 @@ void HttpServer::Dispatch(const httplib::Request& request,
     v1::SimilarityMatrix matrix;
     SetAnswer(stub_->GetSimilarity(&context, *query, &matrix), matrix,
               response);
+  }
+}
+
+void HttpServer::ServeWatch(const std::string& session_id,
+                            const httplib::Request& request,
+                            httplib::Response& response) {
+  absl::StatusOr<v1::WatchSimilarityRequest> watch =
+      WatchRequestFromQuery(session_id, request.params);
+  if (!watch.ok()) {
+    SetError(watch.status(), response);
+    return;
+  }
+  if (event_streams_.fetch_add(1) >= kMaxEventStreams) {
+    event_streams_.fetch_sub(1);
+    SetError(grpc::StatusCode::RESOURCE_EXHAUSTED,
+             absl::StrCat(kMaxEventStreams,
+                          " event streams are open, the most ckad serves at "
+                          "once; close one, or poll .../similarity"),
+             response);
+    return;
+  }
+  auto stream = std::make_shared<SimilarityEventStream>();
+  absl::Status prepared =
+      PrepareCall(request, /*with_deadline=*/false, stream->context());
+  if (!prepared.ok()) {
+    event_streams_.fetch_sub(1);
+    SetError(prepared, response);
+    return;
+  }
+  stream->Start(stub_.get(), *watch);
+  // The first matrix comes at once; an error before it (unknown session,
+  // bad query, token) is answered with its HTTP status, not as an event.
+  std::string first;
+  const SimilarityEventStream::Next next =
+      stream->Wait(absl::Seconds(kCallDeadlineSeconds), &first);
+  if (next != SimilarityEventStream::Next::kEvent) {
+    stream->Cancel();
+    stream->WaitDone();
+    event_streams_.fetch_sub(1);
+    const grpc::Status status = stream->status();
+    if (next == SimilarityEventStream::Next::kTimeout) {
+      SetError(grpc::StatusCode::DEADLINE_EXCEEDED,
+               absl::StrCat("no matrix within ", kCallDeadlineSeconds, " s"),
+               response);
+    } else if (!status.ok()) {
+      SetError(status.error_code(), status.error_message(), response);
+    } else {
+      SetError(grpc::StatusCode::UNAVAILABLE,
+               "the watch ended before its first matrix", response);
+    }
+    return;
+  }
+  response.headers.erase("Cache-Control");
+  response.set_header("Cache-Control", "no-cache");
+  // Tells a proxy in front (nginx) not to buffer the events either.
+  response.set_header("X-Accel-Buffering", "no");
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [this, stream, first = std::move(first)](
+          size_t /*offset*/, httplib::DataSink& sink) mutable {
+        return StreamEvents(*stream, std::move(first), sink);
+      },
+      [this, stream](bool /*success*/) {
+        stream->Cancel();
+        stream->WaitDone();
+        event_streams_.fetch_sub(1);
+      });
+}
+
+bool HttpServer::StreamEvents(SimilarityEventStream& stream, std::string event,
+                              httplib::DataSink& sink) {
+  absl::Time last_write = absl::Now();
+  bool ended = false;
+  for (;;) {
+    // Each event is written to the socket at once (a chunk of its own;
+    // httplib compresses no text/event-stream).
+    if (!event.empty()) {
+      if (!sink.write(event.data(), event.size())) return false;
+      last_write = absl::Now();
+    }
+    if (ended) {
+      sink.done();
+      return true;
+    }
+    if (stopped_.load()) {
+      const std::string bye = absl::StrCat(
+          "event: error\ndata: ",
+          ErrorJson(grpc::StatusCode::UNAVAILABLE, "ckad is shutting down"),
+          "\n\n");
+      sink.write(bye.data(), bye.size());
+      sink.done();
+      return true;
+    }
+    switch (stream.Wait(kEventTick, &event)) {
+      case SimilarityEventStream::Next::kEvent:
+        break;
+      case SimilarityEventStream::Next::kEnded:
+        ended = true;
+        break;
+      case SimilarityEventStream::Next::kTimeout:
+        // A client that has gone shows here (its socket reads EOF), within
+        // a tick; the comment keeps proxies from timing the stream out.
+        if (!sink.is_writable()) return false;
+        if (absl::Now() - last_write >= kKeepAliveComment) {
+          event = ": keepalive\n\n";
+        }
+        break;
+    }
   }
 }
 

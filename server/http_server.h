@@ -10,17 +10,21 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cka/v1/similarity.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "server/auth.h"
 
 namespace httplib {
+class DataSink;
 class Server;
 struct Request;
 struct Response;
 }  // namespace httplib
 
 namespace cka::server {
+
+class SimilarityEventStream;
 
 // What the HTTP server serves and how.
 struct HttpServerOptions {
@@ -58,12 +62,17 @@ struct HttpServerOptions {
 // accepted connections waiting for them, httplib's 8 KiB limits on the
 // request line and on each header line (414, 400), kMaxBodyBytes of body
 // (413), kIdleSeconds of silence while a request is read or an idle
-// keep-alive connection waits, and kMaxRequestsPerConnection.
+// keep-alive connection waits, kMaxRequestsPerConnection, and
+// kMaxEventStreams open event streams (each holds a worker; one more is 429).
 //
 // Thread-safe. `channel`'s server must keep serving until Stop returns.
 class HttpServer {
  public:
-  static constexpr int kThreads = 8;
+  static constexpr int kThreads = 16;
+  static constexpr int kMaxEventStreams = 8;
+  // How often an event stream looks for a gone client and for Stop.
+  static constexpr absl::Duration kEventTick = absl::Seconds(1);
+  static constexpr absl::Duration kKeepAliveComment = absl::Seconds(15);
   static constexpr int kMaxQueuedConnections = 64;
   static constexpr size_t kMaxBodyBytes = 64 << 10;
   static constexpr int kIdleSeconds = 5;
@@ -83,8 +92,9 @@ class HttpServer {
 
   // Returns the bound port.
   int port() const { return port_; }
-  // Stops accepting, lets the requests being served finish, and joins the
-  // threads. Idempotent.
+  // Stops accepting, ends the event streams (with an UNAVAILABLE error
+  // event, within kEventTick), lets the requests being served finish, and
+  // joins the threads. Idempotent.
   void Stop();
 
  private:
@@ -94,6 +104,12 @@ class HttpServer {
   void Dispatch(const httplib::Request& request, httplib::Response& response);
   void ServeMetrics(const httplib::Request& request,
                     httplib::Response& response);
+  void ServeWatch(const std::string& session_id,
+                  const httplib::Request& request, httplib::Response& response);
+  // Writes `event` and every later one of `stream` to `sink` until the call
+  // ends (true), the client goes (false) or Stop.
+  bool StreamEvents(SimilarityEventStream& stream, std::string event,
+                    httplib::DataSink& sink);
 
   const HttpServerOptions options_;
   std::unique_ptr<v1::Similarity::Stub> stub_;
@@ -101,6 +117,7 @@ class HttpServer {
   int port_ = 0;
   std::thread listener_;
   std::atomic<bool> stopped_{false};
+  std::atomic<int> event_streams_{0};
 };
 
 }  // namespace cka::server

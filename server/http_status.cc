@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace cka::server {
@@ -45,6 +47,23 @@ std::string ErrorJson(grpc::StatusCode code, absl::string_view message) {
       {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))},
       {"message", std::string(message)}};
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string MessageJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  // Fails only for messages that cannot be printed (bad Any, invalid UTF-8
+  // in a string field, which the service never sends).
+  google::protobuf::util::Status printed =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!printed.ok()) {
+    return ErrorJson(grpc::StatusCode::INTERNAL,
+                     absl::StrCat("cannot print the answer as JSON: ",
+                                  printed.message().as_string()));
+  }
+  return json;
 }
 
 }  // namespace cka::server

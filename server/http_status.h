@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
 #include "grpcpp/support/status.h"
 
 namespace cka::server {
@@ -22,6 +23,12 @@ int HttpStatusOf(grpc::StatusCode code);
 // {"code":"NOT_FOUND","message":"..."}, the code by its canonical name.
 // Bytes of `message` that are not UTF-8 are replaced (U+FFFD). Thread-safe.
 std::string ErrorJson(grpc::StatusCode code, absl::string_view message);
+
+// Returns `message` in protobuf's JSON mapping as the API answers it: proto
+// field names, fields with default values printed, on one line (int64 as
+// strings, NaN as "NaN"). ErrorJson of INTERNAL if it cannot be printed.
+// Thread-safe.
+std::string MessageJson(const google::protobuf::Message& message);
 
 }  // namespace cka::server
 

@@ -11,15 +11,18 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "cka/client/activation_streamer.h"
 #include "cka/client/client.h"
 #include "cka/server/server.h"
 #include "google/protobuf/util/json_util.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "server/http_server.h"
 #include "server/http_status.h"
 #include "test_util.h"
 
@@ -118,6 +121,107 @@ double MetricValue(const std::string& text, const std::string& name,
   EXPECT_LE(found, 1) << name << " matches " << found << " series";
   return value;
 }
+
+// One server-sent event.
+struct Event {
+  std::string event;
+  std::string data;
+};
+
+// Reads GET `path` (an event stream) on a thread of its own and collects its
+// events until Stop.
+class EventReader {
+ public:
+  EventReader(int port, const std::string& path) : http_("127.0.0.1", port) {
+    http_.set_read_timeout(60, 0);
+    thread_ = std::thread([this, path] {
+      httplib::Result result = http_.Get(
+          path, {{"Accept-Encoding", "gzip, deflate, br"}},
+          [this](const httplib::Response& response) {
+            absl::MutexLock lock(&mu_);
+            status_ = response.status;
+            headers_ = response.headers;
+            return true;
+          },
+          [this](const char* data, size_t size) {
+            absl::MutexLock lock(&mu_);
+            text_.append(data, size);
+            return true;
+          });
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+    });
+  }
+  ~EventReader() { Stop(); }
+
+  // Closes the connection and joins the thread.
+  void Stop() {
+    http_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Waits (with a deadline that only catches hangs) until the status has
+  // come, and returns it.
+  int Status() {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](EventReader* r) { return r->status_ != 0 || r->ended_; }, this),
+        absl::Seconds(60));
+    return status_;
+  }
+  std::string Header(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    auto it = headers_.find(name);
+    return it == headers_.end() ? "" : it->second;
+  }
+  std::string Text() {
+    absl::MutexLock lock(&mu_);
+    return text_;
+  }
+
+  // Waits until the stream holds more than `count` events (or ends), and
+  // returns them all.
+  std::vector<Event> WaitForMoreThan(size_t count) {
+    absl::MutexLock lock(&mu_);
+    count_ = count;
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](EventReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+              return r->ended_ || Parse(r->text_).size() > r->count_;
+            },
+            this),
+        absl::Seconds(60));
+    return Parse(text_);
+  }
+
+  // Returns the events of `text` (complete ones; comments left out).
+  static std::vector<Event> Parse(const std::string& text) {
+    std::vector<Event> events;
+    size_t start = 0;
+    for (size_t end; (end = text.find("\n\n", start)) != std::string::npos;
+         start = end + 2) {
+      Event e;
+      std::istringstream lines(text.substr(start, end - start));
+      for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("event: ", 0) == 0) e.event = line.substr(7);
+        if (line.rfind("data: ", 0) == 0) e.data = line.substr(6);
+      }
+      if (!e.event.empty()) events.push_back(std::move(e));
+    }
+    return events;
+  }
+
+ private:
+  httplib::Client http_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  int status_ = 0;
+  httplib::Headers headers_;
+  std::string text_;
+  size_t count_ = 0;
+  bool ended_ = false;
+};
 
 class HttpApiTest : public ::testing::Test {
  protected:
@@ -453,6 +557,116 @@ TEST_F(HttpApiTest, MetricsCountTheCallsAndBatchesAndPassPromtool) {
   const ProcessResult lint =
       RunProcess({"/bin/sh", "-c", "promtool check metrics < '" + file + "'"});
   EXPECT_EQ(lint.exit_code, 0) << lint.out << lint.err;
+}
+
+TEST_F(HttpApiTest, WatchSendsTheMatrixAndAnUpdateAfterANewBatch) {
+  CreateAndFill("s", 1);
+  EventReader reader(http_port(),
+                     "/api/v1/sessions/s/watch?measure=lin&min_interval_ms=50");
+  ASSERT_EQ(reader.Status(), 200) << reader.Text();
+  EXPECT_EQ(reader.Header("Content-Type"), "text/event-stream");
+  EXPECT_EQ(reader.Header("Cache-Control"), "no-cache");
+  EXPECT_EQ(reader.Header("Content-Encoding"), "");  // never compressed
+  std::vector<Event> events = reader.WaitForMoreThan(0);
+  ASSERT_GE(events.size(), 1u) << reader.Text();
+  ASSERT_EQ(events[0].event, "matrix");
+  v1::GetSimilarityRequest query;
+  query.set_session_id("s");
+  query.set_measure("lin");
+  absl::StatusOr<v1::SimilarityMatrix> before = client_->GetSimilarity(query);
+  ASSERT_TRUE(before.ok());
+  ExpectSameMatrix(FromJson<v1::SimilarityMatrix>(events[0].data), *before);
+
+  // A new batch of a/l1: its diagonal entry counts one more batch.
+  ASSERT_TRUE(StreamOne("s", "a", "l1", "new").empty());
+  absl::StatusOr<v1::SimilarityMatrix> after = client_->GetSimilarity(query);
+  ASSERT_TRUE(after.ok());
+  ASSERT_NE(after->batches(0), before->batches(0));
+  // The watch may have sent a matrix between the batch's parts; the update
+  // that shows it comes.
+  v1::SimilarityMatrix last;
+  for (size_t seen = 1;; ++seen) {
+    events = reader.WaitForMoreThan(seen - 1);
+    ASSERT_GE(events.size(), seen) << "no update: " << reader.Text();
+    ASSERT_EQ(events[seen - 1].event, "matrix") << events[seen - 1].data;
+    last = FromJson<v1::SimilarityMatrix>(events[seen - 1].data);
+    if (last.batches(0) == after->batches(0)) break;
+  }
+  ExpectSameMatrix(last, *after);
+
+  // Deleting the session ends the stream with the watch's error.
+  ASSERT_TRUE(client_->DeleteSession("s").ok());
+  for (;;) {
+    events = reader.WaitForMoreThan(events.size());
+    ASSERT_FALSE(events.empty());
+    if (events.back().event != "matrix") break;
+  }
+  EXPECT_EQ(events.back().event, "error");
+  EXPECT_EQ(nlohmann::json::parse(events.back().data).value("code", ""),
+            "NOT_FOUND")
+      << events.back().data;
+}
+
+TEST_F(HttpApiTest, WatchErrorsBeforeTheFirstMatrixAreHttpStatuses) {
+  CreateAndFill("s", 1);
+  ExpectError(Get(http_port(), "/api/v1/sessions/nope/watch"), 404, "NOT_FOUND",
+              "nope");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/watch?measure=cosine"), 404,
+              "NOT_FOUND", "cosine");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/watch?min_interval_ms=1e3"),
+              400, "INVALID_ARGUMENT", "min_interval_ms='1e3'");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/watch?step_min=-5"), 400,
+              "INVALID_ARGUMENT", "step_min");
+}
+
+TEST_F(HttpApiTest, EventStreamsBeyondTheLimitAre429AndCkadServesOn) {
+  CreateAndFill("s", 1);
+  const std::string path = "/api/v1/sessions/s/watch";
+  std::vector<std::unique_ptr<EventReader>> readers;
+  for (int i = 0; i < server::HttpServer::kMaxEventStreams; ++i) {
+    readers.push_back(std::make_unique<EventReader>(http_port(), path));
+    ASSERT_EQ(readers.back()->Status(), 200);
+    ASSERT_FALSE(readers.back()->WaitForMoreThan(0).empty());
+  }
+  ExpectError(Get(http_port(), path), 429, "RESOURCE_EXHAUSTED",
+              "event streams are open");
+  // Other requests still have workers.
+  httplib::Result listed = Get(http_port(), "/api/v1/sessions");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200);
+  // A client that goes frees its stream (noticed within a tick): a new one
+  // is served.
+  readers.back()->Stop();
+  readers.pop_back();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  int status = 0;
+  while (absl::Now() < deadline) {
+    httplib::Client http("127.0.0.1", http_port());
+    httplib::Result r = http.Get(
+        path,
+        [&](const httplib::Response& response) {
+          status = response.status;
+          return status != 200;  // stop at the headers of a stream
+        },
+        [](const char*, size_t) { return true; });
+    if (status == 200) break;
+    ASSERT_EQ(status, 429);
+    absl::SleepFor(absl::Milliseconds(100));  // poll interval, not a sync
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(HttpApiTest, ShutdownEndsEventStreamsWithAnErrorEvent) {
+  CreateAndFill("s", 1);
+  EventReader reader(http_port(), "/api/v1/sessions/s/watch");
+  ASSERT_EQ(reader.Status(), 200);
+  ASSERT_FALSE(reader.WaitForMoreThan(0).empty());
+  server_->Shutdown();
+  std::vector<Event> events = reader.WaitForMoreThan(1);
+  ASSERT_GE(events.size(), 2u) << reader.Text();
+  EXPECT_EQ(events.back().event, "error");
+  EXPECT_NE(events.back().data.find("UNAVAILABLE"), std::string::npos)
+      << events.back().data;
 }
 
 class HttpApiDurableTest : public HttpApiTest {

@@ -89,4 +89,14 @@ int64_t SessionState::SumsBytes() const {
   return exact.bytes() + BucketSumsBytes();
 }
 
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+int64_t BucketOf(const SessionConfig& config, int64_t step) {
+  return config.step_bucket == 0 ? 0 : FloorDiv(step, config.step_bucket);
+}
+
 }  // namespace cka::core

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "cka/core/config.h"
 
 namespace cka::core {
 
@@ -132,6 +133,11 @@ class SessionState {
 // the id twice (map key and order queue), the stream indices and the
 // containers' overhead.
 int64_t AppliedBytes(size_t batch_id_bytes, size_t streams);
+
+// Returns a / b rounded towards negative infinity (b != 0).
+int64_t FloorDiv(int64_t a, int64_t b);
+// Returns the step bucket of `step` under `config`'s step_bucket.
+int64_t BucketOf(const SessionConfig& config, int64_t step);
 
 // The bytes of one bucket's PairSums over `streams` streams.
 inline int64_t PairSumsBytes(int64_t streams) { return streams * streams * 24; }

@@ -2,6 +2,7 @@
 // bookkeeping (session_state.h).
 #include "session_state.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,26 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 
 int64_t BucketOf(const SessionConfig& config, int64_t step) {
   return config.step_bucket == 0 ? 0 : FloorDiv(step, config.step_bucket);
+}
+
+int64_t ExactBytes(int64_t dim, int64_t streams) {
+  const double d = static_cast<double>(dim), s = static_cast<double>(streams);
+  const double bytes = 8.0 * (d * d + s * d + d + s * s);
+  return bytes >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(bytes);
+}
+
+bool HasExact(const SessionConfig& config) {
+  return std::any_of(config.measures.begin(), config.measures.end(),
+                     [](const Measure& m) { return IsExact(m.estimator); });
+}
+
+std::vector<int> MinibatchMeasures(const SessionConfig& config) {
+  std::vector<int> out;
+  for (size_t i = 0; i < config.measures.size(); ++i) {
+    if (!IsExact(config.measures[i].estimator))
+      out.push_back(static_cast<int>(i));
+  }
+  return out;
 }
 
 }  // namespace cka::core

@@ -134,6 +134,16 @@ class SessionState {
 // containers' overhead.
 int64_t AppliedBytes(size_t batch_id_bytes, size_t streams);
 
+// Returns the bytes of the exact sums for total width `dim` over `streams`
+// streams. Saturates at INT64_MAX: widths come from configs and stored state
+// and may be absurd.
+int64_t ExactBytes(int64_t dim, int64_t streams);
+// Returns true when `config` has an exact measure.
+bool HasExact(const SessionConfig& config);
+// Returns the indices into config.measures of the minibatch (non-exact)
+// measures: SessionState::buckets has one entry per index, in this order.
+std::vector<int> MinibatchMeasures(const SessionConfig& config);
+
 // Returns a / b rounded towards negative infinity (b != 0).
 int64_t FloorDiv(int64_t a, int64_t b);
 // Returns the step bucket of `step` under `config`'s step_bucket.

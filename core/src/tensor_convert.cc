@@ -40,6 +40,11 @@ void Convert16(const void* data, int64_t count, T* out) {
 
 }  // namespace
 
+std::string LayerContext(const std::string& stream,
+                         const std::string& batch_id) {
+  return absl::StrCat("layer '", stream, "' batch '", batch_id, "'");
+}
+
 // Checks the shape, dtype and byte count of a tensor and returns its element
 // count.
 absl::StatusOr<int64_t> CheckTensor(const std::string& ctx,

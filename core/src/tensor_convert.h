@@ -16,6 +16,11 @@
 
 namespace cka::core {
 
+// Returns "layer '<stream>' batch '<batch_id>'", the start of every message
+// about one layer of a batch.
+std::string LayerContext(const std::string& stream,
+                         const std::string& batch_id);
+
 // Returns the element count of `layer`'s tensor; InvalidArgument starting
 // with `ctx` when its dtype is unknown, its rank or a dimension is wrong, a
 // Gram is not square, or its byte count does not match its shape.

@@ -17,6 +17,7 @@
 #include "server/http_status.h"
 #include "server/http_task_queue.h"
 #include "server/listen_address.h"
+#include "server/web/web_assets.h"
 #include "spdlog/spdlog.h"
 
 namespace cka::server {
@@ -220,6 +221,19 @@ void HttpServer::Dispatch(const httplib::Request& request,
   }
   const bool api = path.size() >= 3 && path[0] == "api" && path[1] == "v1" &&
                    path[2] == "sessions";
+  if (!api && path[0] != "api") {
+    if (std::optional<WebAsset> asset = FindWebAsset(request.path)) {
+      // The page holds no data (the API asks for the token): no token here.
+      response.headers.erase("Cache-Control");
+      response.set_header("Cache-Control", "no-cache");
+      response.set_header("Content-Security-Policy",
+                          std::string(kWebAssetSecurityPolicy));
+      response.set_header("X-Content-Type-Options", "nosniff");
+      response.set_content(asset->body.data(), asset->body.size(),
+                           std::string(asset->content_type));
+      return;
+    }
+  }
   if (!api || path.size() > 5 ||
       (path.size() == 5 && path[4] != "similarity" && path[4] != "watch")) {
     SetError(grpc::StatusCode::NOT_FOUND,

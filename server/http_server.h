@@ -56,6 +56,9 @@ struct HttpServerOptions {
 //   /api/v1/sessions/{id}/similarity    GetSimilarity
 //   (SimilarityRequestFromQuery) /metrics HttpServerOptions::metrics_text
 //   /healthz                            200 "ok", no authentication
+//   /, /index.html, /main.js, ...       the page (FindWebAsset), no
+//                                       authentication, with its
+//                                       Content-Security-Policy
 // anything else is 404.
 //
 // What a request can cost is bounded: kThreads workers, kMaxQueuedConnections

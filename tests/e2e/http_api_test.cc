@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "server/http_server.h"
 #include "server/http_status.h"
+#include "server/web/web_assets.h"
 #include "test_util.h"
 
 namespace cka::testing {
@@ -304,11 +306,11 @@ class HttpApiTest : public ::testing::Test {
     return metrics->body;
   }
 
-  // Streams one batch of `layer` of `source` and returns the codes of the
+  // Streams one batch of `layers` of `source` and returns the codes of the
   // batches refused (empty when acked OK).
   std::vector<absl::StatusCode> StreamOne(const std::string& session,
                                           const std::string& source,
-                                          const std::string& layer,
+                                          std::vector<std::string> layers,
                                           const std::string& batch_id) {
     client::StreamerOptions options;
     options.session_id = session;
@@ -319,7 +321,9 @@ class HttpApiTest : public ::testing::Test {
     if (!s.ok()) return {};
     const Activations x = RandomActivations(12, 5, 100);
     client::Batch batch(batch_id, 0);
-    batch.AddActivations(layer, std::vector<double>(x.x), {x.n, x.d});
+    for (const std::string& layer : layers) {
+      batch.AddActivations(layer, std::vector<double>(x.x), {x.n, x.d});
+    }
     EXPECT_TRUE((*s)->Submit(std::move(batch)).ok());
     absl::StatusOr<std::vector<client::BatchError>> errors =
         (*s)->Close(absl::Now() + absl::Seconds(30));
@@ -477,6 +481,23 @@ TEST_F(HttpApiTest, ErrorsAreGrpcsCodesAndMessages) {
   EXPECT_EQ(health->body, "ok\n");
 }
 
+TEST_F(HttpApiTest, ThePageIsServedWithItsSecurityPolicy) {
+  for (const std::string path : {"/", "/index.html", "/main.js", "/main.css"}) {
+    SCOPED_TRACE(path);
+    const std::optional<server::WebAsset> asset = server::FindWebAsset(path);
+    ASSERT_TRUE(asset.has_value());
+    httplib::Result page = Get(http_port(), path);
+    ASSERT_TRUE(page);
+    EXPECT_EQ(page->status, 200);
+    EXPECT_EQ(page->body, asset->body);
+    EXPECT_EQ(page->get_header_value("Content-Type"), asset->content_type);
+    EXPECT_EQ(page->get_header_value("Content-Security-Policy"),
+              server::kWebAssetSecurityPolicy);
+  }
+  ExpectError(Get(http_port(), "/no-such-file.js"), 404, "NOT_FOUND",
+              "/no-such-file.js");
+}
+
 TEST_F(HttpApiTest, OversizedRequestsAreRefusedWithAStatusAndCkadLives) {
   httplib::Client http("127.0.0.1", http_port());
   // A request line over httplib's 8 KiB.
@@ -523,8 +544,8 @@ TEST_F(HttpApiTest, MetricsCountTheCallsAndBatchesAndPassPromtool) {
 
   CreateAndFill("s", 3);  // 3 batches of source a, 1 of source b
   EXPECT_TRUE(
-      StreamOne("s", "b", "m1", "b0").empty());  // b's first batch again
-  EXPECT_EQ(StreamOne("nope", "a", "l1", "x"),
+      StreamOne("s", "b", {"m1"}, "b0").empty());  // b's first batch again
+  EXPECT_EQ(StreamOne("nope", "a", {"l1"}, "x"),
             std::vector<absl::StatusCode>{absl::StatusCode::kNotFound});
   v1::GetSimilarityRequest query;
   query.set_session_id("s");
@@ -577,8 +598,9 @@ TEST_F(HttpApiTest, WatchSendsTheMatrixAndAnUpdateAfterANewBatch) {
   ASSERT_TRUE(before.ok());
   ExpectSameMatrix(FromJson<v1::SimilarityMatrix>(events[0].data), *before);
 
-  // A new batch of a/l1: its diagonal entry counts one more batch.
-  ASSERT_TRUE(StreamOne("s", "a", "l1", "new").empty());
+  // A new batch of every stream: each entry counts one more batch.
+  ASSERT_TRUE(StreamOne("s", "a", {"l1", "l2"}, "new").empty());
+  ASSERT_TRUE(StreamOne("s", "b", {"m1"}, "new").empty());
   absl::StatusOr<v1::SimilarityMatrix> after = client_->GetSimilarity(query);
   ASSERT_TRUE(after.ok());
   ASSERT_NE(after->batches(0), before->batches(0));
@@ -741,6 +763,34 @@ TEST_F(HttpAuthTest, TheApiNeedsTheSameTokensAsGrpc) {
   httplib::Result health = Get(port, "/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+TEST(HttpTlsTest, HttpsServesWithTheGrpcCertificateAndNoPlaintext) {
+  const std::string dir = MakeTempDir("http_tls");
+  const ProcessResult made =
+      RunProcess({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048",
+                  "-nodes", "-keyout", dir + "/key.pem", "-out",
+                  dir + "/cert.pem", "-days", "1", "-subj", "/CN=localhost",
+                  "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  server::ServerOptions options;
+  options.tls_cert_file = dir + "/cert.pem";
+  options.tls_key_file = dir + "/key.pem";
+  options.http_listen = "127.0.0.1:0";
+  std::unique_ptr<server::Server> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+
+  httplib::SSLClient https("127.0.0.1", server->http_port());
+  https.set_ca_cert_path((dir + "/cert.pem").c_str());
+  https.enable_server_certificate_verification(true);
+  httplib::Result listed = https.Get("/api/v1/sessions");
+  ASSERT_TRUE(listed) << httplib::to_string(listed.error());
+  EXPECT_EQ(listed->status, 200);
+  EXPECT_EQ(listed->body, "{\"sessions\":[]}");
+  httplib::Client plain("127.0.0.1", server->http_port());
+  httplib::Result refused = plain.Get("/healthz");
+  EXPECT_FALSE(refused && refused->status == 200);
+  server->Shutdown();
 }
 
 TEST(HttpStatusTest, GrpcCodesMapAsGooglesHttpMapping) {

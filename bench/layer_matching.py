@@ -6,11 +6,12 @@ of another, by every measure (Kornblith et al. 2019, Table 2), on scikit-learn's
     build/test/server/ckad --listen 127.0.0.1:50051 &
     /usr/bin/python3 bench/layer_matching.py --address 127.0.0.1:50051
 
-Ten small MLPs of one architecture (seeds 0..9: initial weights and data order) train on the
-digits not held out, each in its own process (spawned, torch on one thread). After training,
-each streams its hidden layers' activations on the same held-out probe batches (batch ids
-``probe-0``, ``probe-1``, ... line up across networks) into ONE ckad session with declared
-streams of declared width, and saves the same float32 activations to <out-dir>/<source>.npz.
+Ten small CNNs of one architecture (`Run`; seeds 0..9 draw the initial weights and the data
+order) train on the digits not held out, each in its own process (spawned, torch on one
+thread). After training, each streams its layers' activations on the same held-out probe
+batches (batch ids ``probe-0``, ``probe-1``, ... line up across networks) into ONE ckad
+session with declared streams of declared width, and saves the same float32 activations to
+<out-dir>/<source>.npz.
 Then, for every measure, the layer-matching accuracy: for each layer i of each network a and
 each other network b, is the layer of b most similar to a's layer i b's layer i? (the logits
 are left out, as in the paper). The table shows it from ckad for the measures ckad serves and
@@ -21,9 +22,10 @@ Measures ckad does not serve yet show "not in ckad yet": each row of MEASURES na
 measure (a ckactl spec) that would serve it, and ckad is asked whenever the client accepts that
 spec, so a new measure kind switches on by itself once cka.Measure knows it.
 
-Then "CKA reveals network pathology": a deeper variant (many hidden layers of one width) trains
-the same way into a second session, and for every network the maximal runs of consecutive
-layers whose pairwise CKA (ckad's exact linear CKA) all exceed --threshold are printed.
+Then "CKA reveals network pathology": a deeper variant (many more fully connected layers of one
+width) trains the same way into a second session, and for every network the maximal runs of
+consecutive layers whose pairwise CKA (ckad's exact linear CKA) all exceed --threshold are
+printed.
 
 --quick (3 networks, few steps, small probe) is what client/python/tests/test_layer_matching.py
 runs. Needs python3-torch and python3-sklearn.
@@ -362,61 +364,109 @@ class Basis:
         return int(np.argmax(share >= SVCCA_SHARE)) + 1
 
 
-def pairwise(acts: Sequence[np.ndarray], measure: Callable[[Basis, Basis], float]) -> np.ndarray:
-    """Returns the S x S matrix of `measure`(basis of s, basis of t)."""
-    bases = [Basis.of(x) for x in all_rows(acts)]
-    return np.array([[measure(bx, by) for by in bases] for bx in bases])
+class Pair:
+    """Two streams' kept bases and M = U_x^T U_y (r_x x r_y), the whitened cross moment in the
+    kept bases, whose singular values are the canonical correlations; every measure of the
+    comparison family is a function of it (core/MATH.md, "Comparison family from second
+    moments"), so a pair computes it and its SVD once."""
+
+    def __init__(self, x: Basis, y: Basis, m: Optional[np.ndarray] = None) -> None:
+        self.x, self.y = x, y
+        self.m = x.u.T @ y.u if m is None else m
+        self._svd: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+
+    @property
+    def svd(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (a (r_x, p), rho (p,), b^T (p, r_y)): M = a diag(rho) b^T, p = min(r_x, r_y)."""
+        if self._svd is None:
+            self._svd = np.linalg.svd(self.m, full_matrices=False)
+        return self._svd
+
+    def swapped(self) -> "Pair":
+        """Returns the pair (Y, X), sharing the products already computed."""
+        pair = Pair(self.y, self.x, self.m.T)
+        if self._svd is not None:
+            a, rho, bt = self._svd
+            pair._svd = (bt.T, rho, a.T)
+        return pair
 
 
-def cca_r2(bx: Basis, by: Basis) -> float:
-    rho = np.linalg.svd(bx.u.T @ by.u, compute_uv=False)
+def cca_r2(p: Pair) -> float:
+    rho = p.svd[1]
     return float(np.sum(rho**2) / len(rho))
 
 
-def cca_mean_rho(bx: Basis, by: Basis) -> float:
-    rho = np.linalg.svd(bx.u.T @ by.u, compute_uv=False)
-    return float(np.mean(rho))
+def cca_mean_rho(p: Pair) -> float:
+    return float(np.mean(p.svd[1]))
 
 
-def svcca(bx: Basis, by: Basis) -> float:
-    k, m = bx.svcca_kept(), by.svcca_kept()
-    return float(np.mean(np.linalg.svd(bx.u[:, :k].T @ by.u[:, :m], compute_uv=False)))
+def svcca(p: Pair) -> float:
+    k, m = p.x.svcca_kept(), p.y.svcca_kept()
+    return float(np.mean(np.linalg.svd(p.m[:k, :m], compute_uv=False)))
 
 
-def pwcca(bx: Basis, by: Basis) -> float:
-    a, rho, bt = np.linalg.svd(bx.u.T @ by.u, full_matrices=False)
+def pwcca(p: Pair) -> float:
+    a, rho, bt = p.svd
     # Canonical variates (N x p, unit norm) of the side with fewer kept dimensions.
-    h, data = (bx.u @ a, bx.centred) if len(bx.s) <= len(by.s) else (by.u @ bt.T, by.centred)
+    if len(p.x.s) <= len(p.y.s):
+        h, data = p.x.u @ a, p.x.centred
+    else:
+        h, data = p.y.u @ bt.T, p.y.centred
     alpha = np.sum(np.abs(h.T @ data), axis=1)
     return float(np.sum(alpha * rho) / np.sum(alpha))
 
 
-def regression(bx: Basis, by: Basis) -> float:
+def regression(p: Pair) -> float:
     """R^2(X -> Y): the share of Y's kept centred variance a least-squares fit from X explains."""
-    return float(np.sum((bx.u.T @ by.u * by.s) ** 2) / np.sum(by.s**2))
+    return float(np.sum((p.m * p.y.s) ** 2) / np.sum(p.y.s**2))
 
 
-def procrustes(bx: Basis, by: Basis) -> float:
-    nuclear = np.sum(np.linalg.svd(bx.s[:, None] * (bx.u.T @ by.u) * by.s,
-                                   compute_uv=False))
-    return float(nuclear / np.sqrt(np.sum(bx.s**2) * np.sum(by.s**2)))
+def procrustes(p: Pair) -> float:
+    nuclear = np.sum(np.linalg.svd(p.x.s[:, None] * p.m * p.y.s, compute_uv=False))
+    return float(nuclear / np.sqrt(np.sum(p.x.s**2) * np.sum(p.y.s**2)))
 
 
-def regression_matrix(acts: Sequence[np.ndarray]) -> np.ndarray:
-    """Returns R^2(s -> t) at (s, t): the row predicts the column, as in ckad."""
-    return pairwise(acts, regression)
+FAMILY: Dict[str, Callable[[Pair], float]] = {
+    "cca_r2": cca_r2, "cca_mean_rho": cca_mean_rho, "svcca": svcca, "pwcca": pwcca,
+    "regression": regression, "procrustes": procrustes,
+}
+
+
+def comparison_family(acts: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
+    """Returns FAMILY's S x S matrices over all probe rows; entry (s, t) is measure(s, t) (for
+    the regression R^2(s -> t): the row predicts the column, as in ckad). NaN where a stream
+    has no variance."""
+    bases = [Basis.of(x) for x in all_rows(acts)]
+    out = {name: np.full((len(bases), len(bases)), np.nan) for name in FAMILY}
+    for i, bx in enumerate(bases):
+        for j in range(i, len(bases)):
+            if not (len(bx.s) and len(bases[j].s)):
+                continue
+            pair = Pair(bx, bases[j])
+            for (a, b), p in (((i, j), pair), ((j, i), pair.swapped())):
+                for name, f in FAMILY.items():
+                    out[name][a, b] = f(p)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class MeasureRow:
-    """One row of the table: a measure, its NumPy float64 matrix, and the ckad measure (a
-    ckactl spec name:kernel:estimator[:threshold]) that serves it, "" when none could."""
+    """One row of the table: a measure, the NumPy float64 function of the activations that
+    computes it (an S x S matrix, or a dict of them with `key`), and the ckad measure (a ckactl
+    spec name:kernel:estimator[:threshold]) that serves it, "" when none could."""
 
     label: str
-    numpy: Callable[[Sequence[np.ndarray]], np.ndarray]
+    numpy: Callable[[Sequence[np.ndarray]], object]
     ckad: str = ""
+    key: str = ""
     transpose: bool = False  # the candidate layer is the row (asymmetric measures)
     paper: Optional[float] = None  # Table 2 of the paper, CIFAR-10 CNNs, percent
+
+    def matrix(self, acts: Sequence[np.ndarray], cache: Dict[Callable, object]) -> np.ndarray:
+        """Returns NumPy's S x S matrix (not transposed), computing `numpy` once per `cache`."""
+        if self.numpy not in cache:
+            cache[self.numpy] = self.numpy(acts)
+        return cache[self.numpy][self.key] if self.key else cache[self.numpy]
 
     def ckad_measure(self) -> Optional[cka.Measure]:
         """Returns the measure to declare in the session, None while the client does not know
@@ -439,17 +489,17 @@ MEASURES: List[MeasureRow] = [
                "exact_debiased:linear:exact_debiased"),
     MeasureRow(f"CKA RBF {RBF_THRESHOLD}, all probe rows (biased)", rbf_all_rows_cka,
                paper=99.1),
-    MeasureRow("CCA R2_CCA", lambda a: pairwise(a, cca_r2), "cca_r2:linear:cca_r2"),
-    MeasureRow("CCA rho-bar", lambda a: pairwise(a, cca_mean_rho),
-               "cca_mean_rho:linear:cca_mean_rho", paper=1.4),
-    MeasureRow("SVCCA", lambda a: pairwise(a, svcca), "svcca:linear:svcca"),
-    MeasureRow("PWCCA", lambda a: pairwise(a, pwcca), "pwcca:linear:pwcca"),
-    MeasureRow("linear regression R2(layer -> candidate)", regression_matrix,
-               "regression:linear:regression", paper=45.4),
-    MeasureRow("linear regression R2(candidate -> layer)", regression_matrix,
-               "regression:linear:regression", transpose=True),
-    MeasureRow("orthogonal Procrustes", lambda a: pairwise(a, procrustes),
-               "procrustes:linear:procrustes"),
+    MeasureRow("CCA R2_CCA", comparison_family, "cca_r2:linear:cca_r2", "cca_r2"),
+    MeasureRow("CCA rho-bar", comparison_family, "cca_mean_rho:linear:cca_mean_rho",
+               "cca_mean_rho", paper=1.4),
+    MeasureRow("SVCCA", comparison_family, "svcca:linear:svcca", "svcca"),
+    MeasureRow("PWCCA", comparison_family, "pwcca:linear:pwcca", "pwcca"),
+    MeasureRow("linear regression R2(layer -> candidate)", comparison_family,
+               "regression:linear:regression", "regression", paper=45.4),
+    MeasureRow("linear regression R2(candidate -> layer)", comparison_family,
+               "regression:linear:regression", "regression", transpose=True),
+    MeasureRow("orthogonal Procrustes", comparison_family, "procrustes:linear:procrustes",
+               "procrustes"),
 ]
 
 
@@ -525,11 +575,9 @@ def compare(address: str, session_id: str, streams: List[str], acts: List[np.nda
     lines = [f"{'measure':<{width}}  {'ckad':>16}  {'NumPy':>7}  {'max |ckad-NumPy|':>16}  "
              "paper (CIFAR-10)"]
     agree = True
-    numpy_cache: Dict[Callable, np.ndarray] = {}
+    numpy_cache: Dict[Callable, object] = {}
     for row in MEASURES:
-        if row.numpy not in numpy_cache:
-            numpy_cache[row.numpy] = row.numpy(acts)
-        ref = numpy_cache[row.numpy]
+        ref = row.matrix(acts, numpy_cache)
         ours = ref.T if row.transpose else ref
         measure = row.ckad_measure()
         if measure is not None and measure.name in served:
@@ -574,11 +622,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="3 small networks and 1 deep one, 150 steps, a probe of 2 x 32, "
                         "4 workers")
     parser.add_argument("--networks", type=int, default=10)
-    parser.add_argument("--convs", default="4,8,16", help="channels of the conv layers")
+    parser.add_argument("--convs", default="8,16,32", help="channels of the conv layers")
     parser.add_argument("--depth", type=int, default=2, help="fc layers after the convs")
     parser.add_argument("--width", type=int, default=64, help="units of each fc layer")
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--probe-batches", type=int, default=5)
+    parser.add_argument("--probe-batches", type=int, default=6)
     parser.add_argument("--probe-size", type=int, default=100)
     parser.add_argument("--deep-networks", type=int, default=3)
     parser.add_argument("--deep-depth", type=int, default=20,
@@ -607,9 +655,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.makedirs(out_dir, exist_ok=True)
         # The deeper variant: only exact linear CKA, since a layer whose units all died has
         # no RBF bandwidth (an error).
-        groups = [Group(args.session, ckad_measures(), names, run),
-                  Group(deep_session, [cka.Measure("exact", "linear", "exact")], deep_names,
-                        deep)]
+        groups = [Group(args.session, ckad_measures(), names, run)]
+        if deep_names:
+            groups.append(Group(deep_session, [cka.Measure("exact", "linear", "exact")],
+                                deep_names, deep))
         results = train_all(args.address, groups, out_dir, args.workers)
         for s, r in results.items():
             print(f"{s}: loss {r['loss']:.3f}, probe accuracy {percent(r['accuracy'])}, "
@@ -627,8 +676,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"(ckad's) all exceed {args.threshold}")
     print(f" {args.networks} networks, {run.describe()}:")
     print("\n".join(block_report(args.address, args.session, names, run, args.threshold)))
-    print(f" the deeper variant, {deep.describe()}:")
-    print("\n".join(block_report(args.address, deep_session, deep_names, deep, args.threshold)))
+    if deep_names:
+        print(f" the deeper variant, {deep.describe()}:")
+        print("\n".join(block_report(args.address, deep_session, deep_names, deep,
+                                     args.threshold)))
     if not agree:
         print(f"ckad and NumPy differ by more than {TOLERANCE} on a CKA measure",
               file=sys.stderr)

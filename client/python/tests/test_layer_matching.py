@@ -65,15 +65,8 @@ def test_the_quick_run_prints_every_measure_and_ckad_equals_numpy(ckad, client, 
 def test_the_numpy_comparison_family_equals_the_core_oracle():
     with open(os.path.join(ROOT, "tests", "core", "data", "measures.json")) as f:
         cases = json.load(f)["cases"]
-    functions = {
-        "cca_r2": layer_matching.cca_r2,
-        "cca_mean_rho": layer_matching.cca_mean_rho,
-        "svcca": layer_matching.svcca,
-        "pwcca": layer_matching.pwcca,
-        "regression_xy": layer_matching.regression,
-        "regression_yx": lambda bx, by: layer_matching.regression(by, bx),
-        "procrustes": layer_matching.procrustes,
-    }
+    family = layer_matching.FAMILY
+    names = {"regression": "regression_xy"}  # the oracle's names where they differ
     checked = 0
     for case in cases:
         if case["errors"]:
@@ -81,12 +74,22 @@ def test_the_numpy_comparison_family_equals_the_core_oracle():
         x = np.array(case["x"]).reshape(case["n"], case["dx"])
         y = np.array(case["y"]).reshape(case["n"], case["dy"])
         bx, by = layer_matching.Basis.of(x), layer_matching.Basis.of(y)
-        for name, f in functions.items():
-            # 1e-9: two float64 computations of one definition (SVDs of N x d data each).
-            np.testing.assert_allclose(f(bx, by), case["expected"][name], rtol=1e-9,
-                                       err_msg=f"{case['name']}: {name}")
-            checked += 1
-    assert checked >= 5 * len(functions)
+        pair = layer_matching.Pair(bx, by)
+        pair.svd  # noqa: B018 (computed first, so that swapped() reuses it)
+        fresh = layer_matching.Pair(by, bx)
+        expected = dict(case["expected"], **{name: case["expected"][oracle]
+                                             for name, oracle in names.items()})
+        for p, swapped in ((pair, False), (pair.swapped(), True)):
+            for name, f in family.items():
+                want = expected[name]
+                if swapped:  # the oracle has R^2(Y -> X); the rest: as computed from (Y, X)
+                    want = (case["expected"]["regression_yx"] if name == "regression"
+                            else f(fresh))
+                # 1e-9: two float64 computations of one definition (SVDs of N x d data each).
+                np.testing.assert_allclose(f(p), want, rtol=1e-9,
+                                           err_msg=f"{case['name']}: {name}, swapped {swapped}")
+                checked += 1
+    assert checked >= 5 * (len(family) + 1)
 
 
 def test_the_cka_functions_are_one_on_a_stream_with_itself_and_invariant_to_rotation():
@@ -96,8 +99,9 @@ def test_the_cka_functions_are_one_on_a_stream_with_itself_and_invariant_to_rota
     q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
     rotated = (x.astype(np.float64) @ q).astype(np.float32)
     other = np.tanh(x @ rng.standard_normal((6, 4)).astype(np.float32))
+    cache = {}
     for row in layer_matching.MEASURES:
-        values = row.numpy([x, rotated, other])
+        values = row.matrix([x, rotated, other], cache)
         # 1e-5: the rotated copy was rounded to float32.
         np.testing.assert_allclose(np.diag(values), 1.0, atol=1e-9, err_msg=row.label)
         np.testing.assert_allclose(values[0, 1], 1.0, atol=1e-5, err_msg=row.label)

@@ -128,6 +128,16 @@ TEST(PairMomentsTest, SwapSidesExchangesTheStreams) {
   EXPECT_EQ(swapped.sum_xy, direct.sum_xy);
 }
 
+TEST(PairMomentsTest, SwapSidesOfWidthsWhoseProductWrapsIsRefusedNotACrash) {
+  PairMoments m = CaseNamed("full_rank").Moments();
+  m.dx = int64_t{1} << 40;
+  m.dy = int64_t{1} << 24;  // dx·dy = 2⁶⁴ wraps to 0 in uint64
+  m.sum_xy.clear();
+  const absl::StatusOr<CcaSimilarity> cca = Cca(SwapSides(m));
+  EXPECT_EQ(cca.status().code(), absl::StatusCode::kInvalidArgument)
+      << cca.status();
+}
+
 TEST(PairMomentsTest,
      ScratchEstimateCoversTheMomentsGrowsQuadraticallySaturates) {
   // At least the three centred moments themselves.

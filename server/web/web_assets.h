@@ -16,8 +16,8 @@ struct WebAsset {
 
 // The Content-Security-Policy to send with every file of the page: the page
 // runs its own scripts only and talks to its own origin only; ECharts sets
-// style attributes, and the PNG export is a data: URL. (tests/web serves the
-// page under the same policy.)
+// style attributes, and the PNG export is a data: URL. (tests/web's browser
+// test runs the page under it.)
 inline constexpr std::string_view kWebAssetSecurityPolicy =
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "

@@ -1,12 +1,12 @@
-// The page in headless Chromium (puppeteer-core, Debian's chromium-headless-shell) against a
-// running ckad fed by a real stream: the heatmap shows what GetSimilarity answers (read from
-// the page's window.__ckaShown, not fetched again), a new batch shows up without a reload, the
-// measure selector and the caption follow the session's config, and a bad step range shows the
-// server's message. Screenshots go to CKA_WEB_ARTIFACTS.
+// The page ckad serves, in headless Chromium (puppeteer-core, Debian's chromium-headless-shell),
+// against the real ckad fed by a real stream (ckactl send): the heatmap shows what GetSimilarity
+// answers (read from the page's window.__ckaShown, not fetched again), a new batch shows up
+// through the watch without a reload, the measure selector and the caption follow the
+// session's config, the half matrix, both exports, a reload keeps the view but not the token,
+// and a bad step range shows the server's message. Screenshots go to CKA_WEB_ARTIFACTS.
 //
-// Environment: CKAD_BINARY, CKACTL_BINARY, CKA_CHROMIUM, CKA_WEB_DIST (the built page, for the
-// mock), CKA_WEB_ARTIFACTS; CKA_WEB_SEED replays a run's activations (the seed is printed).
-// Until ckad has --http-listen, the page is served by mock_ckad.mjs with canned answers.
+// Environment: CKAD_BINARY, CKACTL_BINARY, CKA_CHROMIUM, CKA_WEB_ARTIFACTS; CKA_WEB_SEED
+// replays a run's activations (the seed is printed).
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,10 +14,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import puppeteer from 'puppeteer-core';
-import { startMockCkad } from './mock_ckad.mjs';
 
 const env = process.env;
-for (const name of ['CKAD_BINARY', 'CKACTL_BINARY', 'CKA_CHROMIUM', 'CKA_WEB_DIST', 'CKA_WEB_ARTIFACTS']) {
+for (const name of ['CKAD_BINARY', 'CKACTL_BINARY', 'CKA_CHROMIUM', 'CKA_WEB_ARTIFACTS']) {
   assert.ok(env[name], `${name} must be set (tests/web/CMakeLists.txt sets it)`);
 }
 // Only catches hangs: every wait below ends as soon as its event happens.
@@ -32,38 +31,7 @@ const run = promisify(execFile);
 
 // ---- the ckad under test -----------------------------------------------------------------
 
-async function startTarget() {
-  const { stdout } = await run(env.CKAD_BINARY, ['--help']);
-  if (!stdout.includes('--http-listen')) {
-    console.log('page_test: this ckad has no --http-listen; testing against mock_ckad.mjs');
-    return startMockTarget();
-  }
-  return startRealTarget();
-}
-
-async function startMockTarget() {
-  const mock = await startMockCkad({ dist: env.CKA_WEB_DIST, token: kReaderToken });
-  return {
-    url: `http://127.0.0.1:${mock.port}/`,
-    async expected(query) {
-      return normalized(mock.similarity(query));
-    },
-    async addBatch() {
-      mock.addBatch();
-    },
-    async errorText(query) {
-      try {
-        mock.similarity(query);
-      } catch (error) {
-        return `${error.code}: ${error.message}`;
-      }
-      assert.fail(`the mock accepted ${JSON.stringify(query)}`);
-    },
-    close: () => mock.close(),
-  };
-}
-
-async function startRealTarget() {
+async function startCkad() {
   const seed = Number(env.CKA_WEB_SEED ?? Math.floor(Math.random() * 2 ** 31));
   console.log(`page_test: CKA_WEB_SEED=${seed}`);
   const random = mulberry32(seed);
@@ -103,17 +71,8 @@ async function startRealTarget() {
   }
   for (let i = 0; i < 4; i++) await addBatch();
 
-  // Until ckad's HTTP server serves the page, the mock serves its files beside ckad's API.
-  let url = `http://${httpAddress}/`;
-  let pageServer = null;
-  const index = await fetch(url).catch(() => null);
-  if (!index?.ok || !(index.headers.get('content-type') ?? '').startsWith('text/html')) {
-    console.log(`page_test: ckad does not serve the page at / (${index?.status}); its files come from CKA_WEB_DIST`);
-    pageServer = await startMockCkad({ dist: env.CKA_WEB_DIST, upstream: httpAddress });
-    url = `http://127.0.0.1:${pageServer.port}/`;
-  }
   return {
-    url,
+    url: `http://${httpAddress}/`,
     // GetSimilarity over gRPC, through ckactl.
     async expected({ measure, rows, cols }) {
       const { stdout } = await ckactl('matrix', 'demo', '--measure', measure, '--rows',
@@ -133,7 +92,6 @@ async function startRealTarget() {
       return parsed[1];
     },
     close() {
-      pageServer?.close();
       ckad.kill('SIGTERM');
       rmSync(work, { recursive: true, force: true });
     },
@@ -270,7 +228,7 @@ async function waitUntilShown(page, expected, what) {
 // ---- the test ------------------------------------------------------------------------------
 
 mkdirSync(env.CKA_WEB_ARTIFACTS, { recursive: true });
-const target = await startTarget();
+const target = await startCkad();
 const browser = await puppeteer.launch({
   executablePath: env.CKA_CHROMIUM,
   // chromium-headless-shell is headless only; the full chromium runs its new headless mode.
@@ -292,6 +250,13 @@ const screenshot = (name) =>
   page.screenshot({ path: path.join(env.CKA_WEB_ARTIFACTS, name), fullPage: true });
 
 try {
+  // ckad serves the page with its Content-Security-Policy, which the page must run under (any
+  // violation is a console error, failing the test at its end).
+  const index = await fetch(target.url);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-type'), /^text\/html/);
+  assert.match(index.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+
   // 0. ckad answers 401: the page asks for a token, keeps it in memory only, and goes on.
   await page.goto(target.url);
   await page.waitForSelector('#token-dialog[open]', { timeout: kDeadlineMs });
@@ -331,6 +296,8 @@ try {
   assert.ok(Math.min(...after.batches) > n, 'the new batch adds a common batch to every pair');
   await waitUntilShown(page, after, 'after a new batch');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page reloaded');
+  // It came through the watch (server-sent events), not the page's polling fallback.
+  assert.equal(await page.$eval('#connection', (e) => e.textContent), 'live');
   await screenshot('after-new-batch.png');
 
   // 3. The measure selector: the second measure of the session's config.

@@ -76,15 +76,5 @@ TEST(WebAssetsTest, PathsThePageDoesNotHaveAreNotFound) {
   }
 }
 
-TEST(WebAssetsTest, TheBrowserTestServesThePageUnderCkadsPolicy) {
-  std::ifstream in(CKA_WEB_MOCK_SERVER);
-  ASSERT_TRUE(in) << CKA_WEB_MOCK_SERVER;
-  const std::string mock(std::istreambuf_iterator<char>(in), {});
-  EXPECT_NE(mock.find("\"" + std::string(kWebAssetSecurityPolicy) + "\""),
-            std::string::npos)
-      << "tests/web/mock_ckad.mjs's policy differs from "
-         "kWebAssetSecurityPolicy";
-}
-
 }  // namespace
 }  // namespace cka::server

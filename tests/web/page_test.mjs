@@ -81,6 +81,11 @@ async function startCkad() {
       return { ...m, values: m.values.flat(), batches: m.batches.flat() };
     },
     addBatch,
+    // GetSession's batches_applied, through ckactl.
+    async batchesApplied() {
+      const { stdout } = await ckactl('get', 'demo', '--format', 'json');
+      return Number(JSON.parse(stdout).batches_applied);
+    },
     async errorText({ stepMin, stepMax }) {
       const answer = await ckactl('matrix', 'demo', '--step-min', String(stepMin),
         '--step-max', String(stepMax)).then(
@@ -296,6 +301,13 @@ try {
   assert.ok(Math.min(...after.batches) > n, 'the new batch adds a common batch to every pair');
   await waitUntilShown(page, after, 'after a new batch');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page reloaded');
+  // The session's counters follow: batches applied as GetSession says.
+  const applied = await target.batchesApplied();
+  await page.waitForFunction(
+    (n) => document.querySelector('#sessions tr[data-session="demo"]')?.dataset.batchesApplied === n,
+    { timeout: kDeadlineMs, polling: 100 },
+    String(applied),
+  );
   // It came through the watch (server-sent events), not the page's polling fallback.
   assert.equal(await page.$eval('#connection', (e) => e.textContent), 'live');
   await screenshot('after-new-batch.png');

@@ -5,6 +5,8 @@ import { Heatmap, shownCsv, toNumber } from './heatmap.js';
 import { shortLabels, sourcesOf, streamsOf } from './names.js';
 
 const kSessionsPollMs = 3000;
+// A new matrix means new batches: the counters follow this soon after it.
+const kSessionsAfterMatrixMs = 200;
 const kMatrixPollMs = 2000;
 const kWatchIntervalMs = 500;
 // The source selectors' values: every stream, or one source's ("source:a").
@@ -51,7 +53,17 @@ const state = {
 
 // ---- sessions ----------------------------------------------------------------------------
 
+let sessionsTimer = null;
+let sessionsBusy = false;
+
+function scheduleSessions(ms) {
+  clearTimeout(sessionsTimer);
+  sessionsTimer = setTimeout(refreshSessions, ms);
+}
+
 async function refreshSessions() {
+  if (sessionsBusy) return; // its end schedules the next
+  sessionsBusy = true;
   try {
     const { sessions = [] } = await getJson('/api/v1/sessions');
     state.sessions = sessions;
@@ -72,7 +84,8 @@ async function refreshSessions() {
   } catch (error) {
     if (!(await handleAuth(error))) showError(ui.sessionsError, error);
   } finally {
-    setTimeout(refreshSessions, kSessionsPollMs);
+    sessionsBusy = false;
+    scheduleSessions(kSessionsPollMs);
   }
 }
 
@@ -302,6 +315,7 @@ function showMatrix(matrix, query) {
   $('figure').dataset.updates = String(state.updates);
   ui.exportCsv.disabled = false;
   ui.exportPng.disabled = false;
+  scheduleSessions(kSessionsAfterMatrixMs);
 }
 
 // The source an axis shows, when it shows one.

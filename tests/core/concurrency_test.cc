@@ -115,7 +115,7 @@ TEST(ConcurrencyTest, ParallelIngestionWithQueriesEqualsSerialIngestion) {
 // A session with declared streams whose batches arrive in pieces (a two-layer
 // message, then one message per layer), so that commits pair new layers with
 // earlier ones in the join buffer (in one block or several) and complete exact
-// batches; both happen outside the session mutex (session.cc, "Commit").
+// batches; both happen outside the session mutex (session_commit.cc).
 struct JoinedWorkload {
   SessionConfig config;
   std::vector<std::vector<double>> storage;  // each n × d, float64

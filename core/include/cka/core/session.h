@@ -261,8 +261,8 @@ class Session {
   // Records the state's bytes in held_ (after a restore), without a check.
   void AccountRestoredState();
 
-  // Commit's steps (session.cc explains them): what committing `rep` does,
-  // checked against the state and changing nothing; the BLAS work, which
+  // Commit's steps (session_commit.cc explains them): what committing `rep`
+  // does, checked against the state and changing nothing; the BLAS work, which
   // needs no lock (with `xx`, `ax` null the exact sums go to `out`, else they
   // are accumulated into the session's sums there); and the changes.
   struct CommitPlan;

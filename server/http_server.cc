@@ -181,7 +181,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
         "machine)"));
   }
   if (port != 0) server->port_ = port;
-  server->listener_ = std::thread([self] { self->http_->listen_after_bind(); });
+  server->listener_ = std::thread([self] {
+    self->http_->listen_after_bind();
+    self->listener_exited_ = true;
+  });
+  // httplib's stop() does nothing until the accepting loop runs, so a Stop
+  // right after Start would leave it running: wait the moment it takes.
+  while (!http.is_running() && !server->listener_exited_) {
+    std::this_thread::yield();
+  }
   spdlog::info("http listening on {}:{} ({})", *host, server->port_,
                o.tls_cert_file.empty() ? "plaintext" : "TLS");
   return server;

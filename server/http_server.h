@@ -119,6 +119,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
   std::thread listener_;
+  std::atomic<bool> listener_exited_{false};
   std::atomic<bool> stopped_{false};
   std::atomic<int> event_streams_{0};
 };

@@ -4,10 +4,32 @@
 
 #include "cka/core/allocator.h"
 #include "cka/server/server.h"
+#include "google/protobuf/stubs/logging.h"
 #include "server/flags.h"
 #include "server/freed_memory_limiter.h"
+#include "server/log_rate_limiter.h"
 #include "server/session_transfer.h"
 #include "spdlog/spdlog.h"
+
+namespace {
+
+// libprotobuf logs every message holding a string that is not UTF-8, which
+// any client can send (ckad answers it in the batch's ack): a few lines a
+// second, through spdlog.
+void LogProtobuf(google::protobuf::LogLevel level, const char* file, int line,
+                 const std::string& message) {
+  static auto* limiter = new cka::server::LogRateLimiter(5);
+  int64_t suppressed = 0;
+  if (level < google::protobuf::LOGLEVEL_FATAL &&
+      !limiter->Allow(&suppressed)) {
+    return;
+  }
+  spdlog::warn(
+      "libprotobuf {}:{}: {}{}", file, line, message,
+      suppressed > 0 ? fmt::format(" ({} more not logged)", suppressed) : "");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   cka::core::ReexecWithHugePages(argv);
@@ -24,6 +46,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::set_level(spdlog::level::from_str(cl->log_level));
+  google::protobuf::SetLogHandler(&LogProtobuf);
   if (!cl->export_session.empty() || !cl->import_file.empty()) {
     const absl::Status done =
         cl->import_file.empty()

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "cka/core/config.h"
 #include "grpcpp/alarm.h"
+#include "server/batch_message.h"
 #include "server/proto_convert.h"
 #include "server/status_mapping.h"
 #include "spdlog/spdlog.h"
@@ -32,7 +33,7 @@ constexpr int kRefusedLogLinesPerSecond = 5;
 // A StreamActivations or WatchSimilarity call refused before it started: it
 // ends at once with `status`.
 class RefusedStream final
-    : public grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit RefusedStream(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
@@ -108,7 +109,7 @@ constexpr char kServerTimeMetadataKey[] = "x-cka-server-time-ms";
 // (released in OnDone) and every pool task still working on a slot, so a
 // cancelled stream lives until its work is done.
 class SimilarityServiceImpl::ActivationStream final
-    : public grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   // `quota_key` is the client's key in the service's StreamQuota, released
   // when the stream is destroyed.
@@ -153,11 +154,8 @@ class SimilarityServiceImpl::ActivationStream final
             budget != nullptr) {
           absl::StatusOr<core::MemoryBudget::Reservation> held =
               budget->Reserve(
-                  static_cast<int64_t>(to_process->batch.ByteSizeLong()),
-                  absl::StrCat("batch '",
-                               to_process->batch.batch_id().substr(
-                                   0, core::kMaxNameBytes),
-                               "' (its message, read and waiting)"));
+                  static_cast<int64_t>(to_process->message.Length()),
+                  "a batch message (read, waiting to be applied)");
           if (held.ok()) {
             to_process->message_memory = *std::move(held);
           } else {
@@ -222,9 +220,11 @@ class SimilarityServiceImpl::ActivationStream final
 
  private:
   struct Slot {
+    grpc::ByteBuffer message;  // as read; parsed into `batch` by Process
     v1::ActivationBatch batch;
     v1::BatchAck ack;
-    bool done = false;  // ack filled in
+    grpc::ByteBuffer ack_message;  // `ack`, serialized once it is done
+    bool done = false;             // ack filled in
     // The message's bytes while it is held, drawn from the memory budget when
     // it is read; `admitted` is why they did not fit (the batch is refused).
     core::MemoryBudget::Reservation message_memory;
@@ -233,8 +233,8 @@ class SimilarityServiceImpl::ActivationStream final
   };
 
   struct Actions {
-    v1::ActivationBatch* read = nullptr;
-    const v1::BatchAck* write = nullptr;
+    grpc::ByteBuffer* read = nullptr;
+    const grpc::ByteBuffer* write = nullptr;
     std::optional<grpc::Status> finish;
   };
 
@@ -253,13 +253,13 @@ class SimilarityServiceImpl::ActivationStream final
     }
     if (!write_outstanding_ && !slots_.empty() && slots_.front()->done) {
       write_outstanding_ = true;
-      actions.write = &slots_.front()->ack;
+      actions.write = &slots_.front()->ack_message;
     }
     if (!read_outstanding_ && !reads_done_ && !draining_ &&
         slots_.size() < static_cast<size_t>(kStreamWindow)) {
       read_outstanding_ = true;
       reading_ = std::make_unique<Slot>();
-      actions.read = &reading_->batch;
+      actions.read = &reading_->message;
     }
     if (slots_.empty() && !write_outstanding_ && (reads_done_ || draining_)) {
       finished_ = true;
@@ -279,13 +279,19 @@ class SimilarityServiceImpl::ActivationStream final
   // can wait for the group commit much longer than it took to compute, and
   // only its ack is needed until then.
   void Process(Slot* slot) {
+    absl::Status admitted = slot->admitted;
+    if (absl::Status parsed =
+            ParseActivationBatch(&slot->message, &slot->batch);
+        admitted.ok()) {
+      admitted = parsed;
+    }
     v1::BatchAck& ack = slot->ack;
     ack.set_session_id(slot->batch.session_id());
     ack.set_source(slot->batch.source());
     ack.set_batch_id(slot->batch.batch_id());
     std::shared_ptr<core::Session> session;
     absl::StatusOr<core::IngestResult> result =
-        slot->admitted.ok() ? Apply(slot->batch, &session) : slot->admitted;
+        admitted.ok() ? Apply(slot->batch, &session) : admitted;
     if (!result.ok()) {
       const absl::Status& status = result.status();
       ack.set_code(ToRpcCode(
@@ -319,6 +325,7 @@ class SimilarityServiceImpl::ActivationStream final
   // Marks the slot's ack ready, starts what that allows, and releases the
   // reference Process held.
   void Complete(Slot* slot) {
+    SerializeBatchAck(slot->ack, &slot->ack_message);
     if (service_->metrics_ != nullptr) {
       service_->metrics_->RecordBatch(slot->ack.code(), slot->ack.duplicate(),
                                       absl::Now() - slot->read_time);
@@ -750,7 +757,7 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::DeleteSession(
   return reactor;
 }
 
-grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 SimilarityServiceImpl::StreamActivations(grpc::CallbackServerContext* context) {
   absl::StatusOr<std::optional<Caller>> caller =
       Admit(context, Role::kWriter, "StreamActivations");

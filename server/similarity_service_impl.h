@@ -58,7 +58,19 @@ struct AdmissionOptions {
 // Thread-safe. `engine`, the pools and `committer` must outlive the service,
 // and the service must outlive every RPC: call BeginShutdown, stop the
 // grpc::Server, then WaitForReactors before destroying it.
-class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
+// The callback service with StreamActivations read and written as bytes
+// (server/batch_message.h): a message that is not an ActivationBatch is
+// refused in its own ack instead of ending the stream.
+using SimilarityCallbackBase = v1::Similarity::WithCallbackMethod_CreateSession<
+    v1::Similarity::WithCallbackMethod_GetSession<
+        v1::Similarity::WithCallbackMethod_ListSessions<
+            v1::Similarity::WithCallbackMethod_DeleteSession<
+                v1::Similarity::WithRawCallbackMethod_StreamActivations<
+                    v1::Similarity::WithCallbackMethod_GetSimilarity<
+                        v1::Similarity::WithCallbackMethod_WatchSimilarity<
+                            v1::Similarity::Service>>>>>>>;
+
+class SimilarityServiceImpl final : public SimilarityCallbackBase {
  public:
   // Batches of one stream that may be in flight (read, not yet acked).
   static constexpr int kStreamWindow = 8;
@@ -95,8 +107,8 @@ class SimilarityServiceImpl final : public v1::Similarity::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::DeleteSessionRequest* request,
       v1::DeleteSessionResponse* response) override;
-  grpc::ServerBidiReactor<v1::ActivationBatch, v1::BatchAck>* StreamActivations(
-      grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
+  StreamActivations(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetSimilarity(
       grpc::CallbackServerContext* context,
       const v1::GetSimilarityRequest* request,

@@ -5,7 +5,7 @@
     numpy_peer.py --self-test
 
 It reads the batches of make_batches.py (DIR/workloads.json, DIR/<name>/s<i>.npy) and, for each
-workload, computes what ckad computes for one batch of S streams (MATH.md of the developers' guide: linear
+workload, computes what ckad computes for one batch of S streams (core/MATH.md, "HSIC estimators": linear
 kernel, unbiased HSIC_1 via U-centred Grams, sums over batches):
 
   - per stream the Gram K_s = X_s @ X_s.T in float32 (numpy calls syrk for X @ X.T),
@@ -23,7 +23,7 @@ OpenBLAS runs ("architecture", e.g. Haswell or Cooperlake), its threads and vers
 threadpoolctl reports them (None when threadpoolctl is not installed).
 
 --self-test checks the vectorized HSIC/CKA against a direct, slow float64 implementation of
-MATH.md's definition of HSIC_1 and exits non-zero on a relative mismatch above 1e-9.
+core/MATH.md's definition of HSIC_1 and exits non-zero on a relative mismatch above 1e-9.
 """
 import argparse
 import ctypes
@@ -254,7 +254,7 @@ def blas_info():
 # Self-test
 
 def hsic1_direct(k, l):
-    """MATH.md's HSIC_1 written out literally, float64, no vectorisation tricks."""
+    """core/MATH.md's HSIC_1 written out literally, float64, no vectorisation tricks."""
     n = k.shape[0]
     kt = np.array(k, dtype=np.float64)
     lt = np.array(l, dtype=np.float64)
@@ -269,7 +269,7 @@ def hsic1_direct(k, l):
 
 
 def cka_direct(batches):
-    """Minibatch CKA of MATH.md, direct: batches = list of lists of (n, d) float64 arrays."""
+    """Minibatch CKA of core/MATH.md, direct: batches = list of lists of (n, d) float64 arrays."""
     streams = len(batches[0])
     a = np.zeros((streams, streams))
     for xs in batches:
@@ -312,7 +312,7 @@ def self_test():
     print(f"self-test: minibatch CKA over {len(batches)} batches, rel. error {err:.2e}")
     if err > 1e-9:
         failures.append("CKA")
-    # float32 inputs (float32 Grams, as timed): MATH.md's 1e-6 accuracy.
+    # float32 inputs (float32 Grams, as timed): core/MATH.md's 1e-6 accuracy.
     sums32 = sum(batch_hsic([x.astype(np.float32) for x in xs]) for xs in batches)
     err = rel_err(cka_from_sums(sums32), cka_direct(batches))
     print(f"self-test: float32 Grams vs float64, rel. error {err:.2e} (limit 1e-6)")

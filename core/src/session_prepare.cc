@@ -394,7 +394,7 @@ absl::StatusOr<PreparedBatch> Session::Prepare(const BatchInput& batch,
     if (!s.ok()) return s;
   }
   // Every pair of this message's layers at once: V·Vᵀ with V the k × n(n+1)/2
-  // stacked packed kernels (MATH.md, "Fast form").
+  // stacked packed kernels (core/MATH.md, "Fast form").
   for (size_t m = 0; m < measures.size(); ++m) {
     PairProducts(rep.kernels[m].data(), static_cast<int>(k), packed, pool,
                  rep.pairs[m].data());

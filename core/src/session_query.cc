@@ -1,6 +1,6 @@
 // Session::Query: the CKA matrix of a set of streams from the running sums
 // (minibatch measures, over a range of step buckets) or from the exact
-// feature-space sums.
+// feature-space sums; Session::QuerySeries: chosen pairs in each step bucket.
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -32,6 +32,43 @@ std::string StepsThatFit(std::initializer_list<__int128> candidates) {
   return absl::StrJoin(fit, " or ");
 }
 
+// Returns the index in config.measures of the measure named `name` (empty:
+// the first); NotFound naming the session's measures.
+absl::StatusOr<int> FindMeasure(const SessionConfig& config,
+                                const std::string& name) {
+  if (name.empty()) return 0;
+  auto it = std::find_if(config.measures.begin(), config.measures.end(),
+                         [&](const Measure& m) { return m.name == name; });
+  if (it != config.measures.end()) {
+    return static_cast<int>(it - config.measures.begin());
+  }
+  if (name.size() > kMaxNameBytes) return ValidateName("measure", name);
+  std::vector<std::string> names;
+  for (const Measure& m : config.measures) names.push_back(m.name);
+  return absl::NotFoundError(absl::StrCat(
+      "measure '", name,
+      "' is not in this session (measures: ", absl::StrJoin(names, ", "), ")"));
+}
+
+// Returns the index into SessionState::buckets of the minibatch measure
+// config.measures[measure_index].
+int MinibatchIndex(const SessionConfig& config, int measure_index) {
+  int mb = 0;
+  for (int i = 0; i < measure_index; ++i)
+    mb += IsExact(config.measures[i].estimator) ? 0 : 1;
+  return mb;
+}
+
+// NotFound for the stream `name` of `field`, which `st` does not have.
+absl::Status UnknownStream(const SessionState& st, std::string_view field,
+                           const std::string& name) {
+  return absl::NotFoundError(absl::StrFormat(
+      "%s: stream '%s' is not in this session (it has %d streams%s%s)", field,
+      name.substr(0, kMaxNameBytes), st.streams.size(),
+      st.streams.empty() ? "" : ", e.g. ",
+      st.streams.empty() ? "" : st.streams.front()));
+}
+
 absl::StatusOr<std::vector<int>> ResolveStreams(
     const SessionState& st, const std::vector<std::string>& names,
     const char* field) {
@@ -46,13 +83,7 @@ absl::StatusOr<std::vector<int>> ResolveStreams(
   std::vector<int> position(st.streams.size(), -1);
   for (const std::string& name : names) {
     auto it = st.stream_index.find(name);
-    if (it == st.stream_index.end()) {
-      return absl::NotFoundError(absl::StrFormat(
-          "%s: stream '%s' is not in this session (it has %d streams%s%s)",
-          field, name.substr(0, kMaxNameBytes), st.streams.size(),
-          st.streams.empty() ? "" : ", e.g. ",
-          st.streams.empty() ? "" : st.streams.front()));
-    }
+    if (it == st.stream_index.end()) return UnknownStream(st, field, name);
     if (position[it->second] >= 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: stream '%s' is named twice (at %d and %d); name each stream "
@@ -229,22 +260,9 @@ void ExactMatrix(const ExactSums& ex, const std::vector<int>& rows,
 
 absl::StatusOr<SimilarityMatrix> Session::Query(
     const SimilarityQuery& query) const {
-  int measure_index = 0;
-  if (!query.measure.empty()) {
-    auto it =
-        std::find_if(config_.measures.begin(), config_.measures.end(),
-                     [&](const Measure& m) { return m.name == query.measure; });
-    if (it == config_.measures.end()) {
-      if (query.measure.size() > kMaxNameBytes)
-        return ValidateName("measure", query.measure);
-      std::vector<std::string> names;
-      for (const Measure& m : config_.measures) names.push_back(m.name);
-      return absl::NotFoundError(absl::StrCat(
-          "measure '", query.measure, "' is not in this session (measures: ",
-          absl::StrJoin(names, ", "), ")"));
-    }
-    measure_index = static_cast<int>(it - config_.measures.begin());
-  }
+  absl::StatusOr<int> found = FindMeasure(config_, query.measure);
+  if (!found.ok()) return found.status();
+  const int measure_index = *found;
   const Measure& measure = config_.measures[measure_index];
   const bool ranged = query.step_min.has_value() || query.step_max.has_value();
   int64_t bucket_min = std::numeric_limits<int64_t>::min();
@@ -365,9 +383,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
 
   // Minibatch: sum the buckets in range, then divide. For a square query
   // (rows == cols) the column self terms are the transpose of the row ones.
-  int mb = 0;
-  for (int i = 0; i < measure_index; ++i)
-    mb += IsExact(config_.measures[i].estimator) ? 0 : 1;
+  const int mb = MinibatchIndex(config_, measure_index);
   const bool square = rows == cols;
   const bool rows_identity = IsIdentity(rows);
   const bool cols_identity = square ? rows_identity : IsIdentity(cols);
@@ -396,6 +412,113 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
       const double self_c = self_t[j * nr + i];
       if (out.batches[e] > 0 && self_r[e] > 0 && self_c > 0) {
         out.values[e] = num[e] / std::sqrt(self_r[e] * self_c);
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<SimilaritySeries> Session::QuerySeries(
+    const SeriesQuery& query) const {
+  absl::StatusOr<int> found = FindMeasure(config_, query.measure);
+  if (!found.ok()) return found.status();
+  const Measure& measure = config_.measures[*found];
+  if (IsExact(measure.estimator)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "measure '", measure.name, "' is ", EstimatorName(measure.estimator),
+        ", which is kept over all steps, not per step bucket; a series needs "
+        "a minibatch measure"));
+  }
+  const size_t np = query.pairs.size();
+  if (np == 0 || np > kMaxSeriesPairs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pairs: %d pairs given; name 1 to %d (row, col) pairs",
+                        np, kMaxSeriesPairs));
+  }
+  SimilaritySeries out;
+  out.measure = measure.name;
+  out.pairs = query.pairs;
+  out.step_bucket = config_.step_bucket;
+  const int mb = MinibatchIndex(config_, *found);
+
+  // Per bucket and pair (bucket-major): the sums Query would add up for a
+  // range of that one bucket, copied under the mutex.
+  struct PairSumsCopy {
+    double num = 0.0, self_r = 0.0, self_c = 0.0;
+    int64_t count = 0;
+  };
+  std::vector<int64_t> bucket_ids;
+  std::vector<PairSumsCopy> sums;
+  MemoryBudget::Reservation work;
+  {
+    absl::MutexLock lock(&mu_);
+    const SessionState& st = *state_;
+    auto resolve = [&](const std::string& name, size_t p,
+                       const char* field) -> absl::StatusOr<int> {
+      auto it = st.stream_index.find(name);
+      if (it != st.stream_index.end()) return it->second;
+      return UnknownStream(st, absl::StrFormat("pairs[%d].%s", p, field), name);
+    };
+    std::vector<int> rows(np), cols(np);
+    for (size_t p = 0; p < np; ++p) {
+      absl::StatusOr<int> r = resolve(query.pairs[p].row, p, "row");
+      if (!r.ok()) return r.status();
+      absl::StatusOr<int> c = resolve(query.pairs[p].col, p, "col");
+      if (!c.ok()) return c.status();
+      rows[p] = *r;
+      cols[p] = *c;
+    }
+    const std::map<int64_t, PairSums>& buckets = st.buckets[mb];
+    const size_t nb = buckets.size();
+    if (limits_.memory != nullptr) {
+      absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
+          static_cast<int64_t>(nb * (np * (sizeof(PairSumsCopy) + 16) + 64)),
+          absl::StrFormat("a series of %d pairs over %d step buckets", np, nb));
+      if (!r.ok()) return r.status();
+      work = *std::move(r);
+    }
+    bucket_ids.reserve(nb);
+    sums.resize(nb * np);
+    size_t b = 0;
+    for (const auto& [id, bucket] : buckets) {
+      bucket_ids.push_back(id);
+      const int s = bucket.size;
+      for (size_t p = 0; p < np; ++p) {
+        const int r = rows[p], c = cols[p];
+        if (r >= s || c >= s) continue;
+        PairSumsCopy& e = sums[b * np + p];
+        // Added to 0.0 as Query adds them up, so that the values are the same
+        // bit for bit.
+        e.num += bucket.num[static_cast<size_t>(r) * s + c];
+        e.self_r += bucket.self[static_cast<size_t>(r) * s + c];
+        e.self_c += bucket.self[static_cast<size_t>(c) * s + r];
+        e.count = bucket.count[static_cast<size_t>(r) * s + c];
+      }
+      ++b;
+    }
+  }
+  const int64_t w = config_.step_bucket;
+  out.buckets.resize(bucket_ids.size());
+  for (size_t b = 0; b < bucket_ids.size(); ++b) {
+    SeriesBucket& bucket = out.buckets[b];
+    if (w == 0) {
+      bucket.step_first = std::numeric_limits<int64_t>::min();
+      bucket.step_last = std::numeric_limits<int64_t>::max();
+    } else {
+      // Clamped: a bucket at either end of the step range can reach past it.
+      const __int128 first = static_cast<__int128>(bucket_ids[b]) * w;
+      bucket.step_first = static_cast<int64_t>(
+          std::max<__int128>(first, std::numeric_limits<int64_t>::min()));
+      bucket.step_last = static_cast<int64_t>(std::min<__int128>(
+          first + w - 1, std::numeric_limits<int64_t>::max()));
+    }
+    bucket.values.assign(np, std::numeric_limits<double>::quiet_NaN());
+    bucket.batches.assign(np, 0);
+    for (size_t p = 0; p < np; ++p) {
+      const PairSumsCopy& e = sums[b * np + p];
+      bucket.batches[p] = e.count;
+      if (e.count > 0 && e.self_r > 0 && e.self_c > 0) {
+        bucket.values[p] = e.num / std::sqrt(e.self_r * e.self_c);
       }
     }
   }

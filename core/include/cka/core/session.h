@@ -129,6 +129,43 @@ struct SimilarityMatrix {
   std::vector<int64_t> batches;
 };
 
+// One (row stream, column stream) pair of a series query.
+struct StreamPair {
+  std::string row;
+  std::string col;
+};
+
+// A request for the CKA of chosen pairs in each step bucket on its own (the
+// values of a chart of CKA over training).
+struct SeriesQuery {
+  std::string measure;            // empty: the session's first measure
+  std::vector<StreamPair> pairs;  // 1 to kMaxSeriesPairs pairs
+};
+
+// The most pairs one SeriesQuery may name.
+inline constexpr size_t kMaxSeriesPairs = 1024;
+
+// The values of one step bucket. values[p] is CKA(pairs[p].row, pairs[p].col)
+// over the batches of this bucket only; NaN where there is no value (no
+// common batch in the bucket, or a self term <= 0). batches[p] counts the
+// batches that contributed.
+struct SeriesBucket {
+  int64_t step_first = 0;  // the bucket's first step (INT64_MIN when the
+                           // session has step_bucket 0)
+  int64_t step_last = 0;   // its last step (INT64_MAX for step_bucket 0)
+  std::vector<double> values;
+  std::vector<int64_t> batches;
+};
+
+// The answer to a SeriesQuery: one entry per step bucket that has data (any
+// stream), ascending by step.
+struct SimilaritySeries {
+  std::string measure;
+  std::vector<StreamPair> pairs;  // as asked
+  int64_t step_bucket = 0;        // the session's bucket width
+  std::vector<SeriesBucket> buckets;
+};
+
 // One durable piece of a session's state, keyed (see Session::TakeChanges).
 struct StateRecord {
   std::string key;
@@ -225,6 +262,16 @@ class Session {
   // step range on an exact measure or on a session without step buckets;
   // ResourceExhausted when the matrix does not fit the memory budget.
   absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
+
+  // Returns, for each step bucket with data, the CKA of every pair of
+  // `query` over that bucket's batches alone: each value equals Query's with
+  // step_min/step_max set to the bucket's range. NotFound for an unknown
+  // measure or stream; InvalidArgument for no pairs or more than
+  // kMaxSeriesPairs; FailedPrecondition for an exact measure (it keeps its
+  // sums over all steps, not per bucket); ResourceExhausted when buckets ×
+  // pairs do not fit the memory budget (priced before anything is
+  // allocated). Holds the mutex only to copy the sums it needs.
+  absl::StatusOr<SimilaritySeries> QuerySeries(const SeriesQuery& query) const;
 
   // Returns the configuration and counters. Copies the config and every
   // stream name.

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -101,6 +102,42 @@ absl::StatusOr<v1::WatchSimilarityRequest> WatchRequestFromQuery(
         ParseInteger<int32_t>(kInterval, it->second, "a decimal int32");
     if (!interval.ok()) return interval.status();
     request.set_min_interval_ms(*interval);
+  }
+  return request;
+}
+
+absl::StatusOr<v1::GetSimilaritySeriesRequest> SeriesRequestFromQuery(
+    const std::string& session_id, const QueryParams& params) {
+  v1::GetSimilaritySeriesRequest request;
+  request.set_session_id(session_id);
+  if (params.count("measure") > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("query parameter measure: given ", params.count("measure"),
+                     " times; expected at most once"));
+  }
+  std::vector<std::string> rows, cols;
+  for (const auto& [name, value] : params) {
+    if (name == "measure") {
+      request.set_measure(value);
+    } else if (name == "row") {
+      rows.push_back(value);
+    } else if (name == "col") {
+      cols.push_back(value);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query parameter ", Quoted(name),
+                       ": unknown; expected measure, row, col"));
+    }
+  }
+  if (rows.size() != cols.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "query parameters row and col: ", rows.size(), " rows and ",
+        cols.size(), " cols; pair i is the i-th row with the i-th col"));
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    v1::StreamPair* pair = request.add_pairs();
+    pair->set_row(rows[i]);
+    pair->set_col(cols[i]);
   }
   return request;
 }

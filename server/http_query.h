@@ -30,6 +30,14 @@ absl::StatusOr<v1::GetSimilarityRequest> SimilarityRequestFromQuery(
 absl::StatusOr<v1::WatchSimilarityRequest> WatchRequestFromQuery(
     const std::string& session_id, const QueryParams& params);
 
+// Returns the GetSimilaritySeries request for session `session_id` from the
+// parameters measure, row (repeated) and col (repeated): pair i is the i-th
+// row with the i-th col, so `row=a&col=b&row=a&col=c` asks for (a, b) and
+// (a, c). InvalidArgument for an unknown parameter, measure given twice, or
+// row and col counts that differ. Thread-safe.
+absl::StatusOr<v1::GetSimilaritySeriesRequest> SeriesRequestFromQuery(
+    const std::string& session_id, const QueryParams& params);
+
 }  // namespace cka::server
 
 #endif  // CKA_SERVER_HTTP_QUERY_H_

@@ -243,7 +243,8 @@ void HttpServer::Dispatch(const httplib::Request& request,
     }
   }
   if (!api || path.size() > 5 ||
-      (path.size() == 5 && path[4] != "similarity" && path[4] != "watch")) {
+      (path.size() == 5 && path[4] != "similarity" && path[4] != "watch" &&
+       path[4] != "series")) {
     SetError(grpc::StatusCode::NOT_FOUND,
              absl::StrCat("no route for ", request.path.substr(0, 128),
                           "; the API is under /api/v1/sessions"),
@@ -270,6 +271,16 @@ void HttpServer::Dispatch(const httplib::Request& request,
     get.set_session_id(path[3]);
     v1::Session session;
     SetAnswer(stub_->GetSession(&context, get, &session), session, response);
+  } else if (path[4] == "series") {
+    absl::StatusOr<v1::GetSimilaritySeriesRequest> query =
+        SeriesRequestFromQuery(path[3], request.params);
+    if (!query.ok()) {
+      SetError(query.status(), response);
+      return;
+    }
+    v1::SimilaritySeries series;
+    SetAnswer(stub_->GetSimilaritySeries(&context, *query, &series), series,
+              response);
   } else {
     absl::StatusOr<v1::GetSimilarityRequest> query =
         SimilarityRequestFromQuery(path[3], request.params);

@@ -54,7 +54,10 @@ struct HttpServerOptions {
 //   /api/v1/sessions                    ListSessions
 //   /api/v1/sessions/{id}               GetSession
 //   /api/v1/sessions/{id}/similarity    GetSimilarity
-//   (SimilarityRequestFromQuery) /metrics HttpServerOptions::metrics_text
+//                                       (SimilarityRequestFromQuery)
+//   /api/v1/sessions/{id}/series        GetSimilaritySeries
+//                                       (SeriesRequestFromQuery)
+//   /metrics                            HttpServerOptions::metrics_text
 //   /healthz                            200 "ok", no authentication
 //   /, /index.html, /main.js, ...       the page (FindWebAsset), no
 //                                       authentication, with its

@@ -235,6 +235,39 @@ void SimilarityMatrixToProto(const std::string& session_id,
   proto->mutable_batches()->Add(matrix.batches.begin(), matrix.batches.end());
 }
 
+core::SeriesQuery SeriesQueryFromProto(
+    const v1::GetSimilaritySeriesRequest& request) {
+  core::SeriesQuery query;
+  query.measure = request.measure();
+  query.pairs.reserve(request.pairs_size());
+  for (const v1::StreamPair& pair : request.pairs()) {
+    query.pairs.push_back({pair.row(), pair.col()});
+  }
+  return query;
+}
+
+void SimilaritySeriesToProto(const std::string& session_id,
+                             const core::SimilaritySeries& series,
+                             v1::SimilaritySeries* proto) {
+  proto->Clear();
+  proto->set_session_id(session_id);
+  proto->set_measure(series.measure);
+  for (const core::StreamPair& pair : series.pairs) {
+    v1::StreamPair* p = proto->add_pairs();
+    p->set_row(pair.row);
+    p->set_col(pair.col);
+  }
+  proto->set_step_bucket(series.step_bucket);
+  proto->mutable_buckets()->Reserve(static_cast<int>(series.buckets.size()));
+  for (const core::SeriesBucket& bucket : series.buckets) {
+    v1::SeriesBucket* b = proto->add_buckets();
+    b->set_step_first(bucket.step_first);
+    b->set_step_last(bucket.step_last);
+    b->mutable_values()->Add(bucket.values.begin(), bucket.values.end());
+    b->mutable_batches()->Add(bucket.batches.begin(), bucket.batches.end());
+  }
+}
+
 void SessionToProto(const std::string& session_id,
                     const core::SessionInfo& info, v1::Session* proto) {
   proto->Clear();

@@ -49,6 +49,16 @@ absl::StatusOr<core::BatchInput> BatchInputFromProto(
 core::SimilarityQuery SimilarityQueryFromProto(
     const v1::GetSimilarityRequest& request);
 
+// Returns the core query of `request`.
+core::SeriesQuery SeriesQueryFromProto(
+    const v1::GetSimilaritySeriesRequest& request);
+
+// Writes `series` of session `session_id` into `*proto`, replacing its
+// contents.
+void SimilaritySeriesToProto(const std::string& session_id,
+                             const core::SimilaritySeries& series,
+                             v1::SimilaritySeries* proto);
+
 // Writes `matrix` of session `session_id` into `*proto`, replacing its
 // contents.
 void SimilarityMatrixToProto(const std::string& session_id,

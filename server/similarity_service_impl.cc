@@ -790,64 +790,93 @@ SimilarityServiceImpl::StreamActivations(grpc::CallbackServerContext* context) {
   return stream;
 }
 
-grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
+grpc::ServerUnaryReactor* SimilarityServiceImpl::AnswerQuery(
     grpc::CallbackServerContext* context,
-    const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
+    const google::protobuf::Message& request, const std::string& session_id,
+    const char* method,
+    std::function<absl::Status(core::Session&, absl::Time scheduled)> answer) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::StatusOr<std::optional<Caller>> caller =
-          Admit(context, Role::kReader, "GetSimilarity");
+          Admit(context, Role::kReader, method);
       !caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status(), "GetSimilarity"));
+    reactor->Finish(ToGrpcStatus(caller.status(), method));
     return reactor;
   }
-  if (absl::Status size = CheckMessageSize(*request, "GetSimilarity");
-      !size.ok()) {
-    reactor->Finish(ToGrpcStatus(size, "GetSimilarity"));
+  if (absl::Status size = CheckMessageSize(request, method); !size.ok()) {
+    reactor->Finish(ToGrpcStatus(size, method));
     return reactor;
   }
   absl::StatusOr<std::shared_ptr<core::Session>> session =
-      engine_->GetSession(request->session_id());
+      engine_->GetSession(session_id);
   if (!session.ok()) {
-    reactor->Finish(ToGrpcStatus(session.status(), "GetSimilarity"));
+    reactor->Finish(ToGrpcStatus(session.status(), method));
     return reactor;
   }
-  // The query and the conversion of its matrix (65,536 entries for 256
-  // streams) run on the query pool: reactions must not block. gRPC keeps
-  // `request` and `response` until Finish.
+  // The query and the conversion of its answer (65,536 entries for 256
+  // streams) run on the query pool: reactions must not block. gRPC keeps the
+  // request and the response until Finish.
   {
     absl::MutexLock lock(&mu_);
     ++queries_in_flight_;
   }
   const absl::Time scheduled = absl::Now();
-  query_pool_->Schedule([this, context, reactor, request, response, scheduled,
+  query_pool_->Schedule([this, context, reactor, method, scheduled,
+                         answer = std::move(answer),
                          session = *std::move(session)] {
-    const absl::Time started = absl::Now();
-    absl::StatusOr<core::SimilarityMatrix> matrix =
-        session->Query(SimilarityQueryFromProto(*request));
-    if (matrix.ok()) {
-      const absl::Time queried = absl::Now();
-      SimilarityMatrixToProto(request->session_id(), *matrix, response);
-      const absl::Time converted = absl::Now();
-      spdlog::debug(
-          "GetSimilarity '{}': {} x {} in {:.2f} ms ({:.2f} ms queued, "
-          "{:.2f} ms query, {:.2f} ms conversion)",
-          request->session_id(), matrix->rows.size(), matrix->cols.size(),
-          absl::ToDoubleMilliseconds(converted - scheduled),
-          absl::ToDoubleMilliseconds(started - scheduled),
-          absl::ToDoubleMilliseconds(queried - started),
-          absl::ToDoubleMilliseconds(converted - queried));
+    absl::Status status = answer(*session, scheduled);
+    if (status.ok()) {
       context->AddTrailingMetadata(
           kServerTimeMetadataKey,
           absl::StrFormat("%.3f",
-                          absl::ToDoubleMilliseconds(converted - scheduled)));
+                          absl::ToDoubleMilliseconds(absl::Now() - scheduled)));
       reactor->Finish(grpc::Status::OK);
     } else {
-      reactor->Finish(ToGrpcStatus(matrix.status(), "GetSimilarity"));
+      reactor->Finish(ToGrpcStatus(status, method));
     }
     absl::MutexLock lock(&mu_);
     --queries_in_flight_;
   });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
+    grpc::CallbackServerContext* context,
+    const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
+  return AnswerQuery(
+      context, *request, request->session_id(), "GetSimilarity",
+      [request, response](core::Session& session, absl::Time scheduled) {
+        const absl::Time started = absl::Now();
+        absl::StatusOr<core::SimilarityMatrix> matrix =
+            session.Query(SimilarityQueryFromProto(*request));
+        if (!matrix.ok()) return matrix.status();
+        const absl::Time queried = absl::Now();
+        SimilarityMatrixToProto(request->session_id(), *matrix, response);
+        const absl::Time converted = absl::Now();
+        spdlog::debug(
+            "GetSimilarity '{}': {} x {} in {:.2f} ms ({:.2f} ms queued, "
+            "{:.2f} ms query, {:.2f} ms conversion)",
+            request->session_id(), matrix->rows.size(), matrix->cols.size(),
+            absl::ToDoubleMilliseconds(converted - scheduled),
+            absl::ToDoubleMilliseconds(started - scheduled),
+            absl::ToDoubleMilliseconds(queried - started),
+            absl::ToDoubleMilliseconds(converted - queried));
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilaritySeries(
+    grpc::CallbackServerContext* context,
+    const v1::GetSimilaritySeriesRequest* request,
+    v1::SimilaritySeries* response) {
+  return AnswerQuery(
+      context, *request, request->session_id(), "GetSimilaritySeries",
+      [request, response](core::Session& session, absl::Time) {
+        absl::StatusOr<core::SimilaritySeries> series =
+            session.QuerySeries(SeriesQueryFromProto(*request));
+        if (!series.ok()) return series.status();
+        SimilaritySeriesToProto(request->session_id(), *series, response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerWriteReactor<v1::SimilarityMatrix>*

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -68,7 +69,9 @@ using SimilarityCallbackBase = v1::Similarity::WithCallbackMethod_CreateSession<
                 v1::Similarity::WithRawCallbackMethod_StreamActivations<
                     v1::Similarity::WithCallbackMethod_GetSimilarity<
                         v1::Similarity::WithCallbackMethod_WatchSimilarity<
-                            v1::Similarity::Service>>>>>>>;
+                            v1::Similarity::
+                                WithCallbackMethod_GetSimilaritySeries<
+                                    v1::Similarity::Service>>>>>>>>;
 
 class SimilarityServiceImpl final : public SimilarityCallbackBase {
  public:
@@ -116,6 +119,10 @@ class SimilarityServiceImpl final : public SimilarityCallbackBase {
   grpc::ServerWriteReactor<v1::SimilarityMatrix>* WatchSimilarity(
       grpc::CallbackServerContext* context,
       const v1::WatchSimilarityRequest* request) override;
+  grpc::ServerUnaryReactor* GetSimilaritySeries(
+      grpc::CallbackServerContext* context,
+      const v1::GetSimilaritySeriesRequest* request,
+      v1::SimilaritySeries* response) override;
 
   // Starts the drain: every stream stops reading, acks what it has read and
   // then ends with UNAVAILABLE (or OK if the client had already half-closed);
@@ -146,6 +153,17 @@ class SimilarityServiceImpl final : public SimilarityCallbackBase {
   // message limit, or OK.
   absl::Status CheckMessageSize(const google::protobuf::Message& request,
                                 const char* method) const;
+
+  // Answers a unary query of a reader (GetSimilarity, GetSimilaritySeries):
+  // admits the caller, checks the request's size, finds session
+  // `session_id`, then runs `answer` on the query pool and finishes with its
+  // status, with the server-time trailing metadata when it is OK. `answer`
+  // fills the response; it is given the time the call was scheduled.
+  grpc::ServerUnaryReactor* AnswerQuery(
+      grpc::CallbackServerContext* context,
+      const google::protobuf::Message& request, const std::string& session_id,
+      const char* method,
+      std::function<absl::Status(core::Session&, absl::Time scheduled)> answer);
 
   // Reactors are registered (in streams_/watches_) from creation until
   // destruction so that BeginShutdown can reach them.
@@ -178,7 +196,8 @@ class SimilarityServiceImpl final : public SimilarityCallbackBase {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   std::set<ActivationStream*> streams_ ABSL_GUARDED_BY(mu_);
   std::set<SimilarityWatch*> watches_ ABSL_GUARDED_BY(mu_);
-  // GetSimilarity calls whose pool work has not returned yet.
+  // GetSimilarity and GetSimilaritySeries calls whose pool work has not
+  // returned yet.
   int queries_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -170,6 +170,39 @@ int RunMatrix(client::Client& client, const QueryArgs& args, std::ostream& out,
   return 0;
 }
 
+int RunSeries(client::Client& client, const QueryArgs& args, std::ostream& out,
+              std::ostream& err) {
+  if (args.rows.size() != args.cols.size()) {
+    return Fail(err, absl::InvalidArgumentError(absl::StrCat(
+                         "--rows and --cols: ", args.rows.size(), " rows and ",
+                         args.cols.size(),
+                         " cols; pair i is the i-th row with the i-th col")));
+  }
+  v1::GetSimilaritySeriesRequest request;
+  request.set_session_id(args.session_id);
+  request.set_measure(args.measure);
+  for (size_t i = 0; i < args.rows.size(); ++i) {
+    v1::StreamPair* pair = request.add_pairs();
+    pair->set_row(args.rows[i]);
+    pair->set_col(args.cols[i]);
+  }
+  absl::StatusOr<v1::SimilaritySeries> series =
+      client.GetSimilaritySeries(request);
+  if (!series.ok()) return Fail(err, series.status());
+  if (args.format == "json") {
+    out << SeriesJson(*series).dump() << "\n";
+  } else if (args.format == "csv") {
+    out << FormatSeriesCsv(*series, args.precision);
+  } else {
+    out << "session " << series->session_id() << ", measure "
+        << series->measure() << ", step bucket " << series->step_bucket()
+        << "\n"
+        << FormatSeriesTable(*series, args.precision);
+  }
+  out.flush();
+  return 0;
+}
+
 int RunWatch(client::Client& client, const QueryArgs& args, std::ostream& out,
              std::ostream& err) {
   v1::WatchSimilarityRequest request;

@@ -59,6 +59,10 @@ int RunDelete(client::Client& client, const std::string& session_id,
               std::ostream& out, std::ostream& err);
 int RunMatrix(client::Client& client, const QueryArgs& args, std::ostream& out,
               std::ostream& err);
+// Prints the series of the pairs (args.rows[i], args.cols[i]); the step range
+// is not used.
+int RunSeries(client::Client& client, const QueryArgs& args, std::ostream& out,
+              std::ostream& err);
 int RunWatch(client::Client& client, const QueryArgs& args, std::ostream& out,
              std::ostream& err);
 int RunSend(client::Client& client, const SendArgs& args, std::ostream& out,

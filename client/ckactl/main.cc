@@ -111,6 +111,23 @@ int main(int argc, char** argv) {
   };
   CLI::App* matrix_cmd = app.add_subcommand("matrix", "print the CKA matrix");
   add_query(matrix_cmd);
+  CLI::App* series_cmd = app.add_subcommand(
+      "series",
+      "print the CKA of pairs (the i-th of --rows with the i-th of --cols) in "
+      "each step bucket");
+  series_cmd->add_option("session", query.session_id, "session id")->required();
+  series_cmd->add_option("--measure", query.measure,
+                         "measure name (default: the first)");
+  series_cmd->add_option("--rows", query.rows, "row stream of each pair")
+      ->delimiter(',')
+      ->required();
+  series_cmd->add_option("--cols", query.cols, "column stream of each pair")
+      ->delimiter(',')
+      ->required();
+  series_cmd->add_option("--format", query.format, "table, csv or json")
+      ->check(formats);
+  series_cmd->add_option("--precision", query.precision, "decimals")
+      ->check(CLI::Range(0, 17));
   CLI::App* watch_cmd =
       app.add_subcommand("watch", "reprint the CKA matrix on every update");
   add_query(watch_cmd);
@@ -184,6 +201,7 @@ int main(int argc, char** argv) {
   if (*get_cmd) return cka::ckactl::RunGet(c, get_id, get_format, out, err);
   if (*delete_cmd) return cka::ckactl::RunDelete(c, delete_id, out, err);
   if (*matrix_cmd) return cka::ckactl::RunMatrix(c, query, out, err);
+  if (*series_cmd) return cka::ckactl::RunSeries(c, query, out, err);
   if (*watch_cmd) return cka::ckactl::RunWatch(c, query, out, err);
   if (*send_cmd) return cka::ckactl::RunSend(c, send, out, err);
   if (*health_cmd) return cka::ckactl::RunHealth(c, health_service, out, err);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -96,6 +98,98 @@ nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix) {
                                             matrix.cols().end())},
           {"values", std::move(values)},
           {"batches", std::move(batches)}};
+}
+
+namespace {
+
+std::string PairLabel(const v1::StreamPair& pair) {
+  return absl::StrCat(pair.row(), " vs ", pair.col());
+}
+
+double SeriesValue(const v1::SeriesBucket& bucket, int p) {
+  return p < bucket.values_size() ? bucket.values(p) : std::nan("");
+}
+
+std::string BucketSteps(const v1::SeriesBucket& bucket) {
+  if (bucket.step_first() == std::numeric_limits<int64_t>::min() &&
+      bucket.step_last() == std::numeric_limits<int64_t>::max()) {
+    return "all";
+  }
+  return absl::StrCat(bucket.step_first(), "..", bucket.step_last());
+}
+
+}  // namespace
+
+std::string FormatSeriesTable(const v1::SimilaritySeries& series,
+                              int precision) {
+  std::vector<std::string> header = {"steps"};
+  for (const v1::StreamPair& pair : series.pairs())
+    header.push_back(PairLabel(pair));
+  std::vector<std::vector<std::string>> lines = {header};
+  for (const v1::SeriesBucket& bucket : series.buckets()) {
+    std::vector<std::string> line = {BucketSteps(bucket)};
+    for (int p = 0; p < series.pairs_size(); ++p)
+      line.push_back(Value(SeriesValue(bucket, p), precision, "-"));
+    lines.push_back(std::move(line));
+  }
+  std::vector<size_t> widths(header.size(), 0);
+  for (const auto& line : lines) {
+    for (size_t c = 0; c < line.size(); ++c)
+      widths[c] = std::max(widths[c], line[c].size());
+  }
+  std::string out;
+  for (const auto& line : lines) {
+    out += absl::StrFormat("%-*s", static_cast<int>(widths[0]), line[0]);
+    for (size_t c = 1; c < line.size(); ++c) {
+      absl::StrAppend(
+          &out, "  ",
+          absl::StrFormat("%*s", static_cast<int>(widths[c]), line[c]));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision) {
+  std::string out = "step_first,step_last";
+  for (const v1::StreamPair& pair : series.pairs())
+    absl::StrAppend(&out, ",", PairLabel(pair));
+  out += "\n";
+  for (const v1::SeriesBucket& bucket : series.buckets()) {
+    absl::StrAppend(&out, bucket.step_first(), ",", bucket.step_last());
+    for (int p = 0; p < series.pairs_size(); ++p) {
+      absl::StrAppend(&out, ",",
+                      Value(SeriesValue(bucket, p), precision, "nan"));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+nlohmann::json SeriesJson(const v1::SimilaritySeries& series) {
+  nlohmann::json pairs = nlohmann::json::array();
+  for (const v1::StreamPair& pair : series.pairs())
+    pairs.push_back({{"row", pair.row()}, {"col", pair.col()}});
+  nlohmann::json buckets = nlohmann::json::array();
+  for (const v1::SeriesBucket& bucket : series.buckets()) {
+    nlohmann::json values = nlohmann::json::array();
+    for (int p = 0; p < series.pairs_size(); ++p) {
+      const double v = SeriesValue(bucket, p);
+      values.push_back(std::isnan(v) ? nlohmann::json(nullptr)
+                                     : nlohmann::json(v));
+    }
+    buckets.push_back(
+        {{"step_first", bucket.step_first()},
+         {"step_last", bucket.step_last()},
+         {"values", std::move(values)},
+         {"batches", std::vector<int64_t>(bucket.batches().begin(),
+                                          bucket.batches().end())}});
+  }
+  return {{"session_id", series.session_id()},
+          {"measure", series.measure()},
+          {"step_bucket", series.step_bucket()},
+          {"pairs", std::move(pairs)},
+          {"buckets", std::move(buckets)}};
 }
 
 nlohmann::json SessionJson(const v1::Session& session) {

@@ -1,4 +1,5 @@
-// Text renderings of a SimilarityMatrix and of sessions for ckactl: an aligned
+// Text renderings of a SimilarityMatrix, a SimilaritySeries and of sessions
+// for ckactl: an aligned
 // table, CSV and JSON. NaN (no value) prints as "-" in tables, "nan" in CSV and
 // null in JSON.
 #ifndef CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_
@@ -22,6 +23,17 @@ std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision);
 // Returns
 // {"session_id","measure","rows","cols","values":[[...]],"batches":[[...]]}.
 nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix);
+
+// Returns a series as a table: one line per step bucket, its steps ("first..
+// last", or "all" for a session without step buckets) then one column per
+// pair, headed "row vs col".
+std::string FormatSeriesTable(const v1::SimilaritySeries& series,
+                              int precision);
+// Returns "step_first,step_last,row vs col,..." then one line per bucket.
+std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision);
+// Returns {"session_id","measure","step_bucket","pairs":[{"row","col"}],
+// "buckets":[{"step_first","step_last","values":[...],"batches":[...]}]}.
+nlohmann::json SeriesJson(const v1::SimilaritySeries& series);
 
 // Returns a session as JSON: id, measures (specs), declared streams, streams,
 // counters.

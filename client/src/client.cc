@@ -227,6 +227,17 @@ absl::StatusOr<v1::SimilarityMatrix> Client::GetSimilarity(
   return matrix;
 }
 
+absl::StatusOr<v1::SimilaritySeries> Client::GetSimilaritySeries(
+    const v1::GetSimilaritySeriesRequest& query,
+    std::optional<absl::Duration> timeout) {
+  grpc::ClientContext context;
+  PrepareContext(options_, TimeoutOr(timeout), &context, query.session_id());
+  v1::SimilaritySeries series;
+  grpc::Status status = stub_->GetSimilaritySeries(&context, query, &series);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return series;
+}
+
 absl::Status Client::WatchSimilarity(
     const v1::WatchSimilarityRequest& request,
     const std::function<bool(const v1::SimilarityMatrix&)>& on_update,

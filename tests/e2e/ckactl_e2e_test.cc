@@ -150,6 +150,70 @@ TEST_F(CkactlE2eTest, CreateSendMatrixGetListDeleteRoundTrip) {
   EXPECT_EQ(Ckactl({"delete", "exp"}).exit_code, 1);
 }
 
+TEST_F(CkactlE2eTest, SeriesPrintsEachBucketAsGetSimilaritySeriesAnswers) {
+  ProcessResult r = Ckactl({"create", "run", "--measure", "lin:linear:unbiased",
+                            "--step-bucket", "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < 2; ++b) {
+    r = Ckactl({"send", "--session", "run", "--source", "m", "--batch-id",
+                absl::StrCat("b", b), "--step", absl::StrCat(b * 10),
+                WriteBatch(b, &batches)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const v1::GetSimilaritySeriesRequest request =
+      SeriesRequest("run", {{"m/conv", "m/fc"}, {"m/fc", "m/fc"}});
+  absl::StatusOr<v1::SimilaritySeries> direct =
+      client_->GetSimilaritySeries(request);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_EQ(direct->buckets_size(), 2);
+
+  r = Ckactl({"series", "run", "--rows", "m/conv,m/fc", "--cols", "m/fc,m/fc",
+              "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["measure"], "lin");
+  EXPECT_EQ(j["step_bucket"], 10);
+  ASSERT_EQ(j["pairs"].size(), 2u);
+  EXPECT_EQ(j["pairs"][0]["row"], "m/conv");
+  EXPECT_EQ(j["pairs"][0]["col"], "m/fc");
+  ASSERT_EQ(j["buckets"].size(), 2u);
+  for (int b = 0; b < 2; ++b) {
+    const v1::SeriesBucket& want = direct->buckets(b);
+    EXPECT_EQ(j["buckets"][b]["step_first"], want.step_first());
+    EXPECT_EQ(j["buckets"][b]["step_last"], want.step_last());
+    for (int p = 0; p < 2; ++p) {
+      // JSON prints doubles with round-trip precision.
+      EXPECT_EQ(j["buckets"][b]["values"][p].get<double>(), want.values(p));
+      EXPECT_EQ(j["buckets"][b]["batches"][p], 1);
+    }
+  }
+
+  r = Ckactl({"series", "run", "--rows", "m/conv", "--cols", "m/fc", "--format",
+              "csv", "--precision", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_EQ(lines[0], "step_first,step_last,m/conv vs m/fc");
+  EXPECT_EQ(lines[1],
+            absl::StrFormat("0,9,%.5f", direct->buckets(0).values(0)));
+  EXPECT_EQ(lines[2],
+            absl::StrFormat("10,19,%.5f", direct->buckets(1).values(0)));
+
+  r = Ckactl({"series", "run", "--rows", "m/conv", "--cols", "m/fc"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("step bucket 10"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("10..19"), std::string::npos) << r.out;
+
+  r = Ckactl({"series", "run", "--rows", "m/conv,m/fc", "--cols", "m/fc"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("2 rows and 1 cols"), std::string::npos) << r.err;
+  r = Ckactl({"series", "run", "--rows", "m/conv", "--cols", "m/none"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+}
+
 TEST_F(CkactlE2eTest, ErrorsPrintTheMessageAndExitNonZero) {
   ASSERT_EQ(Ckactl({"create", "e"}).exit_code, 0);
   // A bad measure spec never reaches the server.

@@ -418,6 +418,68 @@ TEST_F(HttpApiTest, SimilarityAnswersGrpcsValuesBitForBit) {
   EXPECT_GT(nan_seen, 0);
 }
 
+TEST_F(HttpApiTest, SeriesAnswersGrpcsSeriesBitForBit) {
+  CreateAndFill("s", 4);  // steps 0, 5, 10, 15: buckets [0, 9] and [10, 19]
+  v1::GetSimilaritySeriesRequest request =
+      SeriesRequest("s", {{"a/l1", "a/l2"}, {"b/m1", "a/l1"}});
+  request.set_measure("mb");
+  absl::StatusOr<v1::SimilaritySeries> grpc =
+      client_->GetSimilaritySeries(request);
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  ASSERT_EQ(grpc->buckets_size(), 2);
+  httplib::Result http =
+      Get(http_port(),
+          "/api/v1/sessions/s/series?measure=mb&row=a%2Fl1&col=a%2Fl2&"
+          "row=b%2Fm1&col=a%2Fl1");
+  ASSERT_TRUE(http);
+  ASSERT_EQ(http->status, 200) << http->body;
+  const v1::SimilaritySeries json = FromJson<v1::SimilaritySeries>(http->body);
+  EXPECT_EQ(json.session_id(), "s");
+  EXPECT_EQ(json.measure(), "mb");
+  EXPECT_EQ(json.step_bucket(), 10);
+  ASSERT_EQ(json.pairs_size(), 2);
+  EXPECT_EQ(json.pairs(1).row(), "b/m1");
+  EXPECT_EQ(json.pairs(1).col(), "a/l1");
+  ASSERT_EQ(json.buckets_size(), grpc->buckets_size());
+  int nan_seen = 0;
+  for (int b = 0; b < json.buckets_size(); ++b) {
+    const v1::SeriesBucket& h = json.buckets(b);
+    const v1::SeriesBucket& g = grpc->buckets(b);
+    EXPECT_EQ(h.step_first(), g.step_first());
+    EXPECT_EQ(h.step_last(), g.step_last());
+    ASSERT_EQ(h.values_size(), 2);
+    ASSERT_EQ(g.values_size(), 2);
+    for (int p = 0; p < 2; ++p) {
+      EXPECT_EQ(h.batches(p), g.batches(p));
+      if (std::isnan(g.values(p))) {
+        ++nan_seen;
+        EXPECT_TRUE(std::isnan(h.values(p))) << h.values(p);
+      } else {
+        EXPECT_EQ(h.values(p), g.values(p)) << "bucket " << b << " pair " << p;
+      }
+    }
+  }
+  // b sent only the first batch: its pair has no value in the second bucket.
+  EXPECT_EQ(nan_seen, 1);
+
+  v1::GetSimilaritySeriesRequest unknown = request;
+  unknown.mutable_pairs(0)->set_col("a/zz");
+  const absl::Status grpc_unknown =
+      client_->GetSimilaritySeries(unknown).status();
+  ASSERT_EQ(grpc_unknown.code(), absl::StatusCode::kNotFound);
+  ExpectError(
+      Get(http_port(), "/api/v1/sessions/s/series?row=a%2Fl1&col=a%2Fzz"), 404,
+      "NOT_FOUND", std::string(grpc_unknown.message()));
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/series?row=a%2Fl1"), 400,
+              "INVALID_ARGUMENT", "1 rows and 0 cols");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/series"), 400,
+              "INVALID_ARGUMENT", "pairs");
+  ExpectError(Get(http_port(), "/api/v1/sessions/s/series?rows=a%2Fl1"), 400,
+              "INVALID_ARGUMENT", "'rows': unknown");
+  ExpectError(Get(http_port(), "/api/v1/sessions/nope/series?row=a&col=a"), 404,
+              "NOT_FOUND", "nope");
+}
+
 TEST_F(HttpApiTest, ErrorsAreGrpcsCodesAndMessages) {
   CreateAndFill("s", 1);
   // Unknown session and measure: the service's code and message.

@@ -315,6 +315,66 @@ TEST_F(ServiceE2eTest, MatrixOverGrpcEqualsTheEngineAndAFloat64Reference) {
               ReferenceMinibatchCka(batches, "a/l2", "b/m1", true), 1e-10);
 }
 
+TEST_F(ServiceE2eTest, SeriesEqualsGetSimilarityOverEachBucketsStepRange) {
+  v1::SessionConfig config;
+  *config.add_measures() = MakeMeasure("unbiased", v1::UNBIASED);
+  for (const std::string& s : kThreeStreams) config.add_streams(s);
+  config.set_step_bucket(2);
+  ASSERT_TRUE(client_->CreateSession("series", config).ok());
+  // Steps 100..105: buckets [100, 101], [102, 103], [104, 105].
+  SendBatches("series", ThreeStreams(6));
+
+  const v1::GetSimilaritySeriesRequest request = SeriesRequest(
+      "series", {{"a/l1", "b/m1"}, {"a/l2", "a/l1"}, {"b/m1", "a/l2"}});
+  absl::StatusOr<v1::SimilaritySeries> series =
+      client_->GetSimilaritySeries(request);
+  ASSERT_TRUE(series.ok()) << series.status();
+  EXPECT_EQ(series->measure(), "unbiased");
+  EXPECT_EQ(series->step_bucket(), 2);
+  ASSERT_EQ(series->pairs_size(), 3);
+  ASSERT_EQ(series->buckets_size(), 3);
+  for (int b = 0; b < 3; ++b) {
+    const v1::SeriesBucket& bucket = series->buckets(b);
+    EXPECT_EQ(bucket.step_first(), 100 + 2 * b);
+    EXPECT_EQ(bucket.step_last(), 101 + 2 * b);
+    ASSERT_EQ(bucket.values_size(), 3);
+    ASSERT_EQ(bucket.batches_size(), 3);
+    v1::GetSimilarityRequest range;
+    range.set_session_id("series");
+    range.set_step_min(bucket.step_first());
+    range.set_step_max(bucket.step_last());
+    absl::StatusOr<v1::SimilarityMatrix> matrix = client_->GetSimilarity(range);
+    ASSERT_TRUE(matrix.ok()) << matrix.status();
+    for (int p = 0; p < 3; ++p) {
+      const int i = IndexOf(matrix->rows(), request.pairs(p).row());
+      const int j = IndexOf(matrix->cols(), request.pairs(p).col());
+      ASSERT_GE(i, 0);
+      ASSERT_GE(j, 0);
+      const int k = i * matrix->cols_size() + j;
+      // The same sums divided the same way, carried bit for bit.
+      EXPECT_EQ(bucket.values(p), matrix->values(k))
+          << "bucket " << b << " pair " << p;
+      EXPECT_FALSE(std::isnan(bucket.values(p)));
+      EXPECT_EQ(bucket.batches(p), 2);
+      EXPECT_EQ(bucket.batches(p), matrix->batches(k));
+    }
+  }
+
+  // The service's codes: unknown session or stream, no pairs, exact measure.
+  v1::GetSimilaritySeriesRequest bad = request;
+  bad.set_session_id("absent");
+  EXPECT_EQ(client_->GetSimilaritySeries(bad).status().code(),
+            absl::StatusCode::kNotFound);
+  bad = request;
+  bad.mutable_pairs(1)->set_col("a/none");
+  absl::Status unknown = client_->GetSimilaritySeries(bad).status();
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.message(), "pairs[1].col")) << unknown;
+  bad.clear_pairs();
+  EXPECT_EQ(client_->GetSimilaritySeries(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(ServiceE2eTest,
        TwoSourcesInTwoProcessesJoinByBatchIdIntoTheCrossModelBlock) {
   CreateSession("cross", {MakeMeasure("lin", v1::UNBIASED)}, kThreeStreams);

@@ -262,4 +262,17 @@ std::string DescribeStoredDifference(
   return out;
 }
 
+v1::GetSimilaritySeriesRequest SeriesRequest(
+    const std::string& session_id,
+    const std::vector<std::pair<std::string, std::string>>& pairs) {
+  v1::GetSimilaritySeriesRequest request;
+  request.set_session_id(session_id);
+  for (const auto& [row, col] : pairs) {
+    v1::StreamPair* pair = request.add_pairs();
+    pair->set_row(row);
+    pair->set_col(col);
+  }
+  return request;
+}
+
 }  // namespace cka::testing

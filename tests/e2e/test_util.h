@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cka/client/client.h"
@@ -24,6 +25,12 @@ std::unique_ptr<server::Server> StartServer(int max_message_mb = 64);
 std::unique_ptr<server::Server> StartServer(server::ServerOptions options);
 // Returns a client of 127.0.0.1:`port`.
 std::unique_ptr<client::Client> ConnectClient(int port);
+
+// Returns the GetSimilaritySeries request of session `session_id` for
+// `pairs` (row, col), with the session's first measure.
+v1::GetSimilaritySeriesRequest SeriesRequest(
+    const std::string& session_id,
+    const std::vector<std::pair<std::string, std::string>>& pairs);
 
 // Returns n × d activations: a seeded standard normal matrix, optionally plus
 // `mix` times the first min(d, base.d) columns of `base` (to make streams

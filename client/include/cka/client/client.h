@@ -134,6 +134,12 @@ class Client {
       const v1::GetSimilarityRequest& query,
       std::optional<absl::Duration> timeout = {});
 
+  // Returns, for the pairs of `query`, the CKA of each step bucket on its own
+  // (buckets ascending; values[p] per pair, NaN = no value).
+  absl::StatusOr<v1::SimilaritySeries> GetSimilaritySeries(
+      const v1::GetSimilaritySeriesRequest& query,
+      std::optional<absl::Duration> timeout = {});
+
   // Watches the matrix of `request`, calling `on_update` on the calling thread
   // for the first matrix and for every change, until `on_update` returns false
   // (then OK), the stream ends, or `timeout` passes (then OK: a watch that ran

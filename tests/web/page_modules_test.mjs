@@ -1,13 +1,38 @@
 // The page's modules that need no browser (server/web/src): stream names and their short
-// labels, and the server-sent-events parser fed in chunks split anywhere.
+// labels, the over-training chart's default pairs, and the server-sent-events parser fed in chunks split anywhere.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { shortLabels, sourcesOf, splitStream, streamsOf } from '../../server/web/src/names.js';
+import {
+  defaultPairs,
+  kMaxLines,
+  shortLabels,
+  sourcesOf,
+  splitStream,
+  streamsOf,
+} from '../../server/web/src/names.js';
 import { SseParser } from '../../server/web/src/sse.js';
 
 test('a stream splits at its first slash; without one its source is empty', () => {
   assert.deepEqual(splitStream('resnet/layer1/conv'), { source: 'resnet', layer: 'layer1/conv' });
   assert.deepEqual(splitStream('conv1'), { source: '', layer: 'conv1' });
+});
+
+test('the default pairs are same-named layers of the two axes, else the diagonal', () => {
+  assert.deepEqual(defaultPairs(['a/conv1', 'a/fc', 'a/extra'], ['b/fc', 'b/conv1']), [
+    { row: 'a/conv1', col: 'b/conv1' },
+    { row: 'a/fc', col: 'b/fc' },
+  ]);
+  // One model on both axes: no same-named layer of another stream, so the diagonal.
+  assert.deepEqual(defaultPairs(['m/x', 'm/y'], ['m/x', 'm/y']), [
+    { row: 'm/x', col: 'm/x' },
+    { row: 'm/y', col: 'm/y' },
+  ]);
+  assert.deepEqual(defaultPairs(['a/p', 'a/q', 'a/r'], ['b/u', 'b/v']), [
+    { row: 'a/p', col: 'b/u' },
+    { row: 'a/q', col: 'b/v' },
+  ]);
+  const many = Array.from({ length: 40 }, (_, i) => `a/l${i}`);
+  assert.equal(defaultPairs(many, many.map((s) => s.replace('a/', 'b/'))).length, kMaxLines);
 });
 
 test('sources keep their first-seen order, and a source picks its streams', () => {

@@ -1,7 +1,8 @@
 // The page ckad serves, in headless Chromium (puppeteer-core, Debian's chromium-headless-shell),
 // against the real ckad fed by a real stream (ckactl send): the heatmap shows what GetSimilarity
 // answers (read from the page's window.__ckaShown, not fetched again), a new batch shows up
-// through the watch without a reload, the measure selector and the caption follow the
+// through the watch without a reload, the over-training chart has one point per step bucket
+// with the JSON API's series values (window.__ckaSeries), the measure selector and the caption follow the
 // session's config, the half matrix, both exports, a reload keeps the view but not the token,
 // and a bad step range shows the server's message. Screenshots go to CKA_WEB_ARTIFACTS.
 //
@@ -81,6 +82,19 @@ async function startCkad() {
       return { ...m, values: m.values.flat(), batches: m.batches.flat() };
     },
     addBatch,
+    // The JSON API's series of `pairs` (pair i: the i-th row with the i-th col), as a reader.
+    async series({ measure, pairs }) {
+      const params = new URLSearchParams({ measure });
+      for (const { row, col } of pairs) {
+        params.append('row', row);
+        params.append('col', col);
+      }
+      const answer = await fetch(`http://${httpAddress}/api/v1/sessions/demo/series?${params}`, {
+        headers: { Authorization: `Bearer ${kReaderToken}` },
+      });
+      assert.equal(answer.status, 200, await answer.clone().text());
+      return answer.json();
+    },
     // GetSession's batches_applied, through ckactl.
     async batchesApplied() {
       const { stdout } = await ckactl('get', 'demo', '--format', 'json');
@@ -211,6 +225,18 @@ function pick(m) {
 
 const shownOf = (page) => page.evaluate(() => window.__ckaShown);
 
+// What the over-training chart must hold for `series` (a SimilaritySeries of the JSON API):
+// one line per pair, one point [bucket's first step, value] per bucket, '-' for no value.
+function linesOf(series) {
+  return series.pairs.map((pair, p) => ({
+    name: `${pair.row} vs ${pair.col}`,
+    data: series.buckets.map((b) => {
+      const v = Number(b.values[p]);
+      return [Number(b.step_first), Number.isNaN(v) ? '-' : v];
+    }),
+  }));
+}
+
 // Waits until the page shows `expected` (values, batches, rows, cols, measure); fails with the
 // last shown matrix at the deadline.
 async function waitUntilShown(page, expected, what) {
@@ -311,6 +337,35 @@ try {
   // It came through the watch (server-sent events), not the page's polling fallback.
   assert.equal(await page.$eval('#connection', (e) => e.textContent), 'live');
   await screenshot('after-new-batch.png');
+
+  // 2b. Over training: one line per pair (each layer of a against the same-named layer of b),
+  // one point per step bucket, the values the JSON API's series answers. Five batches at steps
+  // 0, 50, ..., 200 in buckets of 100: three buckets.
+  const pairs = [
+    { row: 'a/conv1', col: 'b/conv1' },
+    { row: 'a/fc', col: 'b/fc' },
+  ];
+  const series = await target.series({ measure: 'lin', pairs });
+  assert.equal(series.buckets.length, 3, 'three step buckets with data');
+  const wantLines = linesOf(series);
+  try {
+    await page.waitForFunction(
+      (w) => JSON.stringify(window.__ckaSeries?.lines) === w,
+      { timeout: kDeadlineMs, polling: 100 },
+      JSON.stringify(wantLines),
+    );
+  } catch (error) {
+    const got = await page.evaluate(() => window.__ckaSeries);
+    assert.deepEqual(got?.lines, wantLines, `the over-training chart: ${error.message}`);
+  }
+  const shownSeries = await page.evaluate(() => window.__ckaSeries);
+  assert.deepEqual(shownSeries.pairs, pairs, 'the default pairs: same-named layers of a and b');
+  for (const line of shownSeries.lines) {
+    assert.equal(line.data.length, series.buckets.length, `${line.name}: one point per bucket`);
+  }
+  assert.deepEqual(shownSeries.buckets.map((b) => b.step_first), [0, 100, 200]);
+  await page.$eval('#training', (e) => e.scrollIntoView());
+  await screenshot('over-training.png');
 
   // 3. The measure selector: the second measure of the session's config.
   await page.select('#measure', 'rbf');

@@ -56,6 +56,17 @@ export function similarityParams({ measure, rows, cols, stepMin, stepMax, minInt
   return params;
 }
 
+/** The query string of a series query: pair i is the i-th row with the i-th col. */
+export function seriesParams({ measure, pairs }) {
+  const params = new URLSearchParams();
+  if (measure) params.set('measure', measure);
+  for (const { row, col } of pairs) {
+    params.append('row', row);
+    params.append('col', col);
+  }
+  return params;
+}
+
 export function sessionPath(sessionId) {
   return `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
 }

@@ -246,6 +246,6 @@ function labelInterval(count) {
   return count <= kEveryLabelUpTo ? 0 : 'auto';
 }
 
-function escapeHtml(s) {
+export function escapeHtml(s) {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -1,8 +1,17 @@
-// ckad's page: the sessions with their counters, and the CKA heatmap of the chosen session,
-// refreshed live while batches arrive.
-import { ApiError, getJson, sessionPath, setToken, similarityParams, watch } from './api.js';
+// ckad's page: the sessions with their counters, the CKA heatmap of the chosen session,
+// refreshed live while batches arrive, and the chosen pairs' CKA over training.
+import {
+  ApiError,
+  getJson,
+  seriesParams,
+  sessionPath,
+  setToken,
+  similarityParams,
+  watch,
+} from './api.js';
 import { Heatmap, shownCsv, toNumber } from './heatmap.js';
-import { shortLabels, sourcesOf, streamsOf } from './names.js';
+import { defaultPairs, shortLabels, sourcesOf, streamsOf } from './names.js';
+import { TrainingChart } from './training.js';
 
 const kSessionsPollMs = 3000;
 // A new matrix means new batches: the counters follow this soon after it.
@@ -36,17 +45,21 @@ const ui = {
   updated: $('updated'),
   exportCsv: $('export-csv'),
   exportPng: $('export-png'),
+  training: $('training'),
+  trainingError: $('training-error'),
   tokenDialog: $('token-dialog'),
   tokenForm: $('token-form'),
   token: $('token'),
 };
 
 const heatmap = new Heatmap(ui.heatmap);
+const training = new TrainingChart(ui.training);
 const state = {
   sessions: [],
   selected: null, // session id
   configuredFor: null, // session id whose measures/sources fill the form
   query: null, // AbortController of the running matrix query
+  series: null, // AbortController of the running series query
   updates: 0, // matrices shown since the page loaded
   view: readView(), // the view the URL asked for, until its session is shown
 };
@@ -220,6 +233,8 @@ function currentQuery() {
     // All sources: no list, so that the URL stays short (empty = every stream).
     rows: pick(ui.rowSource.value) === null ? [] : rowStreams,
     cols: pick(ui.colSource.value) === null ? [] : colStreams,
+    rowStreams,
+    colStreams,
     stepMin: ui.stepMin.value.trim(),
     stepMax: ui.stepMax.value.trim(),
     half: ui.half.checked,
@@ -282,6 +297,9 @@ function clearMatrix(why) {
   ui.figureEmpty.hidden = false;
   ui.updated.textContent = '';
   window.__ckaShown = undefined;
+  state.series?.abort();
+  training.clear();
+  window.__ckaSeries = undefined;
   ui.caption.textContent = '';
   ui.exportCsv.disabled = true;
   ui.exportPng.disabled = true;
@@ -316,6 +334,45 @@ function showMatrix(matrix, query) {
   ui.exportCsv.disabled = false;
   ui.exportPng.disabled = false;
   scheduleSessions(kSessionsAfterMatrixMs);
+  refreshTraining(query);
+}
+
+// ---- over training -----------------------------------------------------------------------
+
+// Queries the series of the query's default pairs and draws it; each new matrix (new batches)
+// asks again, and a newer request replaces one still running.
+function refreshTraining(query) {
+  state.series?.abort();
+  const pairs = defaultPairs(query.rowStreams, query.colStreams);
+  if (pairs.length === 0) {
+    training.clear();
+    window.__ckaSeries = undefined;
+    return;
+  }
+  const controller = new AbortController();
+  state.series = controller;
+  const path = `${sessionPath(query.sessionId)}/series?${seriesParams({ measure: query.measure, pairs })}`;
+  getJson(path, controller.signal)
+    .then((series) => {
+      if (controller.signal.aborted) return;
+      const labels = pairs.map(({ row, col }) => `${row} vs ${col}`);
+      const shown = training.show(series, labels);
+      window.__ckaSeries = shown;
+      showError(ui.trainingError, null);
+      ui.training.setAttribute(
+        'aria-label',
+        `CKA over training of session ${series.session_id}, measure ${series.measure}: ` +
+          `${pairs.length} pairs × ${shown.buckets.length} step buckets`,
+      );
+    })
+    .catch(async (error) => {
+      if (controller.signal.aborted) return;
+      if (await handleAuth(error)) return;
+      // An exact measure keeps no per-bucket sums: the server's message says so.
+      training.clear();
+      window.__ckaSeries = undefined;
+      showError(ui.trainingError, error);
+    });
 }
 
 // The source an axis shows, when it shows one.

@@ -1,4 +1,5 @@
-// Stream names ("source/layer") and the short labels the heatmap's axes show.
+// Stream names ("source/layer"), the short labels the heatmap's axes show, and the pairs the
+// over-training chart draws by default.
 
 /** Splits a stream name at its first '/': { source, layer } (source '' when there is none). */
 export function splitStream(stream) {
@@ -49,4 +50,28 @@ function ellipsize(name, maxLength) {
   const tail = Math.ceil((maxLength - 1) * 0.6);
   const head = maxLength - 1 - tail;
   return `${name.slice(0, head)}…${name.slice(name.length - tail)}`;
+}
+
+// The server refuses more than 1024 pairs; a chart of more lines than this is unreadable.
+export const kMaxLines = 12;
+
+/** The default pairs of the over-training chart for `rows` × `cols` (stream names): each row
+ *  against the column stream of the same layer name (model a's "fc" against model b's "fc"),
+ *  else the diagonal (the i-th row against the i-th column); at most kMaxLines. */
+export function defaultPairs(rows, cols) {
+  const byLayer = new Map();
+  for (const col of cols) {
+    const layer = splitStream(col).layer;
+    if (!byLayer.has(layer)) byLayer.set(layer, col);
+  }
+  const sameNamed = [];
+  for (const row of rows) {
+    const col = byLayer.get(splitStream(row).layer);
+    if (col !== undefined && col !== row) sameNamed.push({ row, col });
+  }
+  const pairs =
+    sameNamed.length > 0
+      ? sameNamed
+      : rows.slice(0, Math.min(rows.length, cols.length)).map((row, i) => ({ row, col: cols[i] }));
+  return pairs.slice(0, kMaxLines);
 }

@@ -24,7 +24,8 @@ import pkgutil as _pkgutil
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from cka.errors import CkaError  # noqa: E402
-from cka.client import Client, Measure, Session, SimilarityMatrix, Watch  # noqa: E402
+from cka.client import (  # noqa: E402
+    Client, Measure, Session, SimilarityMatrix, SimilaritySeries, Watch)
 from cka.streamer import BatchError, Streamer, StreamerStats  # noqa: E402
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Measure",
     "Session",
     "SimilarityMatrix",
+    "SimilaritySeries",
     "Streamer",
     "StreamerStats",
     "Watch",

@@ -204,6 +204,53 @@ class SimilarityMatrix:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class SimilaritySeries:
+    """CKA over training: each chosen pair's value in every step bucket on its own.
+
+    Attributes
+    ----------
+    pairs : list of (str, str)
+        The (row, col) stream pairs, in the order asked.
+    step_first, step_last : numpy.ndarray, int64, shape (buckets,)
+        The first and last step of each bucket with data, ascending (int64 min and max when
+        the session has one bucket for all time).
+    values : numpy.ndarray, float64, shape (buckets, len(pairs))
+        CKA of pairs[j] over bucket i's batches alone; NaN where there is no value.
+    batches : numpy.ndarray, int64, shape (buckets, len(pairs))
+        The batches both streams of the pair share in the bucket.
+    session_id, measure : str
+    step_bucket : int
+        The session's bucket width in steps (0 = one bucket).
+    """
+
+    session_id: str
+    measure: str
+    pairs: List[Tuple[str, str]]
+    step_bucket: int
+    step_first: np.ndarray
+    step_last: np.ndarray
+    values: np.ndarray
+    batches: np.ndarray
+
+    @classmethod
+    def from_proto(cls, m: "pb.SimilaritySeries") -> "SimilaritySeries":
+        """Returns the series of a wire message."""
+        shape = (len(m.buckets), len(m.pairs))
+        return cls(
+            session_id=m.session_id,
+            measure=m.measure,
+            pairs=[(p.row, p.col) for p in m.pairs],
+            step_bucket=m.step_bucket,
+            step_first=np.array([b.step_first for b in m.buckets], dtype=np.int64),
+            step_last=np.array([b.step_last for b in m.buckets], dtype=np.int64),
+            values=np.array([v for b in m.buckets for v in b.values],
+                            dtype=np.float64).reshape(shape),
+            batches=np.array([n for b in m.buckets for n in b.batches],
+                             dtype=np.int64).reshape(shape),
+        )
+
+
 MeasureLike = Union[Measure, str]
 
 
@@ -568,6 +615,41 @@ class Client:
                 except ValueError:
                     pass
         return SimilarityMatrix.from_proto(response, server_ms)
+
+    def similarity_series(
+        self,
+        session_id: str,
+        pairs: Sequence[Tuple[str, str]],
+        measure: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> SimilaritySeries:
+        """Returns CKA over training: each (row, col) pair's value in every step bucket.
+
+        Parameters
+        ----------
+        pairs : sequence of (str, str)
+            1 to 1024 pairs of streams ``source/layer``.
+        measure : str, optional
+            A minibatch measure of the session (None = its first).
+
+        Returns
+        -------
+        SimilaritySeries
+            ``values`` float64 (buckets, len(pairs)), NaN where there is no value.
+
+        Raises
+        ------
+        CkaError
+            NOT_FOUND for an unknown session, measure or stream; INVALID_ARGUMENT for no
+            pairs or too many; FAILED_PRECONDITION for an exact measure (no sums per bucket).
+        """
+        request = pb.GetSimilaritySeriesRequest(
+            session_id=session_id,
+            measure=measure or "",
+            pairs=[pb.StreamPair(row=row, col=col) for row, col in pairs],
+        )
+        response = self._call(self._stub.GetSimilaritySeries, request, session_id, timeout)
+        return SimilaritySeries.from_proto(response)
 
     def watch(
         self,

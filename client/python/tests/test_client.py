@@ -100,6 +100,44 @@ def test_similarity_and_watch_return_labelled_numpy_arrays(client, session_id):
     client.delete_session(session_id)
 
 
+def test_similarity_series_equals_a_range_query_per_bucket(client, session_id):
+    client.create_session(session_id, streams=["a/x", "a/y", "b/x"], step_bucket=10)
+    seed = 5
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    steps = [0, 3, 12, 25, 27, 29]  # buckets 0-9, 10-19, 20-29
+    with cka.Streamer(client, session_id, "a") as a, cka.Streamer(client, session_id, "b") as b:
+        for i, step in enumerate(steps):
+            x = rng.standard_normal((12, 6)).astype(np.float32)
+            a.submit(i, step, {"x": x, "y": np.tanh(x @ rng.standard_normal((6, 5)))})
+            if step != 12:  # bucket 10-19 has no batch of b
+                b.submit(i, step, {"x": x + rng.standard_normal((12, 6)).astype(np.float32)})
+    assert a.rejected == [] and b.rejected == []
+
+    pairs = [("a/x", "b/x"), ("a/x", "a/y")]
+    series = client.similarity_series(session_id, pairs)
+    assert series.pairs == pairs and series.step_bucket == 10
+    np.testing.assert_array_equal(series.step_first, [0, 10, 20])
+    np.testing.assert_array_equal(series.step_last, [9, 19, 29])
+    assert series.values.shape == (3, 2) and series.batches.dtype == np.int64
+    for i, (first, last) in enumerate(zip(series.step_first, series.step_last)):
+        for j, (row, col) in enumerate(pairs):
+            m = client.similarity(session_id, rows=[row], cols=[col],
+                                  step_min=int(first), step_max=int(last))
+            # The same sums divided the same way: equal to the last bit, NaN included.
+            np.testing.assert_array_equal(series.values[i, j], m.values[0, 0])
+            assert series.batches[i, j] == m.batches[0, 0]
+    assert np.isnan(series.values[1, 0]) and series.batches[1, 0] == 0
+    assert list(series.batches[:, 1]) == [2, 1, 3]
+
+    for pairs, code in (([], grpc.StatusCode.INVALID_ARGUMENT),
+                        ([("a/x", "c/x")], grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(cka.CkaError) as error:
+            client.similarity_series(session_id, pairs)
+        assert error.value.code == code and error.value.message
+    client.delete_session(session_id)
+
+
 def test_no_value_is_nan_with_zero_batches(client, session_id):
     client.create_session(session_id)
     rng = np.random.default_rng(2)

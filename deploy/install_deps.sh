@@ -31,8 +31,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# The deploy checks need npm; a machine may have Node.js from elsewhere (NodeSource), whose
-# package conflicts with Debian's npm, so only install when the command is missing.
+# The build needs npm (the page's assets are bundled from npm packages, server/web) and so do
+# the deploy checks; a machine may have Node.js from elsewhere (NodeSource), whose package
+# conflicts with Debian's npm, so only install when the command is missing.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

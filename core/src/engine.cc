@@ -88,25 +88,6 @@ std::vector<std::string> Engine::ListSessions() const {
   return ids;
 }
 
-absl::Status Engine::RestoreSession(const std::string& id,
-                                    std::string_view bytes) {
-  if (absl::Status s = ValidateName("session_id", id); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<Session>> session =
-      Session::Restore(bytes, limits_.session);
-  if (!session.ok()) {
-    return absl::Status(
-        session.status().code(),
-        absl::StrCat("session '", id, "': ", session.status().message()));
-  }
-  absl::MutexLock lock(&mu_);
-  if (!sessions_.emplace(id, std::shared_ptr<Session>(std::move(*session)))
-           .second) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("session '", id, "' already exists"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Engine::AddSession(const std::string& id,
                                 std::unique_ptr<Session> session) {
   if (absl::Status s = ValidateName("session_id", id); !s.ok()) return s;
@@ -121,29 +102,6 @@ absl::Status Engine::AddSession(const std::string& id,
            .second) {
     return absl::AlreadyExistsError(
         absl::StrCat("session '", id, "' already exists"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Engine::SaveAll(StateStore& store) const {
-  std::vector<std::pair<std::string, std::shared_ptr<Session>>> sessions;
-  {
-    absl::MutexLock lock(&mu_);
-    sessions.assign(sessions_.begin(), sessions_.end());
-  }
-  for (const auto& [id, session] : sessions) {
-    if (absl::Status s = store.Put(id, session->Serialize()); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Engine::LoadAll(const StateStore& store) {
-  absl::StatusOr<std::vector<std::string>> ids = store.List();
-  if (!ids.ok()) return ids.status();
-  for (const std::string& id : *ids) {
-    absl::StatusOr<std::string> bytes = store.Get(id);
-    if (!bytes.ok()) return bytes.status();
-    if (absl::Status s = RestoreSession(id, *bytes); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

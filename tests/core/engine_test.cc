@@ -1,5 +1,4 @@
-// Engine: the session map, idempotent creation, and SaveAll/LoadAll through a
-// StateStore.
+// Engine: the session map, idempotent creation, and adding rebuilt sessions.
 #include "cka/core/engine.h"
 
 #include <atomic>
@@ -7,7 +6,6 @@
 #include <thread>
 #include <vector>
 
-#include "cka/core/state_store.h"
 #include "gtest/gtest.h"
 #include "test_data.h"
 
@@ -128,81 +126,6 @@ TEST(EngineTest, ConcurrentCreatesMakeExactlyOneSession) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(created_count.load(), 1);
   EXPECT_EQ(engine.ListSessions().size(), 1u);
-}
-
-TEST(EngineTest, SaveAllThenLoadAllRestoresEverySession) {
-  const Scenario& multi = LoadScenario("multibatch.json");
-  const Scenario& exact = LoadScenario("exact.json");
-  Engine engine;
-  auto a = engine.CreateSession("multi", multi.Config());
-  auto b = engine.CreateSession("exact", exact.Config());
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  IngestAll(**a, multi);
-  IngestAll(**b, exact);
-  MemoryStateStore store;
-  ASSERT_TRUE(engine.SaveAll(store).ok());
-  auto listed = store.List();
-  ASSERT_TRUE(listed.ok());
-  EXPECT_EQ(*listed, (std::vector<std::string>{"exact", "multi"}));
-
-  Engine loaded;
-  ASSERT_TRUE(loaded.LoadAll(store).ok());
-  EXPECT_EQ(loaded.ListSessions(),
-            (std::vector<std::string>{"exact", "multi"}));
-  for (const auto& [id, scenario] :
-       {std::pair<std::string, const Scenario*>{"multi", &multi},
-        {"exact", &exact}}) {
-    auto original = engine.GetSession(id);
-    auto restored = loaded.GetSession(id);
-    ASSERT_TRUE(restored.ok()) << restored.status();
-    const auto want = AllAnswers(**original, *scenario);
-    const auto got = AllAnswers(**restored, *scenario);
-    ASSERT_EQ(want.size(), got.size());
-    for (size_t i = 0; i < want.size(); ++i)
-      ExpectMatricesIdentical(got[i], want[i], id);
-  }
-  // Loading again collides with the sessions now present.
-  EXPECT_FALSE(loaded.LoadAll(store).ok());
-}
-
-TEST(EngineTest, LoadAllNamesTheDamagedSession) {
-  Engine engine;
-  ASSERT_TRUE(engine.CreateSession("good", {}).ok());
-  MemoryStateStore store;
-  ASSERT_TRUE(engine.SaveAll(store).ok());
-  ASSERT_TRUE(store.Put("broken", "definitely not a session").ok());
-  Engine loaded;
-  const absl::Status status = loaded.LoadAll(store);
-  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
-  EXPECT_NE(status.message().find("broken"), std::string::npos) << status;
-}
-
-TEST(EngineTest, RestoreSessionIntoTakenIdIsAlreadyExists) {
-  Engine engine;
-  auto s = engine.CreateSession("s1", {});
-  ASSERT_TRUE(s.ok());
-  const std::string bytes = (*s)->Serialize();
-  EXPECT_EQ(engine.RestoreSession("s1", bytes).code(),
-            absl::StatusCode::kAlreadyExists);
-  EXPECT_TRUE(engine.RestoreSession("s2", bytes).ok());
-  EXPECT_EQ(
-      engine.RestoreSession("s3", bytes.substr(0, bytes.size() / 2)).code(),
-      absl::StatusCode::kDataLoss);
-  EXPECT_EQ(engine.ListSessions(), (std::vector<std::string>{"s1", "s2"}));
-}
-
-TEST(MemoryStateStoreTest, PutGetDeleteList) {
-  MemoryStateStore store;
-  EXPECT_EQ(store.Get("a").status().code(), absl::StatusCode::kNotFound);
-  ASSERT_TRUE(store.Put("b", "2").ok());
-  ASSERT_TRUE(store.Put("a", "1").ok());
-  ASSERT_TRUE(store.Put("a", "one").ok());
-  EXPECT_EQ(*store.Get("a"), "one");
-  EXPECT_EQ(*store.List(), (std::vector<std::string>{"a", "b"}));
-  EXPECT_TRUE(store.Delete("a").ok());
-  EXPECT_TRUE(store.Delete("a").ok());  // absent: still OK
-  EXPECT_EQ(*store.List(), (std::vector<std::string>{"b"}));
 }
 
 }  // namespace

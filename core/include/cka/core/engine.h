@@ -15,7 +15,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cka/core/session.h"
-#include "cka/core/state_store.h"
 
 namespace cka::core {
 
@@ -66,21 +65,11 @@ class Engine {
   // Returns the ids of all sessions, sorted.
   std::vector<std::string> ListSessions() const;
 
-  // Adds a restored session under `id`. AlreadyExists when the id is taken;
-  // DataLoss for damaged bytes.
-  absl::Status RestoreSession(const std::string& id, std::string_view bytes);
-
   // Adds `session` (e.g. rebuilt by Session::FromRecords) under `id`.
   // AlreadyExists when the id is taken; InvalidArgument for a bad id;
   // ResourceExhausted at max_sessions.
   absl::Status AddSession(const std::string& id,
                           std::unique_ptr<Session> session);
-
-  // Writes every session to `store`, then loads them back: SaveAll and LoadAll.
-  // LoadAll adds every session of `store` and fails (DataLoss, naming the
-  // session) on the first damaged one.
-  absl::Status SaveAll(StateStore& store) const;
-  absl::Status LoadAll(const StateStore& store);
 
   const EngineLimits& limits() const { return limits_; }
 

@@ -4,12 +4,14 @@
     torch_bench.py [--ckad build/test/server/ckad] [--quick] [--json OUT]
 
 A small CNN (32 x 32 x 3 images, batch 64, on the CPU) trains on fixed random data in
-seven configurations, each with its own copy of the same model and data:
+nine configurations, each with its own copy of the same model and data:
 
   plain              no hooks: the baseline of every overhead;
   ckad act, every k  cka.torch.ModelHooks streaming the five layers' activations to a real
                      ckad (a child process on 127.0.0.1);
-  ckad gram, every k the same with reduce_on_device: the n x n Gram instead (n 64 < d);
+  ckad gram, every k the same with reduce_on_device: the n x n Gram instead (n 64 < d), on
+                     the CPU computed by the streamer's background thread;
+  ckad gram bg, ...  the same Gram, asked for by Streamer(reduce_to_gram=True) instead;
   peer, every k      the same minibatch CKA computed in-process as torch_cka computes it:
                      forward hooks keep the layers, each is flattened, K = X X^T with a zero
                      diagonal, and every pair's unbiased HSIC (trace form, in torch float32) is
@@ -51,8 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 LAYERS = ["conv1", "conv2", "conv3", "fc1", "fc2"]
-# The streaming configurations: activations; Grams on the tensor's device (the training
-# thread, here the CPU); Grams on the streamer's background thread.
+# The streaming configurations: activations; Grams by reduce_on_device (on the CPU: the
+# streamer's background thread); Grams by the streamer's own reduce_to_gram.
 STREAMING = {"act": "ckad act", "gram": "ckad gram", "sgram": "ckad gram bg"}
 BATCH = 64
 TARGETS = {"stream_vs_peer_overhead": 0.5, "gram_every10_overhead": 0.05,

@@ -13,8 +13,9 @@ copy them three times (tobytes, the protobuf field, serialization).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -30,6 +31,7 @@ _NUMPY_DTYPES = {
 _DTYPE_NAMES = {pb.FLOAT32: "float32", pb.FLOAT64: "float64", pb.FLOAT16: "float16",
                 pb.BFLOAT16: "bfloat16"}
 _ITEMSIZE = {pb.FLOAT32: 4, pb.FLOAT64: 8, pb.FLOAT16: 2, pb.BFLOAT16: 2}
+_TORCH_DTYPES: Optional[Dict[Any, int]] = None  # torch dtype -> pb.DType, once torch is imported
 # Columns of X converted to float64 at a time by the Gram reduction (bounds its scratch).
 _GRAM_CHUNK_COLUMNS = 4096
 # Bytes a tag, a length prefix and a few small fields add around a payload, generously.
@@ -45,57 +47,72 @@ def _bad(message: str) -> CkaError:
 class Layer:
     """One layer of a batch: activations (rank >= 2) or an n x n linear Gram K = X X^T.
 
-    `array` holds the payload's elements (bfloat16 as their uint16 bit patterns); it is the
-    caller's memory, not a copy, until the batch is encoded.
+    `array` holds the payload's elements (bfloat16 as their uint16 bit patterns): the
+    caller's memory, not a copy, until the batch is encoded. A CPU torch tensor is kept as the
+    caller's tensor (`version` is its in-place counter when submitted) until ``to_numpy``
+    turns it into an array on the streamer's thread.
     """
 
     name: str
     is_gram: bool
     shape: Tuple[int, ...]
     dtype: int  # a pb.DType value
-    array: np.ndarray
+    array: Any  # np.ndarray, or a torch.Tensor before to_numpy
+    version: Optional[int] = None  # a torch tensor's in-place counter when taken
+    reduce: bool = False  # asks the streamer for the Gram when that is fewer bytes
 
     @property
     def nbytes(self) -> int:
-        return int(self.array.size) * _ITEMSIZE[self.dtype]
+        return math.prod(self.shape) * _ITEMSIZE[self.dtype]
 
 
 def _shape_string(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def to_layer(batch_id: str, name: str, value: Any, is_gram: bool) -> Layer:
-    """Returns the layer of a NumPy array or torch tensor, without copying a CPU array.
+def _torch_dtypes(torch) -> Dict[Any, int]:
+    global _TORCH_DTYPES
+    if _TORCH_DTYPES is None:
+        _TORCH_DTYPES = {torch.float32: pb.FLOAT32, torch.float64: pb.FLOAT64,
+                         torch.float16: pb.FLOAT16, torch.bfloat16: pb.BFLOAT16}
+    return _TORCH_DTYPES
 
-    A torch tensor is detached, moved to the CPU and made contiguous (a copy only when it is
-    on another device or not contiguous). Raises CkaError INVALID_ARGUMENT naming the batch,
-    the layer and the value for an empty name, a dtype other than float32, float64, float16
-    (or torch's bfloat16), a rank below 2, a Gram that is not n x n, or a dimension <= 0.
+
+def to_layer(batch_id: str, name: str, value: Any, is_gram: bool, copy: bool = False) -> Layer:
+    """Returns the checked layer of a NumPy array or torch tensor, without copying it.
+
+    Reads only the dtype, the shape and the device: no conversion, so that it costs the
+    caller's thread O(1) (no torch operation either, each of which would give up Python's
+    lock to the streamer's thread and wait to get it back). A CPU tensor stays the caller's
+    tensor, with its in-place counter (``to_numpy`` converts it later); a tensor on another
+    device is copied to the CPU here; `copy` copies the array or tensor here. Raises CkaError
+    INVALID_ARGUMENT naming the batch, the layer and the value for an empty name, a dtype
+    other than float32, float64, float16 (or torch's bfloat16), a rank below 2, a Gram that
+    is not n x n, or a dimension <= 0.
     """
     where = f"batch '{batch_id}' layer '{name}'"
     if not isinstance(name, str) or not name:
         raise _bad(f"batch '{batch_id}': a layer has no name")
     torch = sys.modules.get("torch")
+    version = None
     if torch is not None and isinstance(value, torch.Tensor):
-        t = value.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        t = t.contiguous()
-        if t.dtype == torch.bfloat16:
-            array, dtype = t.view(torch.int16).numpy().view(np.uint16), pb.BFLOAT16
-        elif t.dtype in (torch.float32, torch.float64, torch.float16):
-            array = t.numpy()
-            dtype = _NUMPY_DTYPES[array.dtype.newbyteorder("=")]
-        else:
-            raise _bad(f"{where}: dtype {t.dtype} is not one of float32, float64, float16, "
+        dtype = _torch_dtypes(torch).get(value.dtype)
+        if dtype is None:
+            raise _bad(f"{where}: dtype {value.dtype} is not one of float32, float64, float16, "
                        "bfloat16")
+        if value.device.type != "cpu":
+            value = value.detach().cpu()  # the one copy the caller's thread must make
+        elif copy:
+            value = value.detach().clone()
+        # Inference tensors count no in-place changes: those are not guarded.
+        array, version = value, None if value.is_inference() else value._version
     else:
-        array = np.asarray(value)
+        array = np.array(value, copy=True) if copy else np.asarray(value)
         dtype = _NUMPY_DTYPES.get(array.dtype.newbyteorder("="))
         if dtype is None:
             raise _bad(f"{where}: dtype {array.dtype} is not one of float32, float64, float16 "
                        "(bfloat16: pass a torch tensor)")
-    shape = tuple(int(d) for d in array.shape)
+    shape = tuple(array.shape)
     if is_gram:
         if len(shape) != 2 or shape[0] != shape[1]:
             raise _bad(f"{where}: Gram shape {_shape_string(shape)}, expected [n, n]")
@@ -104,7 +121,39 @@ def to_layer(batch_id: str, name: str, value: Any, is_gram: bool) -> Layer:
                    "(examples first)")
     if any(d <= 0 for d in shape):
         raise _bad(f"{where}: shape {_shape_string(shape)} has a dimension <= 0")
-    return Layer(name, is_gram, shape, dtype, array)
+    return Layer(name, is_gram, shape, dtype, array, version)
+
+
+def modified_in_place(batch_id: str, layer: Layer) -> Optional[CkaError]:
+    """Returns FAILED_PRECONDITION when `layer`'s torch tensor was changed in place since
+    ``to_layer`` (its in-place counter moved), else None."""
+    if layer.version is None or layer.array._version == layer.version:
+        return None
+    return CkaError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"batch '{batch_id}' layer '{layer.name}': the tensor was modified in place after it "
+        f"was handed to the streamer (its in-place counter went from {layer.version} to "
+        f"{layer.array._version}) and before the batch was encoded; not sent. Submit with "
+        "copy=True (ModelHooks: clone=True), or leave it unchanged until flush",
+    )
+
+
+def to_numpy(batch_id: str, layer: Layer) -> Layer:
+    """Returns `layer` with a torch tensor's elements as a NumPy array (a view of its memory
+    when it is contiguous). Runs on the streamer's thread. Raises the CkaError of
+    ``modified_in_place``."""
+    if isinstance(layer.array, np.ndarray):
+        return layer
+    error = modified_in_place(batch_id, layer)
+    if error is not None:
+        raise error
+    t = layer.array.detach().contiguous()
+    if layer.dtype == pb.BFLOAT16:
+        torch = sys.modules["torch"]
+        array = t.view(torch.int16).numpy().view(np.uint16)
+    else:
+        array = t.numpy()
+    return dataclasses.replace(layer, array=array)
 
 
 def gram_bytes(layer: Layer) -> int:

@@ -8,11 +8,15 @@ resend is never counted twice). ``flush`` waits for the acks and returns the bat
 server rejected. The Python counterpart of the C++ ``cka::client::ActivationStreamer``, with
 the same options under the same names.
 
-Memory: ``submit`` keeps references to the caller's arrays (no copy) until the background
-thread has encoded the batch, which it does as soon as the stream has room (``flush``
-returns after that). Do not modify an array in place before then, or pass ``copy=True``. A
-torch tensor is detached and moved to the CPU by ``submit``. Encoding copies each tensor's
-bytes once, from the array into the message.
+Memory: ``submit`` keeps references to the caller's arrays and CPU tensors (no copy, no
+conversion: the training thread's work is O(1) per layer) until the background thread has
+encoded the batch, which it does as soon as the stream has room (``flush`` returns after
+that). Do not modify them in place before then, or pass ``copy=True``. A torch tensor's
+in-place counter guards the rule: the background thread checks it after reading the tensor,
+and a batch whose tensor changed comes back as a FAILED_PRECONDITION record instead of being
+sent (a change racing with the read itself may slip by; NumPy arrays and inference tensors
+count no changes, so nothing guards them). A tensor on another device is copied to the CPU by
+``submit``. Encoding copies each tensor's bytes once, from the array into the message.
 
 Thread safety: every method may be called from any thread.
 """
@@ -190,7 +194,7 @@ class Streamer:
             request_serializer=None,
             response_deserializer=pb.BatchAck.FromString,
         )
-        self._gram_allowed: Optional[bool] = None if reduce_to_gram else False
+        self._gram_allowed: Optional[bool] = None  # the session's answer, once asked
 
         self._cv = threading.Condition()
         self._queue: Deque[_Queued] = collections.deque()
@@ -219,6 +223,7 @@ class Streamer:
         layers: Mapping[str, ArrayLike],
         grams: Optional[Mapping[str, ArrayLike]] = None,
         copy: bool = False,
+        reduce_to_gram: Optional[bool] = None,
     ) -> bool:
         """Checks a batch and queues it; returns at once unless the queue is full.
 
@@ -230,12 +235,17 @@ class Streamer:
             The training step (the step bucket is that of a batch id's first message).
         layers : mapping of str to array, each of shape (n, d1, ...)
             Activations per layer name: NumPy float32, float64 or float16 arrays, or torch
-            tensors of those dtypes or bfloat16 (detached and moved to the CPU here). Row i
-            is example i; further dimensions are flattened.
+            tensors of those dtypes or bfloat16 (read, detached, on the background thread; a
+            tensor on another device is copied to the CPU here). Row i is example i; further
+            dimensions are flattened.
         grams : mapping of str to array of shape (n, n), optional
             Precomputed linear Grams K = X X^T per layer name (symmetric).
         copy : bool
-            Copy NumPy arrays now instead of keeping references until the batch is encoded.
+            Copy the arrays and tensors now instead of keeping references until the batch is
+            encoded (for memory the caller modifies in place before then).
+        reduce_to_gram : bool, optional
+            This batch's `layers` go as Grams (see the class's `reduce_to_gram`); None: the
+            streamer's setting.
 
         Returns
         -------
@@ -250,26 +260,28 @@ class Streamer:
             API does not take (naming the batch, the layer and the value);
             RESOURCE_EXHAUSTED when the message would exceed the client's
             max_message_bytes; FAILED_PRECONDITION after close. Under "block" waits for
-            room.
+            room. A tensor modified in place before the batch was encoded comes back from
+            ``flush`` as a FAILED_PRECONDITION record naming the layer.
         """
         batch_id = str(batch_id)
         if not batch_id:
             raise CkaError(grpc.StatusCode.INVALID_ARGUMENT, "batch_id: empty")
+        reduce = self.reduce_to_gram if reduce_to_gram is None else bool(reduce_to_gram)
         converted: List[_wire.Layer] = []
         for mapping, is_gram in ((layers or {}, False), (grams or {}, True)):
             for name, value in mapping.items():
-                layer = _wire.to_layer(batch_id, name, value, is_gram)
-                if copy:
-                    layer.array = np.array(layer.array, copy=True)
+                layer = _wire.to_layer(batch_id, name, value, is_gram, copy)
+                layer.reduce = reduce
                 converted.append(layer)
         if not converted:
             raise CkaError(grpc.StatusCode.INVALID_ARGUMENT, f"batch '{batch_id}': no layers")
-        payload = sum(layer.nbytes for layer in converted)
+        payload = 0
         message_bytes = (_wire.BATCH_OVERHEAD_BYTES + len(self.session_id) + len(self.source)
                          + len(batch_id))
         for layer in converted:
             wire = layer.nbytes
-            if self.reduce_to_gram and _wire.gram_is_smaller(layer):
+            payload += wire
+            if layer.reduce and _wire.gram_is_smaller(layer):
                 wire = _wire.gram_bytes(layer)
             message_bytes += wire + _wire.LAYER_OVERHEAD_BYTES + len(layer.name)
         if message_bytes > self._client.max_message_bytes:
@@ -531,17 +543,21 @@ class Streamer:
         )
 
     def _encode(self, queued: _Queued) -> bytes:
-        self._resolve_gram_reduction()
-        layers = queued.layers
+        layers = [_wire.to_numpy(queued.batch_id, layer) for layer in queued.layers]
         reduced = 0
-        if self._gram_allowed:
-            layers = []
-            for layer in queued.layers:
-                if _wire.gram_is_smaller(layer):
-                    layer = _wire.gram_of(layer)
-                    reduced += 1
-                layers.append(layer)
+        if any(layer.reduce and _wire.gram_is_smaller(layer) for layer in layers):
+            self._resolve_gram_reduction()
+            if self._gram_allowed:
+                for i, layer in enumerate(layers):
+                    if layer.reduce and _wire.gram_is_smaller(layer):
+                        layers[i] = _wire.gram_of(layer)
+                        reduced += 1
         message = _wire.encode(self.session_id, self.source, queued.batch_id, queued.step, layers)
+        # A tensor changed while it was read would leave a torn batch: checked after the reads.
+        for layer in queued.layers:
+            error = _wire.modified_in_place(queued.batch_id, layer)
+            if error is not None:
+                raise error
         if len(message) > self._client.max_message_bytes:
             raise CkaError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

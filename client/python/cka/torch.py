@@ -18,7 +18,8 @@ when ranks see different examples under the same step, or put the rank in the ba
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Dict, List, Optional, Sequence, Union
+import logging
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import grpc
 import torch
@@ -28,6 +29,8 @@ from cka.errors import CkaError
 from cka.streamer import Streamer
 
 __all__ = ["ModelHooks", "gram"]
+
+_log = logging.getLogger("cka")
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +51,11 @@ def gram(x: torch.Tensor) -> torch.Tensor:
         return k if x.dtype == torch.float64 else k.to(torch.float32)
 
 
+def _gram_is_smaller(x: torch.Tensor) -> bool:
+    n = x.shape[0]
+    return n * n * (8 if x.dtype == torch.float64 else 4) < x.numel() * x.element_size()
+
+
 def _output_tensor(output) -> Optional[torch.Tensor]:
     if isinstance(output, torch.Tensor):
         return output
@@ -60,9 +68,11 @@ class ModelHooks:
     """Forward hooks on the modules of `model` whose names match `layers`.
 
     Each tracked forward pass of `model` becomes one batch of `streamer`: the outputs of the
-    matched modules (detached, copied on their device so that later in-place operations do
-    not change them, without autograd), submitted when the pass ends. Layer names are the
-    module names (``model.named_modules()``).
+    matched modules, without autograd, submitted when the pass ends. Layer names are the
+    module names (``model.named_modules()``). The training thread's work per layer is O(1):
+    a CPU output is handed to the streamer as it is (not copied; the streamer's thread
+    detaches and encodes it), unless a later operation of the pass changes it in place (an
+    ``nn.ReLU(inplace=True)``, a residual ``out += x``): such layers are cloned (see `clone`).
 
     Parameters
     ----------
@@ -78,11 +88,21 @@ class ModelHooks:
     batch_id : callable, optional
         step -> batch id (str or int); default: the step.
     reduce_on_device : bool
-        Send the n x n Gram (``gram``, computed on the tensor's device, the GPU when there is
-        one) instead of n x d activations when that is fewer bytes. Not for sessions with
-        an exact measure (they need the activations). For CPU tensors this float64 product
-        runs on the training thread; ``Streamer(reduce_to_gram=True)`` computes the same
-        Gram on the streamer's background thread instead.
+        Send the n x n Gram instead of n x d activations when that is fewer bytes. On a GPU
+        (any device but the CPU) ``gram`` computes it in the hook, on the device, and only
+        the n x n result is copied to the host. On the CPU the streamer's background thread
+        computes the same Gram (``submit(reduce_to_gram=True)``), so that the training thread
+        does no O(n d) work; the streamer reads the session's config first and sends
+        activations to a session with an exact measure. A device Gram is sent whatever the
+        session: not for sessions with an exact measure.
+    clone : bool
+        Clone every layer in its hook (a copy on the training thread). By default the first
+        tracked pass clones every layer and notes, by torch's in-place counters, which
+        outputs the rest of the pass changed; later passes clone only those. A layer seen
+        changing later (the model took another path) is cloned from then on, and that pass
+        is not sent (``skipped``; logged). Outputs under ``torch.inference_mode`` count no
+        changes and are always cloned. What the training loop changes after the pass is
+        the streamer's to catch (``Streamer.submit``).
 
     Attributes
     ----------
@@ -90,7 +110,12 @@ class ModelHooks:
         The step of the next pass; every pass of `model` adds 1 when it ends. Set it before
         each training step when a step runs more than one forward pass.
     gram_layers : int
-        The layers submitted as n x n Grams so far (``reduce_on_device``).
+        The layers submitted for Gram reduction so far (``reduce_on_device``): reduced on the
+        device, or by the streamer (its ``stats.gram_reduced_layers``) on the CPU.
+    cloned : set of str
+        The layers cloned in every pass (all of them with `clone`, else those learned).
+    skipped : int
+        Tracked passes not sent because a layer taken by reference changed during the pass.
 
     Raises
     ------
@@ -114,6 +139,7 @@ class ModelHooks:
         eval_only: bool = False,
         batch_id: Optional[Callable[[int], Union[str, int]]] = None,
         reduce_on_device: bool = False,
+        clone: bool = False,
     ) -> None:
         if every < 1:
             raise CkaError(grpc.StatusCode.INVALID_ARGUMENT, f"every: {every}, expected >= 1")
@@ -137,9 +163,15 @@ class ModelHooks:
         self.reduce_on_device = reduce_on_device
         self.step = 0
         self.gram_layers = 0
+        self.cloned: Set[str] = set(self.modules) if clone else set()
+        self.skipped = 0
+        self._learning = not clone  # until the first tracked pass has ended
         self._tracking = False
+        # Per tracked pass: what goes to the streamer (outputs, their clones, device Grams),
+        # and the outputs watched with their in-place counters when their hook ran.
         self._layers: Dict[str, torch.Tensor] = {}
         self._grams: Dict[str, torch.Tensor] = {}
+        self._watched: Dict[str, Tuple[torch.Tensor, int]] = {}
         self._handles: List = []
 
     def __enter__(self) -> "ModelHooks":
@@ -161,7 +193,7 @@ class ModelHooks:
     def _begin(self, module, inputs) -> None:
         self._tracking = (self.step % self.every == 0
                           and not (self.eval_only and self.model.training))
-        self._layers, self._grams = {}, {}
+        self._layers, self._grams, self._watched = {}, {}, {}
 
     def _capture(self, name: str):
         def hook(module, inputs, output) -> None:
@@ -170,26 +202,44 @@ class ModelHooks:
             x = _output_tensor(output)
             if x is None or x.dim() < 2:
                 return
-            with torch.no_grad():
-                x = x.detach()
-                n = x.shape[0]
-                d = x.numel() // max(n, 1)
-                gram_item = 8 if x.dtype == torch.float64 else 4
-                if self.reduce_on_device and n * n * gram_item < n * d * x.element_size():
-                    self._grams[name] = gram(x)
-                    self._layers.pop(name, None)
-                else:
-                    self._layers[name] = x.clone()
-                    self._grams.pop(name, None)
+            for taken in (self._layers, self._grams, self._watched):
+                taken.pop(name, None)
+            if (self.reduce_on_device and x.device.type != "cpu"
+                    and _gram_is_smaller(x)):
+                self._grams[name] = gram(x)
+                return
+            inference = x.is_inference()  # counts no in-place changes
+            if self._learning or name in self.cloned or inference:
+                self._layers[name] = x.detach().clone()
+            else:
+                self._layers[name] = x  # the streamer's thread detaches it
+            if not inference and name not in self.cloned:
+                self._watched[name] = (x, x._version)
 
         return hook
 
     def _end(self, module, inputs, output) -> None:
         step = self.step
         if self._tracking and (self._layers or self._grams):
-            batch_id = self.batch_id(step) if self.batch_id is not None else step
-            self.streamer.submit(batch_id, step, self._layers, grams=self._grams)
-            self.gram_layers += len(self._grams)
+            changed = [name for name, (x, version) in self._watched.items()
+                       if x._version != version]
+            self.cloned.update(changed)
+            stale = [name for name in changed if self._layers[name] is self._watched[name][0]]
+            self._learning = False
+            if stale:
+                self.skipped += 1
+                _log.warning("cka.torch: step %d not sent: the pass changed the outputs of %s "
+                             "in place after their hooks ran; they are cloned from now on",
+                             step, ", ".join(stale))
+            else:
+                batch_id = self.batch_id(step) if self.batch_id is not None else step
+                reduce = True if self.reduce_on_device else None
+                self.streamer.submit(batch_id, step, self._layers, grams=self._grams,
+                                     reduce_to_gram=reduce)
+                self.gram_layers += len(self._grams)
+                if self.reduce_on_device:
+                    self.gram_layers += sum(1 for x in self._layers.values()
+                                            if _gram_is_smaller(x))
         self._tracking = False
-        self._layers, self._grams = {}, {}
+        self._layers, self._grams, self._watched = {}, {}, {}
         self.step = step + 1

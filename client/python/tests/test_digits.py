@@ -69,6 +69,7 @@ def test_two_processes_train_on_digits_and_equal_the_float64_oracle(
         assert (stats.submitted, stats.acked, stats.rejected) == (len(TRACKED),) * 2 + (0,)
         # conv1 (d 288) and conv2 (d 256) have more columns than the 64 rows; fc (d 10) not.
         assert result["gram_layers"] == (2 * len(TRACKED) if reduce_on_device else 0)
+        assert stats.gram_reduced_layers == result["gram_layers"]  # CPU: the streamer's thread
         assert result["loss"] < 1.0, "it did not train (the loss starts near ln 10 = 2.3)"
 
     recorded = {source: np.load(tmp_path / f"{source}.npz") for source in results}

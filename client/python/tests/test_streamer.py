@@ -209,3 +209,27 @@ def test_streamer_arguments(client):
         assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(cka.CkaError):
         cka.Streamer(client, "", "a")
+
+
+def test_a_tensor_changed_in_place_before_encoding_is_a_record_not_sent(client, session_id):
+    """submit keeps a reference to a CPU tensor; the background thread checks torch's in-place
+    counter after reading it. While the test holds the streamer's lock (reentrant: submit takes
+    it too) the background thread cannot take the batch, so the change lands before encoding."""
+    from conftest import import_torch
+
+    torch = import_torch()
+    client.create_session(session_id)
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((8, 4)))
+    with cka.Streamer(client, session_id, "t") as streamer:
+        with streamer._cv:
+            streamer.submit("changed", 0, {"x": x})
+            streamer.submit("copied", 1, {"x": x}, copy=True)
+            x.mul_(2)
+        [error] = streamer.flush(timeout=30)
+        streamer.submit("unchanged", 2, {"x": x})
+    assert error.batch_id == "changed" and error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "layer 'x'" in error.message and "in place" in error.message
+    assert streamer.rejected == []
+    assert streamer.stats.acked == 2 and streamer.stats.reconnects == 0
+    assert client.get_session(session_id).batches_applied == 2
+    client.delete_session(session_id)

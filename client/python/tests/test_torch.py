@@ -61,6 +61,11 @@ def test_two_models_train_and_match_the_oracle(client, session_id, reduce_on_dev
     for s in models:
         assert streamers[s].close(timeout=60) == []
         assert streamers[s].stats.acked == 4  # steps 0, 3, 6, 9
+        # On the CPU the streamer's thread reduces "0" (d 144 > n 32) to its Gram.
+        assert streamers[s].stats.gram_reduced_layers == (4 if reduce_on_device else 0)
+    for h in hooks:
+        # "0" is changed in place by the ReLU after it: cloned; "3" goes by reference.
+        assert h.cloned == {"0"} and h.skipped == 0
 
     m = client.similarity(session_id)
     tracked = [recorded[step] for step in (0, 3, 6, 9)]
@@ -131,3 +136,69 @@ def test_a_diverged_step_is_a_record_and_training_streams_on(client, session_id)
     assert streamer.stats.acked == 2 and streamer.stats.reconnects == 0
     assert client.get_session(session_id).batches_applied == 2
     client.delete_session(session_id)
+
+
+class RecordingStreamer:
+    """Stands in for a Streamer: keeps a copy of what each submit was given (as the values
+    were then) and whether the layer was the module's own output (taken by reference)."""
+
+    def __init__(self):
+        self.batches = []
+
+    def submit(self, batch_id, step, layers, grams=None, copy=False, reduce_to_gram=None):
+        self.batches.append({name: (x.detach().clone(), x) for name, x in layers.items()})
+        return True
+
+
+class Doubling(torch.nn.Module):
+    """A linear layer whose output the parent doubles in place when `double` is set."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin = torch.nn.Linear(6, 8)
+        self.double = False
+
+    def forward(self, x):
+        y = self.lin(x)
+        if self.double:
+            y.mul_(2)
+        return y
+
+
+def test_layers_go_by_reference_unless_the_pass_changes_them_in_place():
+    """The first pass clones and learns; an output no later operation changes goes by
+    reference; one that starts changing is not sent once (skipped), then cloned; what is
+    submitted is always the layer's output as its hook saw it (lin(x), not 2 lin(x))."""
+    model = Doubling()
+    x = torch.zeros((5, 6)).normal_(generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.lin(x).clone()
+    outputs = []
+    model.lin.register_forward_hook(lambda m, i, out: outputs.append(out))
+    recorder = RecordingStreamer()
+    with torch.no_grad(), ckatorch.ModelHooks(recorder, model, ["lin"]) as hooks:
+        for double in (False, False, True, True, False):
+            model.double = double
+            model(x)
+    assert hooks.step == 5 and hooks.skipped == 1 and hooks.cloned == {"lin"}
+    assert len(recorder.batches) == 4  # pass 2 changed an output taken by reference
+    by_reference = [batch["lin"][1] is out for batch, out in
+                    zip(recorder.batches, [outputs[i] for i in (0, 1, 3, 4)])]
+    assert by_reference == [False, True, False, False]  # learning clone, reference, clones
+    for batch in recorder.batches:
+        torch.testing.assert_close(batch["lin"][0], expected, rtol=0, atol=0)
+
+
+def test_clone_true_clones_every_layer():
+    model = Doubling()
+    x = torch.ones((5, 6))
+    outputs = []
+    model.lin.register_forward_hook(lambda m, i, out: outputs.append(out))
+    recorder = RecordingStreamer()
+    with torch.no_grad(), ckatorch.ModelHooks(recorder, model, ["lin"], clone=True) as hooks:
+        for _ in range(3):
+            model(x)
+    assert hooks.cloned == {"lin"} and len(recorder.batches) == 3
+    for batch, out in zip(recorder.batches, outputs):
+        assert batch["lin"][1].data_ptr() != out.data_ptr()

@@ -1,6 +1,7 @@
 """The hand-built ActivationBatch equals protobuf's own serialization, for every layout the
 streamer takes (no server needed)."""
 
+import grpc
 import numpy as np
 import pytest
 
@@ -74,8 +75,31 @@ def test_torch_tensors_of_every_dtype():
             dtype != torch.float16)
         layer = _wire.to_layer("b", "x", t.t(), False)  # non-contiguous, requires grad
         assert layer.dtype == wire and layer.shape == (4, 3)
+        layer = _wire.to_numpy("b", layer)
         widened = (layer.array.astype(np.uint32) << 16).view(np.float32) \
             if wire == pb.BFLOAT16 else layer.array
         np.testing.assert_array_equal(widened, np.arange(12).reshape(3, 4).T)
     with pytest.raises(cka.CkaError):
         _wire.to_layer("b", "x", torch.ones((2, 2), dtype=torch.int32), False)
+
+
+def test_a_cpu_tensor_is_taken_by_reference_and_a_change_in_place_is_caught():
+    torch = import_torch()
+    t = torch.arange(24, dtype=torch.float32).reshape(4, 6).requires_grad_()
+    layer = _wire.to_layer("b", "x", t, False)
+    assert layer.array is t  # nothing converted or copied on the caller's thread
+    array = _wire.to_numpy("b", layer).array
+    assert np.shares_memory(array, t.detach().numpy())
+    assert _wire.modified_in_place("b", layer) is None
+    with torch.no_grad():
+        t.mul_(2)
+    assert _wire.modified_in_place("b", layer) is not None
+    with pytest.raises(cka.CkaError) as raised:
+        _wire.to_numpy("b", layer)
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "batch 'b' layer 'x'" in raised.value.message and "in place" in raised.value.message
+    copied = _wire.to_layer("b", "x", t, False, copy=True)
+    with torch.no_grad():
+        t.add_(1)
+    np.testing.assert_array_equal(_wire.to_numpy("b", copied).array,
+                                  2 * np.arange(24, dtype=np.float32).reshape(4, 6))

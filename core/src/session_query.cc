@@ -260,6 +260,22 @@ void ExactMatrix(const ExactSums& ex, const std::vector<int>& rows,
 
 absl::StatusOr<SimilarityMatrix> Session::Query(
     const SimilarityQuery& query) const {
+  if (query.block_threshold.has_value()) {
+    // Checked first, so that a bad option costs no matrix.
+    if (absl::Status s = ValidateBlockOptions(
+            {*query.block_threshold, query.block_warn_share});
+        !s.ok()) {
+      return s;
+    }
+    SimilarityQuery matrix_only = query;
+    matrix_only.block_threshold.reset();
+    absl::StatusOr<SimilarityMatrix> out = Query(matrix_only);
+    if (!out.ok()) return out;
+    absl::StatusOr<std::vector<LayerBlock>> blocks = QueryBlocks(query);
+    if (!blocks.ok()) return blocks.status();
+    out->blocks = *std::move(blocks);
+    return out;
+  }
   absl::StatusOr<int> found = FindMeasure(config_, query.measure);
   if (!found.ok()) return found.status();
   const int measure_index = *found;

@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "cka/core/block_structure.h"
 #include "cka/core/config.h"
 #include "cka/core/memory_budget.h"
 #include "cka/core/tensor.h"
@@ -116,6 +117,10 @@ struct SimilarityQuery {
   std::vector<std::string> cols;    // empty: every stream, in first-seen order
   std::optional<int64_t> step_min;  // inclusive; must start a bucket
   std::optional<int64_t> step_max;  // inclusive; must end a bucket
+  // When set, the answer's `blocks` summarise each source's block structure
+  // at this threshold (block_structure.h), whatever rows and cols are.
+  std::optional<double> block_threshold;
+  double block_warn_share = kDefaultBlockWarnShare;
 };
 
 // A CKA matrix. values[i * cols.size() + j] is CKA(rows[i], cols[j]); NaN where
@@ -127,6 +132,9 @@ struct SimilarityMatrix {
   std::vector<std::string> cols;
   std::vector<double> values;
   std::vector<int64_t> batches;
+  // With SimilarityQuery::block_threshold: the runs of alike consecutive
+  // layers of every source of the session (Session::Query says how).
+  std::vector<LayerBlock> blocks;
 };
 
 // One (row stream, column stream) pair of a series query.
@@ -261,6 +269,15 @@ class Session {
   // a step range that is empty or not bucket-aligned; FailedPrecondition for a
   // step range on an exact measure or on a session without step buckets;
   // ResourceExhausted when the matrix does not fit the memory budget.
+  //
+  // With block_threshold set, also fills `blocks`: for each source of the
+  // session, FindLayerBlocks over that source's own layers in first-seen
+  // order, from the square matrix of those layers under the same measure and
+  // step range (one more Query per source with >= 2 layers, each priced like
+  // this one); InvalidArgument naming block_threshold or block_warn_share for
+  // a value outside (0, 1]. The blocks are read in holds of the mutex of their
+  // own, so a commit between them and the matrix can make them differ by
+  // that commit.
   absl::StatusOr<SimilarityMatrix> Query(const SimilarityQuery& query) const;
 
   // Returns, for each step bucket with data, the CKA of every pair of
@@ -303,6 +320,10 @@ class Session {
 
  private:
   Session(SessionConfig config, SessionLimits limits);
+  // Returns the blocks of Query's answer for `query` (its block_threshold
+  // set), session_blocks.cc.
+  absl::StatusOr<std::vector<LayerBlock>> QueryBlocks(
+      const SimilarityQuery& query) const;
   // Returns the bytes the state holds in all (SessionInfo::held_bytes).
   int64_t HeldBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the state's bytes in held_ (after a restore), without a check.

@@ -14,6 +14,28 @@ bool IsExact(Estimator estimator) {
          estimator == Estimator::kExactDebiased;
 }
 
+bool IsMomentKind(MeasureKind kind) { return kind != MeasureKind::kCka; }
+
+const char* MeasureKindName(MeasureKind kind) {
+  switch (kind) {
+    case MeasureKind::kCka:
+      return "cka";
+    case MeasureKind::kCcaR2:
+      return "cca_r2";
+    case MeasureKind::kCcaMeanRho:
+      return "cca_mean_rho";
+    case MeasureKind::kSvcca:
+      return "svcca";
+    case MeasureKind::kPwcca:
+      return "pwcca";
+    case MeasureKind::kRegressionR2:
+      return "regression_r2";
+    case MeasureKind::kProcrustes:
+      return "procrustes";
+  }
+  return "unknown";
+}
+
 const char* KernelName(Kernel kernel) {
   switch (kernel) {
     case Kernel::kLinear:
@@ -40,7 +62,7 @@ const char* EstimatorName(Estimator estimator) {
 
 bool operator==(const Measure& a, const Measure& b) {
   return a.name == b.name && a.kernel == b.kernel &&
-         a.estimator == b.estimator &&
+         a.estimator == b.estimator && a.kind == b.kind &&
          (a.kernel != Kernel::kRbf || a.rbf_threshold == b.rbf_threshold);
 }
 
@@ -121,6 +143,25 @@ absl::Status ValidateConfig(const SessionConfig& config) {
           absl::StrCat("measure '", m.name, "': rbf_threshold ",
                        m.rbf_threshold, " must be a finite number > 0"));
     }
+    if (m.kind < MeasureKind::kCka || m.kind > kLastMeasureKind) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "measure '", m.name, "': unknown kind ", static_cast<int>(m.kind),
+          "; expected 1 to ", static_cast<int>(kLastMeasureKind)));
+    }
+    if (IsMomentKind(m.kind) && m.kernel != Kernel::kLinear) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "measure '", m.name, "': kind ", MeasureKindName(m.kind),
+          " is computed from the feature-space second moments and needs "
+          "kernel linear, not ",
+          KernelName(m.kernel)));
+    }
+    if (IsMomentKind(m.kind) && m.estimator != Estimator::kExact) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "measure '", m.name, "': kind ", MeasureKindName(m.kind),
+          " is computed from the feature-space sums over every row and needs "
+          "estimator exact, not ",
+          EstimatorName(m.estimator)));
+    }
     if (IsExact(m.estimator)) {
       has_exact = true;
       if (m.kernel != Kernel::kLinear) {
@@ -133,8 +174,9 @@ absl::Status ValidateConfig(const SessionConfig& config) {
   }
   if (has_exact && config.streams.empty()) {
     return absl::InvalidArgumentError(
-        "config.streams is empty, but the exact estimators need the session's "
-        "streams declared");
+        "config.streams is empty, but the exact estimators and the moment "
+        "measures (CCA, SVCCA, PWCCA, regression, Procrustes) need the "
+        "session's streams declared");
   }
   absl::flat_hash_set<std::string> streams;
   for (const std::string& s : config.streams) {

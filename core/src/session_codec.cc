@@ -73,6 +73,10 @@ std::string EncodeConfig(const SessionConfig& c) {
   w.U64(c.expected_sources.size());
   for (const std::string& s : c.expected_sources) w.String(s);
   w.I64(c.join_window);
+  // Added later still: records written before end at the join window, and
+  // their measures are all CKA.
+  w.U64(c.measures.size());
+  for (const Measure& m : c.measures) w.U8(static_cast<uint8_t>(m.kind));
   return std::move(w.bytes());
 }
 
@@ -107,8 +111,18 @@ absl::StatusOr<SessionConfig> DecodeConfig(std::string_view bytes) {
     for (std::string& s : c.expected_sources) {
       if (!r.String(&s)) return Damaged("config: truncated expected source");
     }
-    if (!r.I64(&c.join_window) || !r.done()) {
-      return Damaged("config: join window");
+    if (!r.I64(&c.join_window)) return Damaged("config: join window");
+    if (!r.done()) {
+      if (!r.Count(&count, 1) ||
+          static_cast<size_t>(count) != c.measures.size()) {
+        return Damaged("config: measure kinds");
+      }
+      for (Measure& m : c.measures) {
+        uint8_t kind;
+        if (!r.U8(&kind)) return Damaged("config: truncated measure kinds");
+        m.kind = static_cast<MeasureKind>(kind);
+      }
+      if (!r.done()) return Damaged("config: bytes after the measure kinds");
     }
   }
   if (absl::Status s = ValidateConfig(c); !s.ok()) {

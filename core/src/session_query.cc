@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cka/core/session.h"
+#include "moment_matrix.h"
 #include "session_state.h"
 
 namespace cka::core {
@@ -284,6 +285,12 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   int64_t bucket_min = std::numeric_limits<int64_t>::min();
   int64_t bucket_max = std::numeric_limits<int64_t>::max();
   if (ranged) {
+    if (IsMomentKind(measure.kind)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "measure '", measure.name, "' is ", MeasureKindName(measure.kind),
+          ", whose moment sums are kept for all time only; step_min/step_max "
+          "apply to minibatch measures only"));
+    }
     if (IsExact(measure.estimator)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "measure '", measure.name, "' is ", EstimatorName(measure.estimator),
@@ -338,6 +345,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   // copied (or added up over the buckets) under the mutex in a second,
   // short hold, and the matrix is computed outside it.
   std::vector<int> rows, cols;
+  int64_t moment_width = 0;  // the widest stream of a moment measure
   {
     absl::MutexLock lock(&mu_);
     const SessionState& st = *state_;
@@ -351,6 +359,17 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     out.cols.reserve(cols.size());
     for (int i : rows) out.rows.push_back(st.streams[i]);
     for (int i : cols) out.cols.push_back(st.streams[i]);
+    if (IsMomentKind(measure.kind)) {
+      for (const std::vector<int>* v : {&rows, &cols}) {
+        for (int i : *v) {
+          moment_width = std::max(moment_width, st.widths[i]);
+          if (st.exact.dim > 0) {
+            moment_width = std::max(
+                moment_width, st.exact.offset[i + 1] - st.exact.offset[i]);
+          }
+        }
+      }
+    }
   }
   const size_t nr = rows.size(), nc = cols.size();
   // values, batches and the sums added up over the buckets (num, two self).
@@ -358,7 +377,8 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   if (limits_.memory != nullptr) {
     absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
         static_cast<int64_t>(nr * nc * 5 * 8) +
-            (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0),
+            (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0) +
+            (IsMomentKind(measure.kind) ? MomentMatrixBytes(moment_width) : 0),
         absl::StrFormat("a %d × %d similarity matrix", nr, nc));
     if (!r.ok()) return r.status();
     work = *std::move(r);
@@ -372,14 +392,30 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     needed.insert(needed.end(), cols.begin(), cols.end());
     std::sort(needed.begin(), needed.end());
     needed.erase(std::unique(needed.begin(), needed.end()), needed.end());
+    // `rows` and `cols` index `ex`'s streams.
+    auto exact_matrix = [&](const ExactSums& ex) {
+      if (!IsMomentKind(measure.kind)) {
+        ExactMatrix(ex, rows, cols, debiased, out.values.data());
+        return;
+      }
+      out.note = MomentMatrix(ex, rows, cols, measure.kind, out.rows, out.cols,
+                              out.values.data());
+    };
     ExactSums subset;
     {
       absl::MutexLock lock(&mu_);
       const ExactSums& ex = state_->exact;
       std::fill(out.batches.begin(), out.batches.end(), ex.batches);
-      if (ex.dim == 0 || ex.rows < (debiased ? 4 : 2)) return out;
+      if (ex.dim == 0 || ex.rows < (debiased ? 4 : 2)) {
+        if (IsMomentKind(measure.kind)) {
+          out.note =
+              "no value yet: the declared streams have fewer than 2 "
+              "rows of completed batches";
+        }
+        return out;
+      }
       if (ExactSubsetBytes(ex, needed) > kMaxExactCopyBytes) {
-        ExactMatrix(ex, rows, cols, debiased, out.values.data());
+        exact_matrix(ex);
         return out;
       }
       subset = ExactSubset(ex, needed);
@@ -393,7 +429,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     };
     remap(rows);
     remap(cols);
-    ExactMatrix(subset, rows, cols, debiased, out.values.data());
+    exact_matrix(subset);
     return out;
   }
 
@@ -439,6 +475,12 @@ absl::StatusOr<SimilaritySeries> Session::QuerySeries(
   absl::StatusOr<int> found = FindMeasure(config_, query.measure);
   if (!found.ok()) return found.status();
   const Measure& measure = config_.measures[*found];
+  if (IsMomentKind(measure.kind)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "measure '", measure.name, "' is ", MeasureKindName(measure.kind),
+        ", whose moment sums are kept for all time only, not per step "
+        "bucket; a series needs a minibatch measure"));
+  }
   if (IsExact(measure.estimator)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "measure '", measure.name, "' is ", EstimatorName(measure.estimator),

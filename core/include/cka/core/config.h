@@ -30,9 +30,35 @@ enum class Estimator {
 // Returns true for kExact and kExactDebiased.
 bool IsExact(Estimator estimator);
 
-// Returns "linear"/"rbf" and "unbiased"/"biased"/"exact"/"exact_debiased".
+// What a measure computes (core/MATH.md). kCka is CKA with the measure's kernel
+// and estimator. The others are the comparison family, computed from the
+// feature-space second moments the exact estimators keep (core/MATH.md,
+// "Comparison family from second moments"); they need kernel kLinear,
+// estimator kExact and declared streams, and are kept over all steps only.
+// kRegressionR2 and kPwcca are asymmetric; in a matrix, entry (row s, column
+// t) is the measure with X = s and Y = t: R²(s → t), the share of t's variance
+// that the least-squares fit from s explains; and PWCCA weighted by the
+// neurons of the side with fewer kept dimensions, s when they tie.
+enum class MeasureKind {
+  kCka = 1,
+  kCcaR2 = 2,         // R²_CCA, the mean squared canonical correlation
+  kCcaMeanRho = 3,    // ρ̄_CCA, the mean canonical correlation
+  kSvcca = 4,         // SVCCA, 99 % of each side's variance
+  kPwcca = 5,         // projection-weighted CCA (asymmetric, see above)
+  kRegressionR2 = 6,  // R²(row → column) of a linear fit (asymmetric)
+  kProcrustes = 7,  // orthogonal Procrustes similarity ‖Cxy‖_* / √(tr·tr)
+};
+inline constexpr MeasureKind kLastMeasureKind = MeasureKind::kProcrustes;
+
+// Returns true for every kind but kCka (the comparison family).
+bool IsMomentKind(MeasureKind kind);
+
+// Returns "linear"/"rbf" and "unbiased"/"biased"/"exact"/"exact_debiased",
+// and "cka"/"cca_r2"/"cca_mean_rho"/"svcca"/"pwcca"/"regression_r2"/
+// "procrustes" ("unknown" for a value outside the enum).
 const char* KernelName(Kernel kernel);
 const char* EstimatorName(Estimator estimator);
+const char* MeasureKindName(MeasureKind kind);
 
 // One CKA measure a session maintains.
 struct Measure {
@@ -41,6 +67,7 @@ struct Measure {
   // t of core/MATH.md, "Kernels"; > 0 and finite for kRbf, ignored otherwise.
   double rbf_threshold = 0.0;
   Estimator estimator = Estimator::kUnbiased;
+  MeasureKind kind = MeasureKind::kCka;
 
   friend bool operator==(const Measure& a, const Measure& b);
 };
@@ -95,7 +122,9 @@ SessionConfig WithDefaults(SessionConfig config);
 
 // Returns OK when `config` (after WithDefaults) is usable, else InvalidArgument
 // naming the field and value: duplicate or bad names, RBF threshold <= 0, an
-// exact measure with an RBF kernel or without declared streams, widths of the
+// exact measure with an RBF kernel or without declared streams, a kind outside
+// the enum, a moment kind with an RBF kernel or an estimator other than
+// kExact, widths of the
 // wrong count or negative, a negative step bucket, more than kMaxMeasures
 // measures, expected sources with declared streams, a join window outside
 // 1..kMaxJoinWindow.

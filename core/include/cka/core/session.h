@@ -163,6 +163,10 @@ struct SeriesBucket {
   int64_t step_last = 0;   // its last step (INT64_MAX for step_bucket 0)
   std::vector<double> values;
   std::vector<int64_t> batches;
+  // A moment measure's word on its values, empty when there is none: why
+  // entries are NaN (a stream without variance) and where CCA's correlations
+  // are 1 whatever the data (core/MATH.md, "CCA").
+  std::string note;
 };
 
 // The answer to a SeriesQuery: one entry per step bucket that has data (any

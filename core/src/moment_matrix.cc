@@ -1,0 +1,183 @@
+#include "moment_matrix.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cka/core/measures/cca.h"
+#include "cka/core/measures/linear_regression.h"
+#include "cka/core/measures/procrustes.h"
+#include "cka/core/measures/pwcca.h"
+#include "cka/core/measures/svcca.h"
+
+namespace cka::core {
+
+namespace {
+
+// Returns the d × d block of `ex`'s Σ x·xᵀ at offsets (r0, c0), row-major, for
+// r0 <= c0 read from the stored upper triangle (a diagonal block keeps its
+// upper triangle only, which is what PairMoments reads).
+std::vector<double> UpperBlock(const ExactSums& ex, int64_t r0, int64_t rn,
+                               int64_t c0, int64_t cn) {
+  std::vector<double> out(static_cast<size_t>(rn * cn), 0.0);
+  for (int64_t i = 0; i < rn; ++i) {
+    const int64_t from = std::max<int64_t>(0, r0 + i - c0);  // j >= i in ex
+    for (int64_t j = from; j < cn; ++j) {
+      out[i * cn + j] = ex.xx[(r0 + i) * ex.dim + c0 + j];
+    }
+  }
+  return out;
+}
+
+bool IsSymmetric(MeasureKind kind) {
+  return kind != MeasureKind::kRegressionR2 && kind != MeasureKind::kPwcca;
+}
+
+}  // namespace
+
+PairMoments PairMomentsOf(const ExactSums& ex, int s, int t) {
+  PairMoments m;
+  const int64_t s0 = ex.offset[s], t0 = ex.offset[t];
+  m.rows = ex.rows;
+  m.dx = ex.offset[s + 1] - s0;
+  m.dy = ex.offset[t + 1] - t0;
+  m.sum_x.assign(ex.x.begin() + s0, ex.x.begin() + s0 + m.dx);
+  m.sum_y.assign(ex.x.begin() + t0, ex.x.begin() + t0 + m.dy);
+  m.sum_xx = UpperBlock(ex, s0, m.dx, s0, m.dx);
+  m.sum_yy = s == t ? m.sum_xx : UpperBlock(ex, t0, m.dy, t0, m.dy);
+  if (s < t) {
+    m.sum_xy = UpperBlock(ex, s0, m.dx, t0, m.dy);
+  } else if (s == t) {
+    m.sum_xy = m.sum_xx;
+    for (int64_t i = 0; i < m.dx; ++i) {
+      for (int64_t j = 0; j < i; ++j) {
+        m.sum_xy[i * m.dx + j] = m.sum_xy[j * m.dx + i];
+      }
+    }
+  } else {
+    // The stored block has t's rows and s's columns: transpose it.
+    const std::vector<double> block = UpperBlock(ex, t0, m.dy, s0, m.dx);
+    m.sum_xy.resize(static_cast<size_t>(m.dx * m.dy));
+    for (int64_t i = 0; i < m.dx; ++i) {
+      for (int64_t j = 0; j < m.dy; ++j) {
+        m.sum_xy[i * m.dy + j] = block[j * m.dx + i];
+      }
+    }
+  }
+  return m;
+}
+
+int64_t MomentMatrixBytes(int64_t max_width) {
+  const int64_t scratch = MomentMeasureBytes(max_width, max_width);
+  const long double copy =
+      8.0L * (3.0L * max_width * max_width + 2.0L * max_width);
+  const long double total = copy + static_cast<long double>(scratch);
+  if (total >= static_cast<long double>(std::numeric_limits<int64_t>::max()))
+    return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(total);
+}
+
+absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
+                                   int64_t* forced_unit) {
+  *forced_unit = 0;
+  switch (kind) {
+    case MeasureKind::kCcaR2:
+    case MeasureKind::kCcaMeanRho: {
+      absl::StatusOr<CcaSimilarity> c = Cca(m);
+      if (!c.ok()) return c.status();
+      *forced_unit = c->forced_unit;
+      return kind == MeasureKind::kCcaR2 ? c->r2 : c->mean_rho;
+    }
+    case MeasureKind::kSvcca: {
+      absl::StatusOr<SvccaSimilarity> s = Svcca(m);
+      if (!s.ok()) return s.status();
+      return s->value;
+    }
+    case MeasureKind::kPwcca: {
+      absl::StatusOr<PwccaSimilarity> p = Pwcca(m);
+      if (!p.ok()) return p.status();
+      return p->value;
+    }
+    case MeasureKind::kRegressionR2:
+      return LinearRegressionR2(m, RegressionDirection::kXPredictsY);
+    case MeasureKind::kProcrustes:
+      return ProcrustesSimilarity(m);
+    case MeasureKind::kCka:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("kind ", MeasureKindName(kind), " is not a moment measure"));
+}
+
+std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
+                         const std::vector<int>& cols, MeasureKind kind,
+                         const std::vector<std::string>& row_names,
+                         const std::vector<std::string>& col_names,
+                         double* values) {
+  const size_t nc = cols.size();
+  const bool symmetric = IsSymmetric(kind);
+  std::map<std::pair<int, int>, std::pair<double, int64_t>> done;
+  int64_t undefined = 0, forced = 0, most_forced = 0;
+  std::string first_undefined, first_forced;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t j = 0; j < nc; ++j) {
+      const int s = rows[i], t = cols[j];
+      const std::pair<int, int> key(symmetric ? std::min(s, t) : s,
+                                    symmetric ? std::max(s, t) : t);
+      auto it = done.find(key);
+      double value = std::numeric_limits<double>::quiet_NaN();
+      int64_t forced_unit = 0;
+      if (it != done.end()) {
+        std::tie(value, forced_unit) = it->second;
+      } else {
+        // A symmetric kind is computed with X the stream of lower index, so
+        // that every query gives a pair the same bits.
+        const bool x_is_row = key.first == s;
+        absl::StatusOr<double> v = MomentValue(
+            kind, PairMomentsOf(ex, key.first, key.second), &forced_unit);
+        if (v.ok()) {
+          value = *v;
+        } else if (undefined == 0) {
+          first_undefined = absl::StrFormat(
+              "'%s' (X) with '%s' (Y): %s",
+              x_is_row ? row_names[i] : col_names[j],
+              x_is_row ? col_names[j] : row_names[i], v.status().message());
+        }
+        done[key] = {value, forced_unit};
+      }
+      values[i * nc + j] = value;
+      if (std::isnan(value)) ++undefined;
+      if (forced_unit > 0) {
+        if (forced == 0) {
+          first_forced = absl::StrFormat("row '%s', column '%s'", row_names[i],
+                                         col_names[j]);
+        }
+        ++forced;
+        most_forced = std::max(most_forced, forced_unit);
+      }
+    }
+  }
+  std::string note;
+  if (undefined > 0) {
+    absl::StrAppendFormat(&note,
+                          "%d of %d entries have no value (NaN), e.g. %s",
+                          undefined, rows.size() * nc, first_undefined);
+  }
+  if (forced > 0) {
+    if (!note.empty()) note += "; ";
+    absl::StrAppendFormat(
+        &note,
+        "%d entries have up to %d canonical correlations equal to 1 whatever "
+        "the data, because the streams' widths are close to or above the %d "
+        "rows (e.g. %s; core/MATH.md, \"CCA\")",
+        forced, most_forced, ex.rows, first_forced);
+  }
+  return note;
+}
+
+}  // namespace cka::core

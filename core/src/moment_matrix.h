@@ -1,0 +1,54 @@
+// The comparison family's matrix over a session's exact feature-space sums
+// (core/MATH.md, "Comparison family from second moments"). Internal to
+// cka::core; Session::Query calls it for a measure whose kind is a moment
+// kind.
+//
+// Layout: as session_state.h (ExactSums); `values` is nr × nc row-major.
+#ifndef CKA_CORE_SRC_MOMENT_MATRIX_H_
+#define CKA_CORE_SRC_MOMENT_MATRIX_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cka/core/config.h"
+#include "cka/core/measures/pair_moments.h"
+#include "session_state.h"
+
+namespace cka::core {
+
+// Returns the PairMoments of streams s (as X) and t (as Y) cut from `ex`: the
+// diagonal blocks of Σ x·xᵀ, the block at s's rows and t's columns (transposed
+// from the stored upper triangle when t comes first), Σ x and N.
+PairMoments PairMomentsOf(const ExactSums& ex, int s, int t);
+
+// Returns the bytes MomentMatrix allocates beyond its result for streams at
+// most `max_width` wide: one PairMoments and one measure's scratch
+// (MomentMeasureBytes). Saturates at INT64_MAX.
+int64_t MomentMatrixBytes(int64_t max_width);
+
+// Returns the value of the moment measure `kind` on `m` (X predicts Y for
+// kRegressionR2) and, for the CCA kinds, sets *forced_unit (else 0). The
+// measure's error where it has no value (FailedPrecondition: a stream without
+// variance).
+absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
+                                   int64_t* forced_unit);
+
+// Writes the moment measure `kind` of rows × cols (stream indices of `ex`) to
+// `values` (nr × nc, NaN where it has no value) and returns a note for the
+// user: why entries are NaN, and where CCA's correlations are forced to 1;
+// empty when there is nothing to say. `row_names` and `col_names` name the
+// streams of `rows` and `cols` in the note. Entry (i, j) of an asymmetric
+// kind has X = rows[i], Y = cols[j]; a symmetric kind computes each unordered
+// pair once, with X the stream of lower index, so that every query gives the
+// same bits. Requires ex.dim > 0.
+std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
+                         const std::vector<int>& cols, MeasureKind kind,
+                         const std::vector<std::string>& row_names,
+                         const std::vector<std::string>& col_names,
+                         double* values);
+
+}  // namespace cka::core
+
+#endif  // CKA_CORE_SRC_MOMENT_MATRIX_H_

@@ -103,7 +103,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--max-state-mb", max_state_mb,
                  "per session: MiB of running sums of all step buckets plus "
-                 "duplicate records (a bucket of S streams costs 24·S² bytes "
+                 "duplicate records (a bucket of S streams costs 56·S² bytes "
                  "per measure); a batch that needs more is RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));

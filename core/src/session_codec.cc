@@ -5,15 +5,19 @@
 // the elements):
 //   config             measures, declared streams and widths, step bucket
 //   meta               stream names and widths, counters, sequence numbers
-//   sums/<m>/<bucket>  PairSums of minibatch measure m in one step bucket
+//   sums/<m>/<bucket>  PairSums of minibatch measure m in one step bucket; the
+//                      standard error's four sums follow the counts (records
+//                      written before them end after the counts)
 //   exact              ExactSums
 //   applied/<id>       AppliedBatch (the duplicate check of batch_id <id>)
 //   pending/<id>       PendingBatch (a batch waiting in the join buffer)
 // Serialize: "CKAS", format version (u64), record count, (key, value) pairs,
 // then the FNV-1a-64 hash of everything before it.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 
@@ -187,15 +191,22 @@ absl::Status DecodeMeta(std::string_view bytes, const SessionConfig& config,
 
 // --- sums of one measure in one bucket
 
+// The standard error's sums of PairSums (const or not), in record order.
+template <typename Sums>
+auto StandardErrorSums(Sums& sums) {
+  return std::array{&sums.num_sq, &sums.self_sq, &sums.num_self,
+                    &sums.self_prod};
+}
+
 std::string EncodeSums(const PairSums& sums) {
   ByteWriter w;
-  w.Reserve(4 * sizeof(uint64_t) +
-            (sums.num.size() + sums.self.size()) * sizeof(double) +
+  w.Reserve(8 * sizeof(uint64_t) + sums.num.size() * 6 * sizeof(double) +
             sums.count.size() * sizeof(int64_t));
   w.I64(sums.size);
   w.Doubles(sums.num);
   w.Doubles(sums.self);
   w.I64s(sums.count);
+  for (const std::vector<double>* v : StandardErrorSums(sums)) w.Doubles(*v);
   return std::move(w.bytes());
 }
 
@@ -204,14 +215,32 @@ absl::StatusOr<PairSums> DecodeSums(std::string_view bytes, int streams) {
   int64_t size;
   PairSums sums;
   if (!r.I64(&size) || !r.Doubles(&sums.num) || !r.Doubles(&sums.self) ||
-      !r.I64s(&sums.count) || !r.done()) {
+      !r.I64s(&sums.count)) {
     return Damaged("truncated sums");
   }
+  // A record written before the standard error's sums ends here: their
+  // entries with batches become NaN (see PairSums).
+  const bool has_se_sums = !r.done();
+  for (std::vector<double>* v : StandardErrorSums(sums)) {
+    if (has_se_sums && !r.Doubles(v)) return Damaged("truncated sums");
+  }
+  if (!r.done()) return Damaged("sums: bytes after the last sum");
   if (size < 0 || size > streams) return Damaged("sums: stream count");
   const size_t cells = static_cast<size_t>(size) * size;
   if (sums.num.size() != cells || sums.self.size() != cells ||
       sums.count.size() != cells) {
     return Damaged("sums: inconsistent sizes");
+  }
+  for (std::vector<double>* v : StandardErrorSums(sums)) {
+    if (!has_se_sums) {
+      v->assign(cells, 0.0);
+      for (size_t e = 0; e < cells; ++e) {
+        if (sums.count[e] != 0)
+          (*v)[e] = std::numeric_limits<double>::quiet_NaN();
+      }
+    } else if (v->size() != cells) {
+      return Damaged("sums: inconsistent sizes");
+    }
   }
   sums.size = static_cast<int>(size);
   return sums;

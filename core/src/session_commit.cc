@@ -63,7 +63,8 @@ void ReleaseJoinWindow(const SessionConfig& config, SessionState& st) {
 // the `k_new` new ones first, then those that arrived earlier; row i < k_new of
 // `cross` (leading dimension `ld`) holds HSIC(K_i, K_j) for every layer j, and
 // `self[i]` is HSIC(K_i, K_i). Every pair with a new layer gets the batch once
-// in each order; pairs of two earlier layers had it before.
+// in each order; pairs of two earlier layers had it before. The standard
+// error's products (PairSums) are added beside the sums.
 void AddPairs(const std::vector<int>& streams, int k_new, const double* cross,
               size_t ld, const std::vector<double>& self, PairSums& sums) {
   const size_t s = sums.size;
@@ -73,12 +74,22 @@ void AddPairs(const std::vector<int>& streams, int k_new, const double* cross,
     double* num = sums.num.data() + row;
     double* self_sum = sums.self.data() + row;
     int64_t* count = sums.count.data() + row;
+    double* num_sq = sums.num_sq.data() + row;
+    double* self_sq = sums.self_sq.data() + row;
+    double* num_self = sums.num_self.data() + row;
+    double* self_prod = sums.self_prod.data() + row;
     const bool is_new = x < k_new;
+    const double u = self[x];
     for (int y = 0; y < (is_new ? k_all : k_new); ++y) {
       const int b = streams[y];
-      num[b] += is_new ? cross[x * ld + y] : cross[y * ld + x];
-      self_sum[b] += self[x];
+      const double a = is_new ? cross[x * ld + y] : cross[y * ld + x];
+      num[b] += a;
+      self_sum[b] += u;
       count[b] += 1;
+      num_sq[b] += a * a;
+      self_sq[b] += u * u;
+      num_self[b] += a * u;
+      self_prod[b] += u * self[y];
     }
   }
 }

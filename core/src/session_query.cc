@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cka/core/measures/cka_standard_error.h"
 #include "cka/core/session.h"
 #include "moment_matrix.h"
 #include "session_state.h"
@@ -372,11 +373,12 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     }
   }
   const size_t nr = rows.size(), nc = cols.size();
-  // values, batches and the sums added up over the buckets (num, two self).
+  // values, batches, standard errors and the sums added up over the buckets
+  // (num, two self, six for the standard error).
   MemoryBudget::Reservation work;
   if (limits_.memory != nullptr) {
     absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
-        static_cast<int64_t>(nr * nc * 5 * 8) +
+        static_cast<int64_t>(nr * nc * 12 * 8) +
             (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0) +
             (IsMomentKind(measure.kind) ? MomentMatrixBytes(moment_width) : 0),
         absl::StrFormat("a %d × %d similarity matrix", nr, nc));
@@ -385,6 +387,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   }
   out.values.assign(nr * nc, std::numeric_limits<double>::quiet_NaN());
   out.batches.assign(nr * nc, 0);
+  out.standard_errors.assign(nr * nc, std::numeric_limits<double>::quiet_NaN());
 
   if (IsExact(measure.estimator)) {
     const bool debiased = measure.estimator == Estimator::kExactDebiased;
@@ -441,6 +444,12 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   const bool cols_identity = square ? rows_identity : IsIdentity(cols);
   std::vector<double> num(nr * nc, 0.0), self_r(nr * nc, 0.0);
   std::vector<double> self_c_t(square ? 0 : nc * nr, 0.0);  // nc × nr
+  // The standard error's: Σa², Σu², Σa·u, Σu·v, and the column terms Σv², Σa·v
+  // (nc × nr) when not square.
+  std::vector<double> num_sq(nr * nc, 0.0), self_sq_r(nr * nc, 0.0),
+      num_self_r(nr * nc, 0.0), self_prod(nr * nc, 0.0);
+  std::vector<double> self_sq_c_t(square ? 0 : nc * nr, 0.0),
+      num_self_c_t(square ? 0 : nc * nr, 0.0);
   {
     absl::MutexLock lock(&mu_);
     const std::map<int64_t, PairSums>& buckets = state_->buckets[mb];
@@ -451,19 +460,36 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
       AddBlock(sums.self, sums.size, rows, cols, cols_identity, self_r.data());
       AddBlock(sums.count, sums.size, rows, cols, cols_identity,
                out.batches.data());
+      AddBlock(sums.num_sq, sums.size, rows, cols, cols_identity,
+               num_sq.data());
+      AddBlock(sums.self_sq, sums.size, rows, cols, cols_identity,
+               self_sq_r.data());
+      AddBlock(sums.num_self, sums.size, rows, cols, cols_identity,
+               num_self_r.data());
+      AddBlock(sums.self_prod, sums.size, rows, cols, cols_identity,
+               self_prod.data());
       if (!square) {
         AddBlock(sums.self, sums.size, cols, rows, rows_identity,
                  self_c_t.data());
+        AddBlock(sums.self_sq, sums.size, cols, rows, rows_identity,
+                 self_sq_c_t.data());
+        AddBlock(sums.num_self, sums.size, cols, rows, rows_identity,
+                 num_self_c_t.data());
       }
     }
   }
   const std::vector<double>& self_t = square ? self_r : self_c_t;
+  const std::vector<double>& self_sq_t = square ? self_sq_r : self_sq_c_t;
+  const std::vector<double>& num_self_t = square ? num_self_r : num_self_c_t;
   for (size_t i = 0; i < nr; ++i) {
     for (size_t j = 0; j < nc; ++j) {
-      const size_t e = i * nc + j;
-      const double self_c = self_t[j * nr + i];
+      const size_t e = i * nc + j, t = j * nr + i;
+      const double self_c = self_t[t];
       if (out.batches[e] > 0 && self_r[e] > 0 && self_c > 0) {
         out.values[e] = num[e] / std::sqrt(self_r[e] * self_c);
+        out.standard_errors[e] = CkaStandardError(
+            {out.batches[e], num[e], self_r[e], self_c, num_sq[e], self_sq_r[e],
+             self_sq_t[t], num_self_r[e], num_self_t[t], self_prod[e]});
       }
     }
   }
@@ -501,12 +527,8 @@ absl::StatusOr<SimilaritySeries> Session::QuerySeries(
 
   // Per bucket and pair (bucket-major): the sums Query would add up for a
   // range of that one bucket, copied under the mutex.
-  struct PairSumsCopy {
-    double num = 0.0, self_r = 0.0, self_c = 0.0;
-    int64_t count = 0;
-  };
   std::vector<int64_t> bucket_ids;
-  std::vector<PairSumsCopy> sums;
+  std::vector<CkaBatchSums> sums;
   MemoryBudget::Reservation work;
   {
     absl::MutexLock lock(&mu_);
@@ -530,7 +552,7 @@ absl::StatusOr<SimilaritySeries> Session::QuerySeries(
     const size_t nb = buckets.size();
     if (limits_.memory != nullptr) {
       absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
-          static_cast<int64_t>(nb * (np * (sizeof(PairSumsCopy) + 16) + 64)),
+          static_cast<int64_t>(nb * (np * (sizeof(CkaBatchSums) + 24) + 64)),
           absl::StrFormat("a series of %d pairs over %d step buckets", np, nb));
       if (!r.ok()) return r.status();
       work = *std::move(r);
@@ -544,13 +566,21 @@ absl::StatusOr<SimilaritySeries> Session::QuerySeries(
       for (size_t p = 0; p < np; ++p) {
         const int r = rows[p], c = cols[p];
         if (r >= s || c >= s) continue;
-        PairSumsCopy& e = sums[b * np + p];
+        CkaBatchSums& e = sums[b * np + p];
         // Added to 0.0 as Query adds them up, so that the values are the same
         // bit for bit.
-        e.num += bucket.num[static_cast<size_t>(r) * s + c];
-        e.self_r += bucket.self[static_cast<size_t>(r) * s + c];
-        e.self_c += bucket.self[static_cast<size_t>(c) * s + r];
-        e.count = bucket.count[static_cast<size_t>(r) * s + c];
+        const size_t rc = static_cast<size_t>(r) * s + c;
+        const size_t cr = static_cast<size_t>(c) * s + r;
+        e.sum_a += bucket.num[rc];
+        e.sum_u += bucket.self[rc];
+        e.sum_v += bucket.self[cr];
+        e.batches = bucket.count[rc];
+        e.sum_aa += bucket.num_sq[rc];
+        e.sum_uu += bucket.self_sq[rc];
+        e.sum_vv += bucket.self_sq[cr];
+        e.sum_au += bucket.num_self[rc];
+        e.sum_av += bucket.num_self[cr];
+        e.sum_uv += bucket.self_prod[rc];
       }
       ++b;
     }
@@ -572,11 +602,13 @@ absl::StatusOr<SimilaritySeries> Session::QuerySeries(
     }
     bucket.values.assign(np, std::numeric_limits<double>::quiet_NaN());
     bucket.batches.assign(np, 0);
+    bucket.standard_errors.assign(np, std::numeric_limits<double>::quiet_NaN());
     for (size_t p = 0; p < np; ++p) {
-      const PairSumsCopy& e = sums[b * np + p];
-      bucket.batches[p] = e.count;
-      if (e.count > 0 && e.self_r > 0 && e.self_c > 0) {
-        bucket.values[p] = e.num / std::sqrt(e.self_r * e.self_c);
+      const CkaBatchSums& e = sums[b * np + p];
+      bucket.batches[p] = e.batches;
+      if (e.batches > 0 && e.sum_u > 0 && e.sum_v > 0) {
+        bucket.values[p] = e.sum_a / std::sqrt(e.sum_u * e.sum_v);
+        bucket.standard_errors[p] = CkaStandardError(e);
       }
     }
   }

@@ -5,30 +5,29 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace cka::core {
 
 void PairSums::Resize(int s) {
   if (s <= size) return;
-  const size_t n2 = static_cast<size_t>(s) * s;
-  std::vector<double> new_num(n2, 0.0), new_self(n2, 0.0);
-  std::vector<int64_t> new_count(n2, 0);
-  for (int i = 0; i < size; ++i) {
-    for (int j = 0; j < size; ++j) {
-      new_num[i * s + j] = num[i * size + j];
-      new_self[i * s + j] = self[i * size + j];
-      new_count[i * s + j] = count[i * size + j];
-    }
+  auto grow = [&](auto& v) {
+    std::remove_reference_t<decltype(v)> grown(static_cast<size_t>(s) * s);
+    for (int i = 0; i < size; ++i)
+      std::copy_n(v.data() + i * size, size, grown.data() + i * s);
+    v.swap(grown);
+  };
+  for (std::vector<double>* v :
+       {&num, &self, &num_sq, &self_sq, &num_self, &self_prod}) {
+    grow(*v);
   }
-  num.swap(new_num);
-  self.swap(new_self);
-  count.swap(new_count);
+  grow(count);
   size = s;
 }
 
 int64_t PairSums::bytes() const {
-  return static_cast<int64_t>(num.size() * sizeof(double) * 2 +
+  return static_cast<int64_t>(num.size() * sizeof(double) * 6 +
                               count.size() * sizeof(int64_t));
 }
 

@@ -21,14 +21,22 @@
 namespace cka::core {
 
 // The running minibatch sums of one measure in one step bucket
-// (core/MATH.md, "Minibatch CKA").
+// (core/MATH.md, "Minibatch CKA" and "Standard error of a minibatch CKA
+// entry"). Per common batch b of s and t: a = HSIC(K_s, K_t), u_s = HSIC(K_s,
+// K_s). The sums of entry (s, t) with those of (t, s) are the nine sums of
+// CkaBatchSums (cka_standard_error.h): Σu and Σv are self at (s, t) and (t, s).
 struct PairSums {
   int size = 0;  // S: streams covered; streams >= size have no batches here
-  std::vector<double>
-      num;  // Σ HSIC(K_s, K_t) over the common batches of s and t
-  std::vector<double>
-      self;  // (s, t): Σ HSIC(K_s, K_s) over the common batches of s and t
+  std::vector<double> num;     // Σ a over the common batches of s and t
+  std::vector<double> self;    // (s, t): Σ u_s over the common batches
   std::vector<int64_t> count;  // number of common batches of s and t
+  // The standard error's sums over the same batches. A bucket restored from a
+  // record written before they were kept has NaN in every entry with batches,
+  // so that an SE over those batches is NaN, never a wrong number.
+  std::vector<double> num_sq;     // Σ a²
+  std::vector<double> self_sq;    // (s, t): Σ u_s²
+  std::vector<double> num_self;   // (s, t): Σ a·u_s
+  std::vector<double> self_prod;  // Σ u_s·u_t
 
   // Grows to `s` streams, keeping every sum.
   void Resize(int s);
@@ -149,8 +157,9 @@ int64_t FloorDiv(int64_t a, int64_t b);
 // Returns the step bucket of `step` under `config`'s step_bucket.
 int64_t BucketOf(const SessionConfig& config, int64_t step);
 
-// The bytes of one bucket's PairSums over `streams` streams.
-inline int64_t PairSumsBytes(int64_t streams) { return streams * streams * 24; }
+// The bytes of one bucket's PairSums over `streams` streams: six doubles and
+// a count per pair.
+inline int64_t PairSumsBytes(int64_t streams) { return streams * streams * 56; }
 
 // The largest value of a session's counters (sequence numbers, version,
 // batches applied and evicted) that a stored state may hold. Commit refuses to

@@ -54,8 +54,8 @@ struct SessionLimits {
                             << 30;  // feature-space sums of the exact measures
   int64_t dedupe_window = 1 << 20;  // batch ids remembered for duplicate checks
   // The running sums of every step bucket plus the duplicate records; a batch
-  // that would take them over is refused. A bucket of S streams costs 24·S²
-  // bytes per minibatch measure.
+  // that would take them over is refused. A bucket of S streams costs 56·S²
+  // bytes per minibatch measure (six sums and a count per pair).
   int64_t max_state_bytes = int64_t{1} << 30;
   // Step buckets per minibatch measure.
   int64_t max_buckets = int64_t{1} << 16;
@@ -126,12 +126,22 @@ struct SimilarityQuery {
 // A CKA matrix. values[i * cols.size() + j] is CKA(rows[i], cols[j]); NaN where
 // there is no value (no common batch, or a self term <= 0). batches has the
 // same layout and counts the batches that contributed to the entry.
+// standard_errors has the same layout too: the delta-method standard error of
+// a minibatch entry over its batches (core/MATH.md, "Standard error of a
+// minibatch CKA entry"); NaN for a measure that is not minibatch CKA, an entry
+// with no value or fewer than 2 batches, and an entry some of whose batches
+// were stored before ckad kept the standard error's sums.
 struct SimilarityMatrix {
   std::string measure;
   std::vector<std::string> rows;
   std::vector<std::string> cols;
   std::vector<double> values;
   std::vector<int64_t> batches;
+  // A moment measure's word on its values, empty when there is none: why
+  // entries are NaN (a stream without variance) and where CCA's correlations
+  // are 1 whatever the data (core/MATH.md, "CCA").
+  std::string note;
+  std::vector<double> standard_errors;
   // With SimilarityQuery::block_threshold: the runs of alike consecutive
   // layers of every source of the session (Session::Query says how).
   std::vector<LayerBlock> blocks;
@@ -156,17 +166,15 @@ inline constexpr size_t kMaxSeriesPairs = 1024;
 // The values of one step bucket. values[p] is CKA(pairs[p].row, pairs[p].col)
 // over the batches of this bucket only; NaN where there is no value (no
 // common batch in the bucket, or a self term <= 0). batches[p] counts the
-// batches that contributed.
+// batches that contributed; standard_errors[p] is the value's standard error
+// (as in SimilarityMatrix).
 struct SeriesBucket {
   int64_t step_first = 0;  // the bucket's first step (INT64_MIN when the
                            // session has step_bucket 0)
   int64_t step_last = 0;   // its last step (INT64_MAX for step_bucket 0)
   std::vector<double> values;
   std::vector<int64_t> batches;
-  // A moment measure's word on its values, empty when there is none: why
-  // entries are NaN (a stream without variance) and where CCA's correlations
-  // are 1 whatever the data (core/MATH.md, "CCA").
-  std::string note;
+  std::vector<double> standard_errors;
 };
 
 // The answer to a SeriesQuery: one entry per step bucket that has data (any

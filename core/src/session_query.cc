@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -456,25 +457,23 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     for (auto it = buckets.lower_bound(bucket_min);
          it != buckets.end() && it->first <= bucket_max; ++it) {
       const PairSums& sums = it->second;
-      AddBlock(sums.num, sums.size, rows, cols, cols_identity, num.data());
-      AddBlock(sums.self, sums.size, rows, cols, cols_identity, self_r.data());
+      using Sum = std::pair<const std::vector<double>*, std::vector<double>*>;
+      for (const Sum& sum :
+           {Sum{&sums.num, &num}, Sum{&sums.self, &self_r},
+            Sum{&sums.num_sq, &num_sq}, Sum{&sums.self_sq, &self_sq_r},
+            Sum{&sums.num_self, &num_self_r},
+            Sum{&sums.self_prod, &self_prod}}) {
+        AddBlock(*sum.first, sums.size, rows, cols, cols_identity,
+                 sum.second->data());
+      }
       AddBlock(sums.count, sums.size, rows, cols, cols_identity,
                out.batches.data());
-      AddBlock(sums.num_sq, sums.size, rows, cols, cols_identity,
-               num_sq.data());
-      AddBlock(sums.self_sq, sums.size, rows, cols, cols_identity,
-               self_sq_r.data());
-      AddBlock(sums.num_self, sums.size, rows, cols, cols_identity,
-               num_self_r.data());
-      AddBlock(sums.self_prod, sums.size, rows, cols, cols_identity,
-               self_prod.data());
-      if (!square) {
-        AddBlock(sums.self, sums.size, cols, rows, rows_identity,
-                 self_c_t.data());
-        AddBlock(sums.self_sq, sums.size, cols, rows, rows_identity,
-                 self_sq_c_t.data());
-        AddBlock(sums.num_self, sums.size, cols, rows, rows_identity,
-                 num_self_c_t.data());
+      if (square) continue;
+      for (const Sum& sum :
+           {Sum{&sums.self, &self_c_t}, Sum{&sums.self_sq, &self_sq_c_t},
+            Sum{&sums.num_self, &num_self_c_t}}) {
+        AddBlock(*sum.first, sums.size, cols, rows, rows_identity,
+                 sum.second->data());
       }
     }
   }

@@ -6,12 +6,14 @@ Layout: a layer's array of shape (n, d1, d2, ...) is read as the row-major n x d
 
 The message is serialized by hand around the tensor bytes: the small fields go through
 protobuf, and each tensor's bytes are copied exactly once, from the array's memory into the
-message (``bytes.join`` over a memoryview). Building a ``Tensor(data=arr.tobytes())`` would
-copy them three times (tobytes, the protobuf field, serialization).
+message (by NumPy, outside Python's lock, for messages of 1 MiB and more; ``_join``). Building a
+``Tensor(data=arr.tobytes())`` would copy them three times (tobytes, the protobuf field,
+serialization).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import sys
@@ -34,6 +36,9 @@ _ITEMSIZE = {pb.FLOAT32: 4, pb.FLOAT64: 8, pb.FLOAT16: 2, pb.BFLOAT16: 2}
 _TORCH_DTYPES: Optional[Dict[Any, int]] = None  # torch dtype -> pb.DType, once torch is imported
 # Columns of X converted to float64 at a time by the Gram reduction (bounds its scratch).
 _GRAM_CHUNK_COLUMNS = 4096
+# Messages from this size on are assembled by NumPy copies, outside Python's lock (`_join`).
+_GIL_FREE_COPY_BYTES = 1 << 20
+_FROM_STRING_AND_SIZE: Any = None  # ctypes' PyBytes_FromStringAndSize, once set up
 # Bytes a tag, a length prefix and a few small fields add around a payload, generously.
 LAYER_OVERHEAD_BYTES = 64
 BATCH_OVERHEAD_BYTES = 64
@@ -243,4 +248,43 @@ def encode(session_id: str, source: str, batch_id: str, step: int,
         # ActivationBatch.layers: field 5, length-delimited.
         parts.append(b"\x2a" + _varint(len(layer_head) + size) + layer_head)
         parts.append(data)
-    return b"".join(parts)
+    return _join(parts)
+
+
+def _new_bytes(size: int) -> Optional[Tuple[bytes, np.ndarray]]:
+    """Returns a new, uninitialised bytes object of `size` bytes and a writable uint8 view of
+    its memory, for filling it before anyone else sees it (CPython's documented use of
+    PyBytes_FromStringAndSize(NULL, size)); None where ctypes cannot reach that function."""
+    global _FROM_STRING_AND_SIZE
+    if _FROM_STRING_AND_SIZE is None:
+        try:
+            function = ctypes.pythonapi.PyBytes_FromStringAndSize
+        except AttributeError:
+            return None
+        function.restype = ctypes.py_object
+        function.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+        _FROM_STRING_AND_SIZE = function
+    message = _FROM_STRING_AND_SIZE(None, size)
+    address = np.frombuffer(message, np.uint8).ctypes.data
+    return message, np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+
+
+def _join(parts: List[Any]) -> bytes:
+    """Returns the concatenation of `parts` (bytes and memoryviews).
+
+    ``bytes.join`` keeps Python's lock (the GIL) while it copies memoryviews; above
+    `_GIL_FREE_COPY_BYTES` the parts are copied by NumPy instead, which gives the lock up
+    during the copy (and the page faults of the new buffer), so that the training thread does
+    not wait on the streamer's thread for the length of a multi-megabyte memcpy.
+    """
+    total = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
+    fresh = _new_bytes(total) if total >= _GIL_FREE_COPY_BYTES else None
+    if fresh is None:
+        return b"".join(parts)
+    message, out = fresh
+    at = 0
+    for part in parts:
+        source = np.frombuffer(part, np.uint8)
+        np.copyto(out[at:at + source.size], source)
+        at += source.size
+    return message

@@ -103,3 +103,17 @@ def test_a_cpu_tensor_is_taken_by_reference_and_a_change_in_place_is_caught():
         t.add_(1)
     np.testing.assert_array_equal(_wire.to_numpy("b", copied).array,
                                   2 * np.arange(24, dtype=np.float32).reshape(4, 6))
+
+
+def test_a_large_message_is_assembled_outside_the_gil_and_equals_protobuf(monkeypatch):
+    made = []
+    new_bytes = _wire._new_bytes
+    monkeypatch.setattr(_wire, "_new_bytes", lambda size: made.append(size) or new_bytes(size))
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((64, 4096)).astype(np.float32)  # 1 MiB: NumPy's copies
+    cases = [("big", False, big, pb.FLOAT32), ("small", False, big[:, :3], pb.FLOAT32)]
+    assert big.nbytes >= _wire._GIL_FREE_COPY_BYTES
+    layers = [_wire.to_layer("b", name, array, is_gram) for name, is_gram, array, _ in cases]
+    message = _wire.encode("s", "src", "b", 300, layers)
+    assert type(message) is bytes and made == [len(message)]  # filled by NumPy's copies
+    assert pb.ActivationBatch.FromString(message) == reference(cases)

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "cka/core/config.h"
 #include "grpcpp/alarm.h"
+#include "server/answer_memory.h"
 #include "server/batch_message.h"
 #include "server/proto_convert.h"
 #include "server/status_mapping.h"
@@ -525,10 +526,25 @@ class SimilarityServiceImpl::SimilarityWatch final
       WantFinish(ToGrpcStatus(matrix.status(), "WatchSimilarity"));
       return;
     }
+    // The message sent last stays until the next: its bytes (priced as a
+    // whole answer) replace the previous one's in the reservation.
+    core::MemoryBudget::Reservation memory =
+        service_->memory_budget() != nullptr
+            ? service_->memory_budget()->Empty()
+            : core::MemoryBudget::Reservation();
+    if (absl::Status s = memory.Grow(
+            AnswerBytes(*matrix),
+            absl::StrFormat("the update of a %d × %d similarity matrix",
+                            matrix->rows.size(), matrix->cols.size()));
+        !s.ok()) {
+      WantFinish(ToGrpcStatus(s, "WatchSimilarity"));
+      return;
+    }
     bool start_write = false;
     {
       absl::MutexLock lock(&mu_);
       if (!finished_ && !finish_wanted_.has_value()) {
+        response_memory_ = std::move(memory);
         SimilarityMatrixToProto(session_id_, *matrix, &response_);
         write_outstanding_ = true;
         start_write = true;
@@ -560,6 +576,7 @@ class SimilarityServiceImpl::SimilarityWatch final
   std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
   v1::SimilarityMatrix
       response_;  // written under mu_ only while no write is outstanding
+  core::MemoryBudget::Reservation response_memory_ ABSL_GUARDED_BY(mu_);
   bool write_outstanding_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> finish_wanted_ ABSL_GUARDED_BY(mu_);
@@ -794,8 +811,10 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::AnswerQuery(
     grpc::CallbackServerContext* context,
     const google::protobuf::Message& request, const std::string& session_id,
     const char* method,
-    std::function<absl::Status(core::Session&, absl::Time scheduled)> answer) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    std::function<absl::Status(core::Session&, absl::Time scheduled,
+                               core::MemoryBudget::Reservation& memory)>
+        answer) {
+  auto* reactor = new AnswerReactor(memory_budget());
   if (absl::StatusOr<std::optional<Caller>> caller =
           Admit(context, Role::kReader, method);
       !caller.ok()) {
@@ -823,7 +842,7 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::AnswerQuery(
   query_pool_->Schedule([this, context, reactor, method, scheduled,
                          answer = std::move(answer),
                          session = *std::move(session)] {
-    absl::Status status = answer(*session, scheduled);
+    absl::Status status = answer(*session, scheduled, reactor->memory());
     if (status.ok()) {
       context->AddTrailingMetadata(
           kServerTimeMetadataKey,
@@ -844,11 +863,19 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
   return AnswerQuery(
       context, *request, request->session_id(), "GetSimilarity",
-      [request, response](core::Session& session, absl::Time scheduled) {
+      [request, response](core::Session& session, absl::Time scheduled,
+                          core::MemoryBudget::Reservation& memory) {
         const absl::Time started = absl::Now();
         absl::StatusOr<core::SimilarityMatrix> matrix =
             session.Query(SimilarityQueryFromProto(*request));
         if (!matrix.ok()) return matrix.status();
+        if (absl::Status s = memory.Grow(
+                AnswerBytes(*matrix),
+                absl::StrFormat("the answer of a %d × %d similarity matrix",
+                                matrix->rows.size(), matrix->cols.size()));
+            !s.ok()) {
+          return s;
+        }
         const absl::Time queried = absl::Now();
         SimilarityMatrixToProto(request->session_id(), *matrix, response);
         const absl::Time converted = absl::Now();
@@ -870,10 +897,19 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilaritySeries(
     v1::SimilaritySeries* response) {
   return AnswerQuery(
       context, *request, request->session_id(), "GetSimilaritySeries",
-      [request, response](core::Session& session, absl::Time) {
+      [request, response](core::Session& session, absl::Time,
+                          core::MemoryBudget::Reservation& memory) {
         absl::StatusOr<core::SimilaritySeries> series =
             session.QuerySeries(SeriesQueryFromProto(*request));
         if (!series.ok()) return series.status();
+        if (absl::Status s = memory.Grow(
+                AnswerBytes(*series),
+                absl::StrFormat("the answer of a series of %d pairs over %d "
+                                "step buckets",
+                                series->pairs.size(), series->buckets.size()));
+            !s.ok()) {
+          return s;
+        }
         SimilaritySeriesToProto(request->session_id(), *series, response);
         return absl::OkStatus();
       });

@@ -158,12 +158,16 @@ class SimilarityServiceImpl final : public SimilarityCallbackBase {
   // admits the caller, checks the request's size, finds session
   // `session_id`, then runs `answer` on the query pool and finishes with its
   // status, with the server-time trailing metadata when it is OK. `answer`
-  // fills the response; it is given the time the call was scheduled.
+  // fills the response; it is given the time the call was scheduled and the
+  // reservation it grows by AnswerBytes (server/answer_memory.h) before it
+  // builds the response, which the call holds until gRPC is done with it.
   grpc::ServerUnaryReactor* AnswerQuery(
       grpc::CallbackServerContext* context,
       const google::protobuf::Message& request, const std::string& session_id,
       const char* method,
-      std::function<absl::Status(core::Session&, absl::Time scheduled)> answer);
+      std::function<absl::Status(core::Session&, absl::Time scheduled,
+                                 core::MemoryBudget::Reservation& memory)>
+          answer);
 
   // Reactors are registered (in streams_/watches_) from creation until
   // destruction so that BeginShutdown can reach them.

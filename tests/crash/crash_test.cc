@@ -45,6 +45,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "reference_cka.h"
+#include "spawn.h"
 
 namespace cka::testing {
 namespace {
@@ -188,26 +189,8 @@ class CkadProcess {
                                      "--log-level",
                                      "info"};
     argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
-    // Built before fork: the child of this threaded process may make only
-    // async-signal-safe calls. (It used to build them after fork; under ASan
-    // a child then sometimes hung in malloc on a lock that one of the
-    // streamers' threads held at the fork.)
-    std::vector<char*> args;
-    for (const std::string& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_ = ::fork();
+    pid_ = SpawnWithLog(argv, log_);
     ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      const int fd =
-          ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
   }
 
   // Sends `signal` and returns the exit status (as waitpid reports it).

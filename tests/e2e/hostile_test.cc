@@ -62,6 +62,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "reference_cka.h"
+#include "spawn.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CKA_HOSTILE_ASAN 1
@@ -353,6 +354,109 @@ Activations SteadyActivations(int layer, int index) {
 // ---------------------------------------------------------------------------
 // ckad as a subprocess.
 
+// A GetSimilarity call whose client never reads the answer, over a raw
+// HTTP/2 connection: it sends the preface, acknowledges ckad's settings, sends
+// the request and then reads nothing more, so ckad's answer waits in its
+// buffers (HTTP/2 lets ckad send the first 64 KiB only) until the socket is
+// closed. Ends the connection when destroyed.
+class StalledSimilarityCall {
+ public:
+  StalledSimilarityCall(int port, const v1::GetSimilarityRequest& request) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      return;
+    std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    out += Frame(0x4, 0, 0, "");  // our SETTINGS: the defaults
+    if (!SendAll(out) || !AckServerSettings()) return;
+    // HPACK literal header fields without indexing, new names, no Huffman.
+    std::string headers;
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, std::string>>{
+             {":method", "POST"},
+             {":scheme", "http"},
+             {":path", "/cka.v1.Similarity/GetSimilarity"},
+             {":authority", "127.0.0.1"},
+             {"content-type", "application/grpc"},
+             {"te", "trailers"}}) {
+      headers += '\0';
+      headers += static_cast<char>(name.size());
+      headers += name;
+      headers += static_cast<char>(value.size());
+      headers += value;
+    }
+    const std::string body = request.SerializeAsString();
+    std::string message(5, '\0');  // uncompressed, 4-byte big-endian length
+    for (int i = 0; i < 4; ++i)
+      message[1 + i] = static_cast<char>((body.size() >> (24 - 8 * i)) & 0xff);
+    message += body;
+    sent_ = SendAll(Frame(0x1, 0x4, 1, headers) +  // HEADERS, END_HEADERS
+                    Frame(0x0, 0x1, 1, message));  // DATA, END_STREAM
+  }
+  ~StalledSimilarityCall() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  StalledSimilarityCall(const StalledSimilarityCall&) = delete;
+  StalledSimilarityCall& operator=(const StalledSimilarityCall&) = delete;
+
+  // Returns true when the request went out.
+  bool sent() const { return sent_; }
+
+ private:
+  static std::string Frame(uint8_t type, uint8_t flags, uint32_t stream,
+                           const std::string& payload) {
+    std::string f(9, '\0');
+    f[0] = static_cast<char>((payload.size() >> 16) & 0xff);
+    f[1] = static_cast<char>((payload.size() >> 8) & 0xff);
+    f[2] = static_cast<char>(payload.size() & 0xff);
+    f[3] = static_cast<char>(type);
+    f[4] = static_cast<char>(flags);
+    for (int i = 0; i < 4; ++i)
+      f[5 + i] = static_cast<char>((stream >> (24 - 8 * i)) & 0xff);
+    return f + payload;
+  }
+  bool SendAll(const std::string& bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n =
+          ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool ReadExactly(char* data, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::recv(fd_, data + done, size - done, 0);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // Reads frames until ckad's SETTINGS (not an ACK) and acknowledges it.
+  bool AckServerSettings() {
+    for (int frames = 0; frames < 16; ++frames) {
+      unsigned char header[9];
+      if (!ReadExactly(reinterpret_cast<char*>(header), 9)) return false;
+      const size_t size = (size_t{header[0]} << 16) | (size_t{header[1]} << 8) |
+                          size_t{header[2]};
+      std::string payload(size, '\0');
+      if (!ReadExactly(payload.data(), size)) return false;
+      if (header[3] == 0x4 && (header[4] & 0x1) == 0)
+        return SendAll(Frame(0x4, 0x1, 0, ""));
+    }
+    return false;
+  }
+
+  int fd_ = -1;
+  bool sent_ = false;
+};
+
 class Ckad {
  public:
   // `index` numbers the ckads of one test: each writes its own stderr file.
@@ -378,33 +482,14 @@ class Ckad {
       argv.push_back("--memory-limit-mb");
       argv.push_back(absl::StrCat(kMemoryLimitMb));
     }
-    // Built before fork: the child of this threaded process makes only
-    // async-signal-safe calls.
-    std::vector<char*> args;
-    for (const std::string& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     const std::string banner =
         absl::StrCat("---- the test started: ", absl::StrJoin(argv, " "), "\n");
     { std::ofstream(stderr_path_, std::ios::app) << banner; }
-    pid_ = ::fork();
+    SpawnLimits limits;
+    limits.no_core_files = true;
+    if (!kAsan) limits.address_space = kAddressSpaceBytes;
+    pid_ = SpawnWithLog(argv, stderr_path_, limits);
     ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      const rlimit no_core = {0, 0};
-      ::setrlimit(RLIMIT_CORE, &no_core);
-      if (!kAsan) {
-        const rlimit as = {kAddressSpaceBytes, kAddressSpaceBytes};
-        ::setrlimit(RLIMIT_AS, &as);
-      }
-      const int fd = ::open(stderr_path_.c_str(),
-                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
     exited_ = false;
     grpc::ChannelArguments channel_args;
     channel_args.SetMaxReceiveMessageSize(256 << 20);
@@ -1724,6 +1809,66 @@ TEST_F(HostileTest, SixtyFourLayersOfNEquals8192DoNotKillCkad) {
        "streams",
        [this] { SixtyFourLayersCase(); }});
   PrintSummary();
+  EXPECT_EQ(ckad_->Problem(), "");
+  CheckSteady();
+}
+
+// Answers a client never reads stay in ckad's memory until the call ends: they
+// must be priced in the memory budget (--memory-limit-mb 512) for as long as
+// they are held. 48 stalled calls for a 1000 × 1000 matrix (tens of MB each
+// as a message and its serialised bytes) hold more than the budget; priced,
+// the calls past it are refused with RESOURCE_EXHAUSTED, an honest call is
+// refused the same way while they hold the budget, and answered again once
+// their connections close. (A ckad that did not price them answered every
+// call and never refused: this test then fails at its deadline.)
+TEST_F(HostileTest, StalledReadersOfLargeAnswersAreHeldInTheMemoryBudget) {
+  if (!CkadHasMemoryLimitFlag()) GTEST_SKIP() << "ckad has no memory budget";
+  constexpr int kLayers = 1000, kStalled = 48;
+  v1::SessionConfig config;
+  ASSERT_TRUE(Create("h-wide-answer", config).ok());
+  v1::ActivationBatch batch = MakeBatch("h-wide-answer", "w", "wide/1", 1);
+  for (int l = 0; l < kLayers; ++l)
+    AddLayer(&batch, absl::StrFormat("l%04d", l), Float32Tensor(4, 1, 700 + l));
+  SendBatch("a batch of 1000 layers of [4, 1]", batch, kOk);
+  v1::GetSimilarityRequest request;
+  request.set_session_id("h-wide-answer");
+  v1::SimilarityMatrix whole;
+  ASSERT_TRUE(Similarity(request, &whole).ok());
+  ASSERT_EQ(whole.values_size(), kLayers * kLayers);
+
+  std::vector<std::unique_ptr<StalledSimilarityCall>> stalled;
+  for (int i = 0; i < kStalled; ++i) {
+    stalled.push_back(
+        std::make_unique<StalledSimilarityCall>(ckad_->port(), request));
+    ASSERT_TRUE(stalled.back()->sent()) << "stalled call " << i;
+  }
+  // Until the stalled answers fill the budget, an honest call may still be
+  // answered; once they hold it, it is refused, naming the budget.
+  grpc::Status refused;
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  while (absl::Now() < deadline) {
+    ASSERT_EQ(ckad_->Problem(), "");
+    v1::SimilarityMatrix m;
+    refused = Similarity(request, &m);
+    if (!refused.ok()) break;
+  }
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "--memory-limit-mb"))
+      << refused.error_message();
+  EXPECT_EQ(ckad_->Problem(), "");
+
+  stalled.clear();  // the connections close; ckad drops their answers
+  grpc::Status answered;
+  while (absl::Now() < deadline) {
+    v1::SimilarityMatrix m;
+    answered = Similarity(request, &m);
+    if (answered.ok()) {
+      EXPECT_EQ(m.values_size(), kLayers * kLayers);
+      break;
+    }
+  }
+  EXPECT_TRUE(answered.ok()) << answered.error_message();
   EXPECT_EQ(ckad_->Problem(), "");
   CheckSteady();
 }

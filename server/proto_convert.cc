@@ -220,6 +220,12 @@ core::SimilarityQuery SimilarityQueryFromProto(
   query.cols.assign(request.cols().begin(), request.cols().end());
   if (request.has_step_min()) query.step_min = request.step_min();
   if (request.has_step_max()) query.step_max = request.step_max();
+  if (request.has_block_threshold()) {
+    query.block_threshold = request.block_threshold();
+  }
+  if (request.has_block_warn_share()) {
+    query.block_warn_share = request.block_warn_share();
+  }
   return query;
 }
 
@@ -233,6 +239,18 @@ void SimilarityMatrixToProto(const std::string& session_id,
   for (const std::string& col : matrix.cols) proto->add_cols(col);
   proto->mutable_values()->Add(matrix.values.begin(), matrix.values.end());
   proto->mutable_batches()->Add(matrix.batches.begin(), matrix.batches.end());
+  for (const core::LayerBlock& block : matrix.blocks) {
+    v1::LayerBlock* b = proto->add_blocks();
+    b->set_source(block.source);
+    b->set_first_stream(block.first_stream);
+    b->set_last_stream(block.last_stream);
+    b->set_first_layer(block.first_layer);
+    b->set_length(block.length);
+    b->set_source_layers(block.source_layers);
+    b->set_mean_value(block.mean_value);
+    b->set_min_value(block.min_value);
+    b->set_warning(block.warning);
+  }
 }
 
 core::SeriesQuery SeriesQueryFromProto(

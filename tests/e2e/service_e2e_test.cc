@@ -713,5 +713,99 @@ TEST_F(ServiceE2eTest, GracefulShutdownAcksEveryBatchItApplied) {
   server_.reset();
 }
 
+// Source "deep": layers l1..l4 are noisy copies of one signal (a block by
+// construction), l0 and l5 independent; source "shallow": 3 independent
+// layers. Declared streams fix the order that "consecutive" refers to.
+std::vector<ReferenceBatch> DeepAndShallow(int count, unsigned seed) {
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < count; ++b) {
+    const unsigned s = seed + 100 * b;
+    const Activations signal = RandomActivations(32, 6, s);
+    ReferenceBatch batch;
+    for (int l = 0; l < 6; ++l) {
+      const bool copy = l >= 1 && l <= 4;
+      batch[absl::StrCat("deep/l", l)] =
+          RandomActivations(32, 6, s + 1 + l, copy ? &signal : nullptr, 20.0);
+    }
+    for (int l = 0; l < 3; ++l) {
+      batch[absl::StrCat("shallow/m", l)] =
+          RandomActivations(32, 6, s + 50 + l);
+    }
+    batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+TEST_F(ServiceE2eTest, BlocksSummariseEachSourcesOwnLayersOverGrpc) {
+  const std::vector<ReferenceBatch> batches = DeepAndShallow(4, 7);
+  std::vector<std::string> streams;
+  for (int l = 0; l < 6; ++l) streams.push_back(absl::StrCat("deep/l", l));
+  for (int l = 0; l < 3; ++l) streams.push_back(absl::StrCat("shallow/m", l));
+  CreateSession("blocks", {MakeMeasure("unbiased", v1::UNBIASED)}, streams);
+  SendBatches("blocks", batches);
+
+  v1::GetSimilarityRequest query;
+  query.set_session_id("blocks");
+  query.add_rows("shallow/m0");  // the blocks cover every source anyway
+  query.add_cols("deep/l0");
+  absl::StatusOr<v1::SimilarityMatrix> plain = client_->GetSimilarity(query);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->blocks_size(), 0) << "no blocks unless asked";
+
+  query.set_block_threshold(0.9);
+  absl::StatusOr<v1::SimilarityMatrix> m = client_->GetSimilarity(query);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->values_size(), 1);
+  ASSERT_EQ(m->blocks_size(), 1) << m->DebugString();
+  const v1::LayerBlock& b = m->blocks(0);
+  EXPECT_EQ(b.source(), "deep");
+  EXPECT_EQ(b.first_stream(), "deep/l1");
+  EXPECT_EQ(b.last_stream(), "deep/l4");
+  EXPECT_EQ(b.first_layer(), 1);
+  EXPECT_EQ(b.length(), 4);
+  EXPECT_EQ(b.source_layers(), 6);
+  EXPECT_TRUE(b.warning()) << "4 of 6 layers";
+  // Mean and minimum over the 12 ordered pairs inside, from the float64
+  // reference (sums in another order: 1e-10 relative).
+  double sum = 0.0, min = 2.0;
+  for (int i = 1; i <= 4; ++i) {
+    for (int j = 1; j <= 4; ++j) {
+      if (i == j) continue;
+      const double v = ReferenceMinibatchCka(batches, absl::StrCat("deep/l", i),
+                                             absl::StrCat("deep/l", j), true);
+      sum += v;
+      min = std::min(min, v);
+    }
+  }
+  EXPECT_NEAR(b.mean_value(), sum / 12, 1e-10);
+  EXPECT_NEAR(b.min_value(), min, 1e-10);
+  // l0 and l5 are independent of the block: their CKA with it stays low, so
+  // the block is maximal.
+  EXPECT_LT(ReferenceMinibatchCka(batches, "deep/l0", "deep/l1", true), 0.9);
+  EXPECT_LT(ReferenceMinibatchCka(batches, "deep/l4", "deep/l5", true), 0.9);
+
+  query.set_block_warn_share(0.75);
+  m = client_->GetSimilarity(query);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->blocks_size(), 1);
+  EXPECT_FALSE(m->blocks(0).warning()) << "4 is not more than 0.75 × 6";
+
+  struct Bad {
+    double threshold, share;
+    std::string says;
+  };
+  for (const Bad& bad : std::vector<Bad>{{0.0, 0.5, "block_threshold 0"},
+                                         {1.5, 0.5, "block_threshold 1.5"},
+                                         {NAN, 0.5, "block_threshold nan"},
+                                         {0.9, 0.0, "block_warn_share 0"},
+                                         {0.9, 3.0, "block_warn_share 3"}}) {
+    query.set_block_threshold(bad.threshold);
+    query.set_block_warn_share(bad.share);
+    absl::Status status = client_->GetSimilarity(query).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.says;
+    EXPECT_TRUE(absl::StrContains(status.message(), bad.says)) << status;
+  }
+}
+
 }  // namespace
 }  // namespace cka::testing

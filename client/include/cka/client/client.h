@@ -129,7 +129,8 @@ class Client {
                              std::optional<absl::Duration> timeout = {});
 
   // Returns the CKA matrix for `query` (values row-major rows × cols, NaN = no
-  // value).
+  // value), with each source's blocks of alike layers when
+  // query.block_threshold is set.
   absl::StatusOr<v1::SimilarityMatrix> GetSimilarity(
       const v1::GetSimilarityRequest& query,
       std::optional<absl::Duration> timeout = {});

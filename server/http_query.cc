@@ -44,7 +44,8 @@ absl::Status ReadSimilarityQuery(const std::string& session_id,
                                  const QueryParams& params, const char* extra,
                                  v1::GetSimilarityRequest* request) {
   request->set_session_id(session_id);
-  for (const char* single : {"measure", "step_min", "step_max", extra}) {
+  for (const char* single : {"measure", "step_min", "step_max",
+                             "block_threshold", "block_share", extra}) {
     if (single != nullptr && params.count(single) > 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("query parameter ", single, ": given ",
@@ -67,10 +68,23 @@ absl::Status ReadSimilarityQuery(const std::string& session_id,
       } else {
         request->set_step_max(*step);
       }
+    } else if (name == "block_threshold" || name == "block_share") {
+      // The range is the service's to judge (over gRPC too); here only the
+      // syntax.
+      double x = 0.0;
+      if (!absl::SimpleAtod(value, &x)) {
+        return BadParameter(name, value, "a decimal number in (0, 1]");
+      }
+      if (name == "block_threshold") {
+        request->set_block_threshold(x);
+      } else {
+        request->set_block_warn_share(x);
+      }
     } else if (extra == nullptr || name != extra) {
       return absl::InvalidArgumentError(absl::StrCat(
           "query parameter ", Quoted(name), ": unknown; expected ",
-          absl::StrJoin({"measure", "rows", "cols", "step_min", "step_max"},
+          absl::StrJoin({"measure", "rows", "cols", "step_min", "step_max",
+                         "block_threshold", "block_share"},
                         ", "),
           extra != nullptr ? absl::StrCat(", ", extra) : ""));
     }

@@ -17,10 +17,11 @@ namespace cka::server {
 using QueryParams = std::multimap<std::string, std::string>;
 
 // Returns the GetSimilarity request for session `session_id` from the
-// parameters measure, rows (repeated), cols (repeated), step_min and step_max.
+// parameters measure, rows (repeated), cols (repeated), step_min, step_max,
+// block_threshold and block_share (GetSimilarityRequest.block_warn_share).
 // InvalidArgument naming the parameter and its value (its first 64 bytes) for
-// an unknown parameter, a single-valued one given twice, or a step that is
-// not a decimal int64. Thread-safe.
+// an unknown parameter, a single-valued one given twice, a step that is not a
+// decimal int64 or a block option that is not a decimal number. Thread-safe.
 absl::StatusOr<v1::GetSimilarityRequest> SimilarityRequestFromQuery(
     const std::string& session_id, const QueryParams& params);
 

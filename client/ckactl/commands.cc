@@ -28,11 +28,31 @@ v1::GetSimilarityRequest MakeQuery(const QueryArgs& args) {
   for (const std::string& c : args.cols) query.add_cols(c);
   if (args.step_min) query.set_step_min(*args.step_min);
   if (args.step_max) query.set_step_max(*args.step_max);
+  if (args.block_threshold) query.set_block_threshold(*args.block_threshold);
+  if (args.block_share) query.set_block_warn_share(*args.block_share);
   return query;
 }
 
 void PrintMatrix(const v1::SimilarityMatrix& matrix, const QueryArgs& args,
                  std::ostream& out) {
+  if (args.block_threshold.has_value()) {
+    const double share = args.block_share.value_or(0.5);
+    if (args.format == "json") {
+      nlohmann::json with_blocks = MatrixJson(matrix);
+      with_blocks["blocks"] = BlocksJson(matrix);
+      out << with_blocks.dump() << "\n";
+    } else if (args.format == "csv") {
+      out << FormatCsv(matrix, args.precision) << "\n"
+          << FormatBlocksCsv(matrix, args.precision);
+    } else {
+      out << "session " << matrix.session_id() << ", measure "
+          << matrix.measure() << "\n"
+          << FormatTable(matrix, args.precision)
+          << FormatBlocks(matrix, *args.block_threshold, share, args.precision);
+    }
+    out.flush();
+    return;
+  }
   if (args.format == "json") {
     out << MatrixJson(matrix).dump() << "\n";
   } else if (args.format == "csv") {

@@ -32,6 +32,10 @@ struct QueryArgs {
   std::vector<std::string> cols;
   std::optional<int64_t> step_min;
   std::optional<int64_t> step_max;
+  // --blocks: each source's blocks of alike layers at this threshold, and
+  // --block-share: the share of a source's layers past which a block warns.
+  std::optional<double> block_threshold;
+  std::optional<double> block_share;
   std::string format = "table";  // table | csv | json
   int precision = 3;
   // watch only

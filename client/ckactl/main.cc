@@ -98,6 +98,14 @@ int main(int argc, char** argv) {
         ->delimiter(',');
     cmd->add_option("--cols", query.cols, "column streams (default: all)")
         ->delimiter(',');
+    cmd->add_option_function<double>(
+        "--blocks", [&](double v) { query.block_threshold = v; },
+        "also list each source's runs of consecutive layers whose pairwise "
+        "values all exceed this threshold (e.g. 0.95)");
+    cmd->add_option_function<double>(
+        "--block-share", [&](double v) { query.block_share = v; },
+        "with --blocks: warn about a block longer than this share of its "
+        "source's layers (default 0.5)");
     cmd->add_option_function<int64_t>(
         "--step-min", [&](int64_t v) { query.step_min = v; },
         "first step (bucket-aligned)");

@@ -100,6 +100,65 @@ nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix) {
           {"batches", std::move(batches)}};
 }
 
+std::string FormatBlocks(const v1::SimilarityMatrix& matrix, double threshold,
+                         double share, int precision) {
+  std::string out = absl::StrFormat(
+      "blocks (consecutive layers of one source, every pair > %g):\n",
+      threshold);
+  if (matrix.blocks().empty()) absl::StrAppend(&out, "  no blocks\n");
+  for (const v1::LayerBlock& b : matrix.blocks()) {
+    absl::StrAppendFormat(&out,
+                          "  %s: %s .. %s, %d of %d layers, mean %.*f, "
+                          "min %.*f\n",
+                          b.source().empty() ? "(no source)" : b.source(),
+                          b.first_stream(), b.last_stream(), b.length(),
+                          b.source_layers(), precision, b.mean_value(),
+                          precision, b.min_value());
+  }
+  for (const v1::LayerBlock& b : matrix.blocks()) {
+    if (!b.warning()) continue;
+    absl::StrAppendFormat(
+        &out,
+        "WARNING: %s: %d of its %d layers (%s .. %s) are near-identical "
+        "(every pair > %g), more than %g%% of them: the network may be deeper "
+        "than it needs to be\n",
+        b.source().empty() ? "(no source)" : b.source(), b.length(),
+        b.source_layers(), b.first_stream(), b.last_stream(), threshold,
+        100.0 * share);
+  }
+  return out;
+}
+
+std::string FormatBlocksCsv(const v1::SimilarityMatrix& matrix, int precision) {
+  std::string out =
+      "source,first_stream,last_stream,first_layer,length,source_layers,"
+      "mean_value,min_value,warning\n";
+  for (const v1::LayerBlock& b : matrix.blocks()) {
+    absl::StrAppendFormat(&out, "%s,%s,%s,%d,%d,%d,%.*f,%.*f,%s\n", b.source(),
+                          b.first_stream(), b.last_stream(), b.first_layer(),
+                          b.length(), b.source_layers(), precision,
+                          b.mean_value(), precision, b.min_value(),
+                          b.warning() ? "true" : "false");
+  }
+  return out;
+}
+
+nlohmann::json BlocksJson(const v1::SimilarityMatrix& matrix) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const v1::LayerBlock& b : matrix.blocks()) {
+    out.push_back({{"source", b.source()},
+                   {"first_stream", b.first_stream()},
+                   {"last_stream", b.last_stream()},
+                   {"first_layer", b.first_layer()},
+                   {"length", b.length()},
+                   {"source_layers", b.source_layers()},
+                   {"mean_value", b.mean_value()},
+                   {"min_value", b.min_value()},
+                   {"warning", b.warning()}});
+  }
+  return out;
+}
+
 namespace {
 
 std::string PairLabel(const v1::StreamPair& pair) {

@@ -43,6 +43,17 @@ std::string FormatSession(const v1::Session& session);
 // Returns one aligned line per session under a header.
 std::string FormatSessionList(const std::vector<v1::Session>& sessions);
 
+// The blocks of a matrix asked with block_threshold (v1::LayerBlock): a
+// table, one line per block ("source: first .. last, L of N layers, mean m,
+// min m"), then one "WARNING: ..." line per block that warns, or "no blocks";
+// CSV "source,first_stream,last_stream,first_layer,length,source_layers,
+// mean_value,min_value,warning" then one line per block; JSON an array of
+// objects with those keys. `threshold` and `share` only word the table.
+std::string FormatBlocks(const v1::SimilarityMatrix& matrix, double threshold,
+                         double share, int precision);
+std::string FormatBlocksCsv(const v1::SimilarityMatrix& matrix, int precision);
+nlohmann::json BlocksJson(const v1::SimilarityMatrix& matrix);
+
 }  // namespace cka::ckactl
 
 #endif  // CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_

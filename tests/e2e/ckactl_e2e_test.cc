@@ -261,5 +261,83 @@ TEST_F(CkactlE2eTest, HealthPrintsServingAndFailsWhenNothingListens) {
   EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
 }
 
+TEST_F(CkactlE2eTest, MatrixBlocksListsRunsOfAlikeLayersAndWarns) {
+  ProcessResult r =
+      Ckactl({"create", "deep", "--measure", "lin:linear:unbiased"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Model m: l1, l2, l3 are noisy copies of one signal, l0 and l4 independent;
+  // files sort by name, so the layers are first seen in that order.
+  for (int b = 0; b < 3; ++b) {
+    const std::string batch_dir = absl::StrCat(dir_, "/b", b);
+    std::filesystem::create_directories(batch_dir);
+    const Activations signal = RandomActivations(24, 5, 700 + 10 * b);
+    for (int l = 0; l < 5; ++l) {
+      const bool copy = l >= 1 && l <= 3;
+      WriteNpy(absl::StrCat(batch_dir, "/l", l, ".npy"),
+               RandomActivations(24, 5, 701 + 10 * b + l,
+                                 copy ? &signal : nullptr, 20.0));
+    }
+    r = Ckactl({"send", "--session", "deep", "--source", "m", "--batch-id",
+                absl::StrCat("b", b), batch_dir});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  r = Ckactl({"matrix", "deep", "--rows", "m/l0", "--cols", "m/l4", "--blocks",
+              "0.9", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["values"].size(), 1u);
+  v1::GetSimilarityRequest query;
+  query.set_session_id("deep");
+  query.set_block_threshold(0.9);
+  absl::StatusOr<v1::SimilarityMatrix> direct = client_->GetSimilarity(query);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_EQ(direct->blocks_size(), 1) << direct->DebugString();
+  const v1::LayerBlock& b = direct->blocks(0);
+  EXPECT_EQ(b.first_stream(), "m/l1");
+  EXPECT_EQ(b.last_stream(), "m/l3");
+  EXPECT_TRUE(b.warning()) << "3 of 5 layers";
+  ASSERT_EQ(j["blocks"].size(), 1u) << r.out;
+  EXPECT_EQ(j["blocks"][0]["source"], "m");
+  EXPECT_EQ(j["blocks"][0]["first_stream"], "m/l1");
+  EXPECT_EQ(j["blocks"][0]["last_stream"], "m/l3");
+  EXPECT_EQ(j["blocks"][0]["length"], 3);
+  EXPECT_EQ(j["blocks"][0]["source_layers"], 5);
+  EXPECT_EQ(j["blocks"][0]["mean_value"].get<double>(), b.mean_value());
+  EXPECT_EQ(j["blocks"][0]["min_value"].get<double>(), b.min_value());
+  EXPECT_EQ(j["blocks"][0]["warning"], true);
+
+  r = Ckactl({"matrix", "deep", "--blocks", "0.9", "--precision", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(absl::StrFormat(
+                "  m: m/l1 .. m/l3, 3 of 5 layers, mean %.4f, min %.4f\n",
+                b.mean_value(), b.min_value())),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("WARNING: m: 3 of its 5 layers (m/l1 .. m/l3)"),
+            std::string::npos)
+      << r.out;
+  // 3 layers are not more than 0.6 of 5: the block, no warning.
+  r = Ckactl({"matrix", "deep", "--blocks", "0.9", "--block-share", "0.6"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("m: m/l1 .. m/l3"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("WARNING"), std::string::npos) << r.out;
+  r = Ckactl({"matrix", "deep", "--blocks", "0.9", "--format", "csv"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\nsource,first_stream,last_stream,first_layer,length,"
+                       "source_layers,mean_value,min_value,warning\n"
+                       "m,m/l1,m/l3,1,3,5,"),
+            std::string::npos)
+      << r.out;
+  // Above every value: no blocks. Out of range: the server's message.
+  r = Ckactl({"matrix", "deep", "--blocks", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("no blocks"), std::string::npos) << r.out;
+  r = Ckactl({"matrix", "deep", "--blocks", "1.5"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("block_threshold 1.5"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace cka::testing

@@ -907,5 +907,70 @@ TEST(HttpStartTest, ANonLoopbackHttpAddressNeedsTheSameSecurityAsGrpc) {
       << server.status();
 }
 
+// block_threshold and block_share: the blocks gRPC answers, as JSON, and the
+// service's errors as 400 with its message.
+TEST_F(HttpApiTest, SimilarityCarriesGrpcsBlocks) {
+  CreateAndFill("s", 4);
+  v1::GetSimilarityRequest pair;
+  pair.set_session_id("s");
+  pair.add_rows("a/l1");
+  pair.add_cols("a/l2");
+  absl::StatusOr<v1::SimilarityMatrix> value = client_->GetSimilarity(pair);
+  ASSERT_TRUE(value.ok()) << value.status();
+  const double v = value->values(0);
+  ASSERT_GT(v, 0.05) << "a/l2 is built from a/l1";
+  // Just below the pair's value: a/l1 .. a/l2 is a block of 2 of a's 2 layers.
+  const double threshold = std::floor(v * 100) / 100;
+  v1::GetSimilarityRequest grpc_request;
+  grpc_request.set_session_id("s");
+  grpc_request.add_rows("b/m1");
+  grpc_request.set_block_threshold(threshold);
+  grpc_request.set_block_warn_share(1.0);
+  absl::StatusOr<v1::SimilarityMatrix> grpc =
+      client_->GetSimilarity(grpc_request);
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  ASSERT_EQ(grpc->blocks_size(), 1) << grpc->DebugString();
+  EXPECT_EQ(grpc->blocks(0).first_stream(), "a/l1");
+  EXPECT_FALSE(grpc->blocks(0).warning()) << "2 of 2 is not past a share of 1";
+  httplib::Result http =
+      Get(http_port(), absl::StrCat("/api/v1/sessions/s/similarity?rows=b%2Fm1"
+                                    "&block_threshold=",
+                                    threshold, "&block_share=1"));
+  ASSERT_TRUE(http);
+  ASSERT_EQ(http->status, 200) << http->body;
+  const v1::SimilarityMatrix from_http =
+      FromJson<v1::SimilarityMatrix>(http->body);
+  ExpectSameMatrix(from_http, *grpc);
+  ASSERT_EQ(from_http.blocks_size(), 1);
+  EXPECT_EQ(from_http.blocks(0).SerializeAsString(),
+            grpc->blocks(0).SerializeAsString())
+      << from_http.blocks(0).DebugString();
+  const nlohmann::json raw = nlohmann::json::parse(http->body);
+  EXPECT_EQ(raw["blocks"][0]["last_stream"], "a/l2") << http->body;
+  // Without block_threshold the answer has no blocks.
+  http = Get(http_port(), "/api/v1/sessions/s/similarity?block_share=1");
+  ASSERT_TRUE(http);
+  EXPECT_EQ(FromJson<v1::SimilarityMatrix>(http->body).blocks_size(), 0);
+
+  // Out of range: the service's message; not a number: the parameter's.
+  grpc_request.set_block_threshold(1.5);
+  const absl::Status grpc_bad = client_->GetSimilarity(grpc_request).status();
+  ASSERT_EQ(grpc_bad.code(), absl::StatusCode::kInvalidArgument);
+  ExpectError(
+      Get(http_port(), "/api/v1/sessions/s/similarity?block_threshold=1.5"),
+      400, "INVALID_ARGUMENT", std::string(grpc_bad.message()));
+  ExpectError(Get(http_port(),
+                  "/api/v1/sessions/s/similarity?block_threshold=0.9"
+                  "&block_share=0"),
+              400, "INVALID_ARGUMENT", "block_warn_share 0");
+  ExpectError(
+      Get(http_port(), "/api/v1/sessions/s/similarity?block_threshold=high"),
+      400, "INVALID_ARGUMENT", "block_threshold='high'");
+  ExpectError(Get(http_port(),
+                  "/api/v1/sessions/s/similarity?block_threshold=0.9"
+                  "&block_threshold=0.8"),
+              400, "INVALID_ARGUMENT", "block_threshold");
+}
+
 }  // namespace
 }  // namespace cka::testing

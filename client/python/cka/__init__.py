@@ -25,13 +25,14 @@ __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from cka.errors import CkaError  # noqa: E402
 from cka.client import (  # noqa: E402
-    Client, Measure, Session, SimilarityMatrix, SimilaritySeries, Watch)
+    Client, LayerBlock, Measure, Session, SimilarityMatrix, SimilaritySeries, Watch)
 from cka.streamer import BatchError, Streamer, StreamerStats  # noqa: E402
 
 __all__ = [
     "BatchError",
     "CkaError",
     "Client",
+    "LayerBlock",
     "Measure",
     "Session",
     "SimilarityMatrix",

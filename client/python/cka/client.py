@@ -163,6 +163,50 @@ class Session:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerBlock:
+    """A run of consecutive layers of one source whose pairwise values all exceed a threshold.
+
+    What ``similarity(..., block_threshold=t)`` finds over each source's own layers (in the
+    session's first-seen order): the longest runs first, never overlapping (core/MATH.md,
+    "Block structure").
+
+    Attributes
+    ----------
+    source : str
+        The part of the stream names before ``/`` ("" for streams without one).
+    first_stream, last_stream : str
+        The run's first and last layer (full stream names).
+    first_layer : int
+        Position of `first_stream` among the source's layers (0-based).
+    length : int
+        Layers in the run, >= 2.
+    source_layers : int
+        Layers of the source.
+    mean_value, min_value : float
+        Mean and minimum of the run's off-diagonal entries.
+    warning : bool
+        True when `length` exceeds the query's share of `source_layers`.
+    """
+
+    source: str
+    first_stream: str
+    last_stream: str
+    first_layer: int
+    length: int
+    source_layers: int
+    mean_value: float
+    min_value: float
+    warning: bool
+
+    @classmethod
+    def from_proto(cls, b: "pb.LayerBlock") -> "LayerBlock":
+        """Returns the block of a wire message."""
+        return cls(source=b.source, first_stream=b.first_stream, last_stream=b.last_stream,
+                   first_layer=b.first_layer, length=b.length, source_layers=b.source_layers,
+                   mean_value=b.mean_value, min_value=b.min_value, warning=b.warning)
+
+
+@dataclasses.dataclass(frozen=True)
 class SimilarityMatrix:
     """A CKA matrix with its labels.
 
@@ -177,6 +221,8 @@ class SimilarityMatrix:
     session_id, measure : str
     server_time_ms : float or None
         ckad's own time for the answer (GetSimilarity's trailing metadata), when sent.
+    blocks : tuple of LayerBlock
+        With ``block_threshold``: each source's blocks, by source then first layer.
     """
 
     session_id: str
@@ -186,6 +232,7 @@ class SimilarityMatrix:
     values: np.ndarray
     batches: np.ndarray
     server_time_ms: Optional[float] = None
+    blocks: Tuple[LayerBlock, ...] = ()
 
     @classmethod
     def from_proto(
@@ -201,6 +248,7 @@ class SimilarityMatrix:
             values=np.array(m.values, dtype=np.float64).reshape(shape),
             batches=np.array(m.batches, dtype=np.int64).reshape(shape),
             server_time_ms=server_time_ms,
+            blocks=tuple(LayerBlock.from_proto(b) for b in m.blocks),
         )
 
 
@@ -574,6 +622,8 @@ class Client:
         step_min: Optional[int] = None,
         step_max: Optional[int] = None,
         timeout: Optional[float] = None,
+        block_threshold: Optional[float] = None,
+        block_warn_share: Optional[float] = None,
     ) -> SimilarityMatrix:
         """Returns the CKA matrix of `rows` x `cols`.
 
@@ -585,6 +635,13 @@ class Client:
             Streams ``source/layer`` (None = all streams).
         step_min, step_max : int, optional
             A step range: `step_min` must start a step bucket and `step_max` end one.
+        block_threshold : float, optional
+            In (0, 1]: also return ``blocks``, each source's runs of consecutive layers whose
+            pairwise values all exceed it (over the source's own layers, whatever `rows` and
+            `cols` are; same measure and step range).
+        block_warn_share : float, optional
+            In (0, 1] (None = 0.5): a block warns when it is longer than this share of its
+            source's layers.
 
         Returns
         -------
@@ -596,9 +653,13 @@ class Client:
         ------
         CkaError
             NOT_FOUND for an unknown session, measure or stream; INVALID_ARGUMENT for a step
-            range that does not fall on bucket bounds.
+            range that does not fall on bucket bounds, or a block option outside (0, 1].
         """
         request = self._query(session_id, measure, rows, cols, step_min, step_max)
+        if block_threshold is not None:
+            request.block_threshold = block_threshold
+        if block_warn_share is not None:
+            request.block_warn_share = block_warn_share
         try:
             response, call = self._stub.GetSimilarity.with_call(
                 request,

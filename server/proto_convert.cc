@@ -45,6 +45,53 @@ absl::StatusOr<core::Estimator> EstimatorFromProto(v1::Estimator estimator,
   }
 }
 
+absl::StatusOr<core::MeasureKind> MeasureKindFromProto(v1::MeasureKind kind,
+                                                       int index) {
+  switch (kind) {
+    case v1::MEASURE_KIND_UNSPECIFIED:
+    case v1::CKA:
+      return core::MeasureKind::kCka;
+    case v1::CCA_R2:
+      return core::MeasureKind::kCcaR2;
+    case v1::CCA_MEAN_RHO:
+      return core::MeasureKind::kCcaMeanRho;
+    case v1::SVCCA:
+      return core::MeasureKind::kSvcca;
+    case v1::PWCCA:
+      return core::MeasureKind::kPwcca;
+    case v1::REGRESSION_R2:
+      return core::MeasureKind::kRegressionR2;
+    case v1::PROCRUSTES:
+      return core::MeasureKind::kProcrustes;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.measures[", index, "].kind: ", static_cast<int>(kind),
+          " is not a MeasureKind; expected CKA, CCA_R2, CCA_MEAN_RHO, SVCCA, "
+          "PWCCA, REGRESSION_R2 or PROCRUSTES"));
+  }
+}
+
+// CKA is left unspecified, as configs written before kinds existed have it.
+v1::MeasureKind MeasureKindToProto(core::MeasureKind kind) {
+  switch (kind) {
+    case core::MeasureKind::kCka:
+      return v1::MEASURE_KIND_UNSPECIFIED;
+    case core::MeasureKind::kCcaR2:
+      return v1::CCA_R2;
+    case core::MeasureKind::kCcaMeanRho:
+      return v1::CCA_MEAN_RHO;
+    case core::MeasureKind::kSvcca:
+      return v1::SVCCA;
+    case core::MeasureKind::kPwcca:
+      return v1::PWCCA;
+    case core::MeasureKind::kRegressionR2:
+      return v1::REGRESSION_R2;
+    case core::MeasureKind::kProcrustes:
+      return v1::PROCRUSTES;
+  }
+  return v1::MEASURE_KIND_UNSPECIFIED;
+}
+
 v1::Kernel KernelToProto(core::Kernel kernel) {
   return kernel == core::Kernel::kRbf ? v1::RBF : v1::LINEAR;
 }
@@ -104,6 +151,14 @@ absl::StatusOr<core::SessionConfig> SessionConfigFromProto(
         EstimatorFromProto(m.estimator(), i);
     if (!estimator.ok()) return estimator.status();
     measure.estimator = *estimator;
+    absl::StatusOr<core::MeasureKind> kind = MeasureKindFromProto(m.kind(), i);
+    if (!kind.ok()) return kind.status();
+    measure.kind = *kind;
+    // The comparison family has one estimator, the default for it.
+    if (core::IsMomentKind(measure.kind) &&
+        m.estimator() == v1::ESTIMATOR_UNSPECIFIED) {
+      measure.estimator = core::Estimator::kExact;
+    }
     config.measures.push_back(std::move(measure));
   }
   config.streams.assign(proto.streams().begin(), proto.streams().end());
@@ -125,6 +180,7 @@ void SessionConfigToProto(const core::SessionConfig& config,
     m->set_kernel(KernelToProto(measure.kernel));
     m->set_rbf_threshold(measure.rbf_threshold);
     m->set_estimator(EstimatorToProto(measure.estimator));
+    m->set_kind(MeasureKindToProto(measure.kind));
   }
   for (const std::string& stream : config.streams) proto->add_streams(stream);
   for (int64_t width : config.stream_widths) proto->add_stream_widths(width);
@@ -251,6 +307,7 @@ void SimilarityMatrixToProto(const std::string& session_id,
     b->set_min_value(block.min_value);
     b->set_warning(block.warning);
   }
+  proto->set_note(matrix.note);
 }
 
 core::SeriesQuery SeriesQueryFromProto(

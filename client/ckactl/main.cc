@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
   create_cmd->add_option(
       "--measure", create.measures,
       "name:kernel:estimator[:threshold], e.g. lin:linear:unbiased, "
-      "rbf05:rbf:biased:0.5 (repeatable; default linear:unbiased)");
+      "rbf05:rbf:biased:0.5, or name:kind for the comparison family (kind "
+      "cca_r2, cca_mean_rho, svcca, pwcca, regression_r2 or procrustes; needs "
+      "--stream), e.g. cca:cca_r2 (repeatable; default linear:unbiased)");
   create_cmd->add_option(
       "--stream", create.streams,
       "declared stream source/layer (repeatable; required by exact)");

@@ -1,6 +1,7 @@
 #include "ckactl/measure_spec.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -9,6 +10,19 @@
 #include "absl/strings/str_split.h"
 
 namespace cka::ckactl {
+namespace {
+
+// The comparison family by spec name (core/MATH.md).
+constexpr std::pair<const char*, v1::MeasureKind> kKinds[] = {
+    {"cca_r2", v1::CCA_R2},
+    {"cca_mean_rho", v1::CCA_MEAN_RHO},
+    {"svcca", v1::SVCCA},
+    {"pwcca", v1::PWCCA},
+    {"regression_r2", v1::REGRESSION_R2},
+    {"procrustes", v1::PROCRUSTES},
+};
+
+}  // namespace
 
 absl::StatusOr<v1::Measure> ParseMeasureSpec(const std::string& spec) {
   const std::vector<std::string> parts = absl::StrSplit(spec, ':');
@@ -16,8 +30,9 @@ absl::StatusOr<v1::Measure> ParseMeasureSpec(const std::string& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("--measure '", spec, "': ", what,
                      " (expected name:kernel:estimator[:threshold], e.g. "
-                     "lin:linear:unbiased or "
-                     "rbf05:rbf:biased:0.5)"));
+                     "lin:linear:unbiased or rbf05:rbf:biased:0.5, or "
+                     "name:kind with kind cca_r2, cca_mean_rho, svcca, pwcca, "
+                     "regression_r2 or procrustes)"));
   };
   if (parts.size() < 2 || parts.size() > 4)
     return bad("wrong number of ':'-separated parts");
@@ -25,12 +40,24 @@ absl::StatusOr<v1::Measure> ParseMeasureSpec(const std::string& spec) {
   if (parts[0].empty()) return bad("empty name");
   measure.set_name(parts[0]);
   const std::string kernel = absl::AsciiStrToLower(parts[1]);
+  for (const auto& [name, kind] : kKinds) {
+    if (kernel != name) continue;
+    if (parts.size() != 2) {
+      return bad(absl::StrCat("kind '", parts[1],
+                              "' takes no kernel, estimator or threshold"));
+    }
+    measure.set_kernel(v1::LINEAR);
+    measure.set_estimator(v1::EXACT);
+    measure.set_kind(kind);
+    return measure;
+  }
   if (kernel == "linear") {
     measure.set_kernel(v1::LINEAR);
   } else if (kernel == "rbf") {
     measure.set_kernel(v1::RBF);
   } else {
-    return bad(absl::StrCat("kernel '", parts[1], "' is not linear or rbf"));
+    return bad(absl::StrCat("kernel '", parts[1],
+                            "' is not linear or rbf, nor a measure kind"));
   }
   const std::string estimator =
       parts.size() > 2 ? absl::AsciiStrToLower(parts[2]) : "unbiased";
@@ -62,6 +89,9 @@ absl::StatusOr<v1::Measure> ParseMeasureSpec(const std::string& spec) {
 }
 
 std::string MeasureSpec(const v1::Measure& measure) {
+  for (const auto& [name, kind] : kKinds) {
+    if (measure.kind() == kind) return absl::StrCat(measure.name(), ":", name);
+  }
   std::string kernel = measure.kernel() == v1::RBF ? "rbf" : "linear";
   std::string estimator;
   switch (measure.estimator()) {

@@ -35,6 +35,30 @@ TEST(MeasureSpecTest, RejectsBadSpecsNamingThePart) {
   }
 }
 
+TEST(MeasureSpecTest, ParsesTheComparisonFamilyAsNameAndKind) {
+  const std::pair<const char*, v1::MeasureKind> kinds[] = {
+      {"cca_r2", v1::CCA_R2},       {"cca_mean_rho", v1::CCA_MEAN_RHO},
+      {"svcca", v1::SVCCA},         {"pwcca", v1::PWCCA},
+      {"regression_r2", v1::REGRESSION_R2}, {"procrustes", v1::PROCRUSTES}};
+  for (const auto& [name, kind] : kinds) {
+    const std::string spec = std::string("m:") + name;
+    absl::StatusOr<v1::Measure> m = ParseMeasureSpec(spec);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->kind(), kind) << spec;
+    EXPECT_EQ(m->kernel(), v1::LINEAR) << spec;
+    EXPECT_EQ(m->estimator(), v1::EXACT) << spec;
+    EXPECT_EQ(MeasureSpec(*m), spec);
+  }
+  for (const char* spec : {"m:svcca:exact", "m:cca_r2:linear:unbiased"}) {
+    absl::StatusOr<v1::Measure> m = ParseMeasureSpec(spec);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << spec;
+    EXPECT_NE(m.status().message().find("takes no kernel"), std::string::npos)
+        << m.status();
+  }
+  EXPECT_NE(ParseMeasureSpec("m:ccca").status().message().find("measure kind"),
+            std::string::npos);
+}
+
 v1::SimilarityMatrix TwoByTwo() {
   v1::SimilarityMatrix m;
   m.set_session_id("s");

@@ -24,12 +24,22 @@ _ESTIMATORS = {
     "exact": pb.EXACT,
     "exact_debiased": pb.EXACT_DEBIASED,
 }
+#: The comparison family (core/MATH.md), computed from the feature-space second moments.
+_KINDS = {
+    "cka": pb.CKA,
+    "cca_r2": pb.CCA_R2,
+    "cca_mean_rho": pb.CCA_MEAN_RHO,
+    "svcca": pb.SVCCA,
+    "pwcca": pb.PWCCA,
+    "regression_r2": pb.REGRESSION_R2,
+    "procrustes": pb.PROCRUSTES,
+}
 _HEALTH = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Measure:
-    """One measure a session keeps: a kernel and an estimator under a name.
+    """One measure a session keeps: a kernel, an estimator and a kind under a name.
 
     Parameters
     ----------
@@ -41,21 +51,41 @@ class Measure:
         need declared streams.
     rbf_threshold : float
         t of the RBF kernel exp(-D^2 / (2 t^2 median D^2)); only with ``kernel="rbf"``.
+    kind : {"cka", "cca_r2", "cca_mean_rho", "svcca", "pwcca", "regression_r2", "procrustes"}
+        What the measure computes: CKA, or one of the comparison family from the second
+        moments over every row streamed, which needs ``kernel="linear"``,
+        ``estimator="exact"`` and declared streams. ``regression_r2`` and ``pwcca`` are
+        asymmetric: entry [i, j] has X = row stream i, Y = column stream j (regression: the
+        share of column stream j's variance that a linear fit from row stream i explains).
+        ``Measure.of_kind(name, kind)`` builds one.
 
     Raises
     ------
     CkaError
-        INVALID_ARGUMENT for an unknown kernel or estimator.
+        INVALID_ARGUMENT for an unknown kernel, estimator or kind.
     """
 
     name: str
     kernel: str = "linear"
     estimator: str = "unbiased"
     rbf_threshold: float = 0.0
+    kind: str = "cka"
+
+    @classmethod
+    def of_kind(cls, name: str, kind: str) -> "Measure":
+        """Returns the comparison-family measure `kind` (linear kernel, exact estimator).
+
+        Raises
+        ------
+        CkaError
+            INVALID_ARGUMENT for an unknown kind.
+        """
+        return cls(name, "linear", "exact", 0.0, kind)
 
     @classmethod
     def parse(cls, spec: str) -> "Measure":
-        """Returns the measure of a ckactl spec ``name:kernel[:estimator[:threshold]]``.
+        """Returns the measure of a ckactl spec ``name:kernel[:estimator[:threshold]]``,
+        or ``name:kind`` for the comparison family (``cca:cca_r2``).
 
         Raises
         ------
@@ -67,8 +97,10 @@ class Measure:
             raise CkaError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"measure '{spec}': expected name:kernel[:estimator[:threshold]], "
-                "e.g. lin:linear:unbiased or rbf05:rbf:biased:0.5",
+                "e.g. lin:linear:unbiased or rbf05:rbf:biased:0.5, or name:kind",
             )
+        if len(parts) == 2 and parts[1].lower() in _KINDS and parts[1].lower() != "cka":
+            return cls.of_kind(parts[0], parts[1].lower())
         try:
             threshold = float(parts[3]) if len(parts) > 3 else 0.0
         except ValueError:
@@ -96,6 +128,12 @@ class Measure:
                 f"measure '{self.name}': estimator '{self.estimator}' is not unbiased, "
                 "biased, exact or exact_debiased",
             )
+        if self.kind not in _KINDS:
+            raise CkaError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"measure '{self.name}': kind '{self.kind}' is not one of "
+                + ", ".join(_KINDS),
+            )
 
     def to_proto(self) -> "pb.Measure":
         """Returns the wire message."""
@@ -104,14 +142,17 @@ class Measure:
             kernel=_KERNELS[self.kernel],
             estimator=_ESTIMATORS[self.estimator],
             rbf_threshold=self.rbf_threshold,
+            kind=_KINDS[self.kind] if self.kind != "cka" else pb.MEASURE_KIND_UNSPECIFIED,
         )
 
     @classmethod
     def from_proto(cls, m: "pb.Measure") -> "Measure":
-        """Returns the measure of a wire message (unspecified = linear, unbiased)."""
+        """Returns the measure of a wire message (unspecified = linear, unbiased, cka)."""
         kernel = {v: k for k, v in _KERNELS.items()}.get(m.kernel, "linear")
-        estimator = {v: k for k, v in _ESTIMATORS.items()}.get(m.estimator, "unbiased")
-        return cls(m.name, kernel, estimator, m.rbf_threshold)
+        kind = {v: k for k, v in _KINDS.items()}.get(m.kind, "cka")
+        estimator = {v: k for k, v in _ESTIMATORS.items()}.get(
+            m.estimator, "exact" if kind != "cka" else "unbiased")
+        return cls(m.name, kernel, estimator, m.rbf_threshold, kind)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,12 @@ are left out, as in the paper). The table shows it from ckad for the measures ck
 from NumPy float64 on the saved activations for all of them, with the largest |ckad - NumPy|
 over the whole matrix; the script exits 1 when that exceeds 1e-6 for a measure ckad serves.
 
-Measures ckad does not serve yet show "not in ckad yet": each row of MEASURES names the ckad
-measure (a ckactl spec) that would serve it, and ckad is asked whenever the client accepts that
-spec, so a new measure kind switches on by itself once cka.Measure knows it.
+Each row of MEASURES names the ckad measure that serves it (a ckactl spec: name:kernel:estimator
+for CKA, name:kind for the comparison family, e.g. cca_r2:cca_r2, regression:regression_r2,
+whose entry (s, t) is R^2(s -> t)); ckad is asked whenever the client accepts that spec, and a
+row ckad cannot serve (RBF CKA over all rows at once) says "not a ckad query". Where a stream has
+no variance (a layer whose units all died) both sides leave the entry NaN, and the comparison
+requires the same NaN entries.
 
 Then "CKA reveals network pathology": a deeper variant (many more fully connected layers of one
 width) trains the same way into a second session, and for every network the maximal runs of
@@ -453,7 +456,8 @@ def comparison_family(acts: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
 class MeasureRow:
     """One row of the table: a measure, the NumPy float64 function of the activations that
     computes it (an S x S matrix, or a dict of them with `key`), and the ckad measure (a ckactl
-    spec name:kernel:estimator[:threshold]) that serves it, "" when none could."""
+    spec name:kernel:estimator[:threshold], or name:kind) that serves it, "" when none
+    could."""
 
     label: str
     numpy: Callable[[Sequence[np.ndarray]], object]
@@ -489,16 +493,16 @@ MEASURES: List[MeasureRow] = [
                "exact_debiased:linear:exact_debiased"),
     MeasureRow(f"CKA RBF {RBF_THRESHOLD}, all probe rows (biased)", rbf_all_rows_cka,
                paper=99.1),
-    MeasureRow("CCA R2_CCA", comparison_family, "cca_r2:linear:cca_r2", "cca_r2"),
-    MeasureRow("CCA rho-bar", comparison_family, "cca_mean_rho:linear:cca_mean_rho",
+    MeasureRow("CCA R2_CCA", comparison_family, "cca_r2:cca_r2", "cca_r2"),
+    MeasureRow("CCA rho-bar", comparison_family, "cca_mean_rho:cca_mean_rho",
                "cca_mean_rho", paper=1.4),
-    MeasureRow("SVCCA", comparison_family, "svcca:linear:svcca", "svcca"),
-    MeasureRow("PWCCA", comparison_family, "pwcca:linear:pwcca", "pwcca"),
+    MeasureRow("SVCCA", comparison_family, "svcca:svcca", "svcca"),
+    MeasureRow("PWCCA", comparison_family, "pwcca:pwcca", "pwcca"),
     MeasureRow("linear regression R2(layer -> candidate)", comparison_family,
-               "regression:linear:regression", "regression", paper=45.4),
+               "regression:regression_r2", "regression", paper=45.4),
     MeasureRow("linear regression R2(candidate -> layer)", comparison_family,
-               "regression:linear:regression", "regression", transpose=True),
-    MeasureRow("orthogonal Procrustes", comparison_family, "procrustes:linear:procrustes",
+               "regression:regression_r2", "regression", transpose=True),
+    MeasureRow("orthogonal Procrustes", comparison_family, "procrustes:procrustes",
                "procrustes"),
 ]
 
@@ -518,17 +522,26 @@ def ckad_measures() -> List[cka.Measure]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Values closer than this to a row's largest count as tied with it in matching_accuracy, so
+#: that ckad's and NumPy's tables agree where their values agree: the comparison family is often
+#: exactly 1 for several candidates (CCA's forced correlations at widths near the probe's rows),
+#: and rounding (1e-12 here) must not pick among them.
+TIE = 1e-9
+
+
 def matching_accuracy(sim: np.ndarray, networks: int, layers: int) -> float:
     """Returns the share of (network a, layer i, network b != a) whose most similar layer of b
     (by `sim`, (networks * layers) square, stream a*layers + i; row = the layer, column = the
-    candidate) is layer i. NaN never wins; a tie goes to the first layer."""
+    candidate) is layer i. NaN never wins; a tie (within TIE of the largest) goes to the first
+    layer."""
     right = total = 0
     for a in range(networks):
         for b in range(networks):
             if a == b:
                 continue
             block = sim[a * layers:(a + 1) * layers, b * layers:(b + 1) * layers]
-            best = np.argmax(np.where(np.isnan(block), -np.inf, block), axis=1)
+            block = np.where(np.isnan(block), -np.inf, block)
+            best = np.argmax(block >= np.max(block, axis=1, keepdims=True) - TIE, axis=1)
             right += int(np.sum(best == np.arange(layers)))
             total += layers
     return right / total
@@ -582,8 +595,10 @@ def compare(address: str, session_id: str, streams: List[str], acts: List[np.nda
         measure = row.ckad_measure()
         if measure is not None and measure.name in served:
             theirs = ckad_values[measure.name]
-            diff = float(np.max(np.abs(theirs - ref)))
-            ok = diff <= TOLERANCE
+            same_nan = bool(np.array_equal(np.isnan(theirs), np.isnan(ref)))
+            both = ~np.isnan(theirs) & ~np.isnan(ref)
+            diff = float(np.max(np.abs(theirs - ref)[both], initial=0.0))
+            ok = diff <= TOLERANCE and same_nan
             agree &= ok
             ckad_cell = percent(matching_accuracy(theirs.T if row.transpose else theirs,
                                                   networks, layers))

@@ -264,6 +264,9 @@ class SimilarityMatrix:
         ckad's own time for the answer (GetSimilarity's trailing metadata), when sent.
     blocks : tuple of LayerBlock
         With ``block_threshold``: each source's blocks, by source then first layer.
+    note : str
+        A moment measure's word on its values (empty when none): why entries are NaN (a
+        stream without variance) and where CCA's correlations are 1 whatever the data.
     """
 
     session_id: str
@@ -274,6 +277,7 @@ class SimilarityMatrix:
     batches: np.ndarray
     server_time_ms: Optional[float] = None
     blocks: Tuple[LayerBlock, ...] = ()
+    note: str = ""
 
     @classmethod
     def from_proto(
@@ -290,6 +294,7 @@ class SimilarityMatrix:
             batches=np.array(m.batches, dtype=np.int64).reshape(shape),
             server_time_ms=server_time_ms,
             blocks=tuple(LayerBlock.from_proto(b) for b in m.blocks),
+            note=m.note,
         )
 
 

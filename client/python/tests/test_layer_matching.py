@@ -48,10 +48,12 @@ def test_the_quick_run_prints_every_measure_and_ckad_equals_numpy(ckad, client, 
             continue
         served += 1
         assert len(numbers) >= 2, line  # ckad's and NumPy's accuracy
+        assert numbers[0] == numbers[1], line  # ckad's table equals NumPy's
         diff = float(re.search(r"\s(\d\.\de[-+]\d+)\s", cells).group(1))
         # 1e-6: ckad's contract for float32 activations against a float64 computation.
         assert diff <= 1e-6, line
-    assert served >= 4  # minibatch linear and RBF, exact linear and exact debiased
+    # Every row but RBF CKA over all rows at once: the CKA estimators and the comparison family.
+    assert served == len(layer_matching.MEASURES) - 1
 
     info = client.get_session(session_id)
     assert info.batches_applied == 3 * 2  # three networks, two probe batches each
@@ -115,6 +117,9 @@ def test_matching_accuracy_counts_the_corresponding_layer():
     shifted = same.copy()
     shifted[0:3, 3:6] = np.roll(np.eye(3), 1, axis=1) * 0.5 + 0.25  # a's layer i ~ b's i+1
     assert layer_matching.matching_accuracy(shifted, 2, 3) == 0.5  # b -> a still right
+    tied = same.copy()  # a's layers equal every layer of b but for rounding: a tie
+    tied[0:3, 3:6] = 1.0 + 1e-12 * np.eye(3)
+    assert layer_matching.matching_accuracy(tied, 2, 3) == 4 / 6  # the first, layer 0, wins
     missing = same.copy()
     missing[0, 3] = np.nan  # no value never wins: a's layer 0 picks a wrong layer
     assert layer_matching.matching_accuracy(missing, 2, 3) == 5 / 6

@@ -9,8 +9,10 @@
 # addresses for the certificate, comma-separated) name where clients will reach ckad.
 #
 # Writes into DIR, which must not exist yet or be empty:
-#   tokens        ckad --auth-tokens: one admin and one writer token ("token role" lines)
-#   admin.token, writer.token   the same tokens alone, for ckactl (CKA_TOKEN) and clients
+#   tokens        ckad --auth-tokens: one admin, one writer and one reader token ("token role"
+#                 lines); the reader's is for Prometheus (/metrics) and people at the page
+#   admin.token, writer.token, reader.token   the same tokens alone, for ckactl (CKA_TOKEN),
+#                 clients and Prometheus' credentials_file
 #   tls.crt, tls.key            the server certificate (ckad --tls-cert/--tls-key, the router)
 #   ca.crt        the CA that signed tls.crt: what clients trust (ckactl --tls-ca)
 #   ca.key        the CA's private key: only to sign a new tls.crt; mounted nowhere
@@ -70,14 +72,16 @@ EOF
 # 24 random bytes: 48 hex characters (ckad wants at least 16 printable ones).
 "$openssl" rand -hex 24 >"$dir/admin.token"
 "$openssl" rand -hex 24 >"$dir/writer.token"
+"$openssl" rand -hex 24 >"$dir/reader.token"
 {
   echo "# ckad --auth-tokens: token role. Made by deploy/make_secrets.sh on $(date -u +%F)."
   echo "$(cat "$dir/admin.token") admin"
   echo "$(cat "$dir/writer.token") writer"
+  echo "$(cat "$dir/reader.token") reader"
 } >"$dir/tokens"
 
 chmod 0644 "$dir/tokens" "$dir/tls.crt" "$dir/tls.key" "$dir/ca.crt"
-chmod 0600 "$dir/ca.key" "$dir/admin.token" "$dir/writer.token"
+chmod 0600 "$dir/ca.key" "$dir/admin.token" "$dir/writer.token" "$dir/reader.token"
 
 cat <<EOF
 make_secrets: wrote $dir (certificate for $sans)

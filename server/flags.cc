@@ -51,6 +51,27 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
                  "'http listening on HOST:PORT'). Same tokens, TLS files and "
                  "loopback rule as --listen. Empty: no HTTP")
       ->capture_default_str();
+  app.add_option("--http-grpc-target", o.http_grpc_target,
+                 "host:port of the gRPC router in front of the replicas: the "
+                 "HTTP layer's calls go there with the metadata "
+                 "'x-cka-session', so that each reaches its session's replica "
+                 "(and the caller's token is checked there). Empty: this "
+                 "ckad's own service");
+  app.add_option("--http-peers", o.http_peers,
+                 "comma-separated host:port of every replica's gRPC address "
+                 "(a host may resolve to several, e.g. a headless Service; "
+                 "resolved at each request): the JSON ListSessions asks each "
+                 "and merges the answers, naming the replicas that did not "
+                 "answer. Empty: ListSessions asks --http-grpc-target or this "
+                 "ckad");
+  app.add_option("--http-grpc-ca", o.http_grpc_ca_file,
+                 "PEM CA certificates that --http-grpc-target and --http-peers "
+                 "must be signed by (TLS is used towards them whenever ckad "
+                 "serves TLS or this is given). Empty: gRPC's default roots");
+  app.add_option("--http-grpc-server-name", o.http_grpc_server_name,
+                 "the name --http-grpc-target's and --http-peers' "
+                 "certificates must carry (as the router checks replicas)")
+      ->capture_default_str();
   app.add_option("--data-dir", o.data_dir,
                  "directory of the SQLite database (ckad.db) that keeps every "
                  "session; restored at start, and an OK ack means the batch "
@@ -232,6 +253,13 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc,
   if (!o.tls_client_ca_file.empty() && o.tls_cert_file.empty()) {
     return absl::InvalidArgumentError(
         "--tls-client-ca: needs --tls-cert and --tls-key (mutual TLS is TLS)");
+  }
+  if (o.http_listen.empty() &&
+      (!o.http_grpc_target.empty() || !o.http_peers.empty() ||
+       !o.http_grpc_ca_file.empty())) {
+    return absl::InvalidArgumentError(
+        "--http-grpc-target, --http-peers and --http-grpc-ca: need "
+        "--http-listen (they configure the HTTP layer)");
   }
   if (cl.export_session.empty() != cl.export_file.empty()) {
     return absl::InvalidArgumentError(

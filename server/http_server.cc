@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -12,11 +13,13 @@
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
 #include "httplib.h"
+#include "nlohmann/json.hpp"
 #include "server/http_event_stream.h"
 #include "server/http_query.h"
 #include "server/http_status.h"
 #include "server/http_task_queue.h"
 #include "server/listen_address.h"
+#include "server/replica_set.h"
 #include "server/web/web_assets.h"
 #include "spdlog/spdlog.h"
 
@@ -48,30 +51,52 @@ void SetAnswer(const grpc::Status& status,
   response.set_content(MessageJson(message), kJson);
 }
 
-// Prepares the gRPC call of `request`: its deadline (a watch has none), and
-// its Authorization
-// header as the "authorization" metadata the service checks. Returns
-// InvalidArgument for a header that gRPC metadata cannot carry.
-absl::Status PrepareCall(const httplib::Request& request, bool with_deadline,
+bool IsPrintableAscii(absl::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return c >= 0x20 && c <= 0x7e; });
+}
+
+// Returns the request's Authorization header, to be the "authorization"
+// metadata the service checks; nullopt without one. InvalidArgument for a
+// header that gRPC metadata cannot carry.
+absl::StatusOr<std::optional<std::string>> Authorization(
+    const httplib::Request& request) {
+  if (!request.has_header("Authorization")) return std::nullopt;
+  if (request.get_header_value_count("Authorization") > 1) {
+    return absl::InvalidArgumentError(
+        "Authorization header: given more than once");
+  }
+  std::string value = request.get_header_value("Authorization");
+  if (!IsPrintableAscii(value)) {
+    return absl::InvalidArgumentError(
+        "Authorization header: expected printable ASCII ('Bearer <token>')");
+  }
+  return value;
+}
+
+// Prepares the gRPC call of `request`: its deadline (a watch has none), its
+// Authorization header as the "authorization" metadata, and `session_id` (if
+// any) as the "x-cka-session" metadata a router hashes on, as the client
+// library sends it (an id gRPC metadata cannot carry goes without: the
+// client library could not have created it through a router either).
+// Returns Authorization's InvalidArgument.
+absl::Status PrepareCall(const httplib::Request& request,
+                         absl::string_view session_id, bool with_deadline,
                          grpc::ClientContext* context) {
   if (with_deadline) {
     context->set_deadline(
         std::chrono::system_clock::now() +
         std::chrono::seconds(HttpServer::kCallDeadlineSeconds));
   }
-  if (!request.has_header("Authorization")) return absl::OkStatus();
-  if (request.get_header_value_count("Authorization") > 1) {
-    return absl::InvalidArgumentError(
-        "Authorization header: given more than once");
+  if (!session_id.empty() && IsPrintableAscii(session_id)) {
+    context->AddMetadata("x-cka-session", std::string(session_id));
   }
-  const std::string value = request.get_header_value("Authorization");
-  for (const char c : value) {
-    if (c < 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          "Authorization header: expected printable ASCII ('Bearer <token>')");
-    }
+  absl::StatusOr<std::optional<std::string>> authorization =
+      Authorization(request);
+  if (!authorization.ok()) return authorization.status();
+  if (authorization->has_value()) {
+    context->AddMetadata("authorization", **authorization);
   }
-  context->AddMetadata("authorization", value);
   return absl::OkStatus();
 }
 
@@ -96,6 +121,13 @@ std::vector<std::string> PathSegments(const httplib::Request& request) {
     segments.push_back(httplib::detail::decode_url(std::string(raw), false));
   }
   return segments;
+}
+
+// Returns `text`, JSON that ErrorJson or MessageJson wrote, parsed (without
+// exceptions: a failure would be a bug in them, and shows as null).
+nlohmann::json OwnJson(const std::string& text) {
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
+  return json.is_discarded() ? nlohmann::json() : json;
 }
 
 }  // namespace
@@ -255,9 +287,13 @@ void HttpServer::Dispatch(const httplib::Request& request,
     ServeWatch(path[3], request, response);
     return;
   }
+  if (path.size() == 3 && options_.replicas != nullptr) {
+    ServeReplicaSessions(request, response);
+    return;
+  }
   grpc::ClientContext context;
-  absl::Status prepared =
-      PrepareCall(request, /*with_deadline=*/true, &context);
+  absl::Status prepared = PrepareCall(request, path.size() > 3 ? path[3] : "",
+                                      /*with_deadline=*/true, &context);
   if (prepared.ok() && path.size() < 5) prepared = NoParameters(request);
   if (!prepared.ok()) {
     SetError(prepared, response);
@@ -294,6 +330,71 @@ void HttpServer::Dispatch(const httplib::Request& request,
   }
 }
 
+void HttpServer::ServeReplicaSessions(const httplib::Request& request,
+                                      httplib::Response& response) {
+  absl::StatusOr<std::optional<std::string>> authorization =
+      Authorization(request);
+  absl::Status valid = authorization.status();
+  if (valid.ok()) valid = NoParameters(request);
+  if (!valid.ok()) {
+    SetError(valid, response);
+    return;
+  }
+  const std::vector<ReplicaSessions> answers =
+      options_.replicas->ListSessions(*authorization);
+  nlohmann::json sessions = nlohmann::json::array();
+  nlohmann::json replicas = nlohmann::json::array();
+  nlohmann::json unanswered = nlohmann::json::array();
+  std::string failures;
+  std::optional<grpc::StatusCode> common_code;
+  for (const ReplicaSessions& answer : answers) {
+    if (!answer.status.ok()) {
+      const grpc::StatusCode code = answer.status.error_code();
+      common_code = !common_code.has_value() || *common_code == code
+                        ? code
+                        : grpc::StatusCode::UNAVAILABLE;
+      // ErrorJson names the code as the API does everywhere.
+      nlohmann::json failure =
+          OwnJson(ErrorJson(code, answer.status.error_message()));
+      failure["replica"] = answer.replica;
+      absl::StrAppend(&failures, failures.empty() ? "" : "; ", answer.replica,
+                      " (", failure["code"].get<std::string>(), ": ",
+                      answer.status.error_message(), ")");
+      unanswered.push_back(std::move(failure));
+      continue;
+    }
+    for (const v1::Session& session : answer.answer.sessions()) {
+      nlohmann::json json = OwnJson(MessageJson(session));
+      json["replica"] = answer.replica;
+      sessions.push_back(std::move(json));
+    }
+    replicas.push_back({{"replica", answer.replica},
+                        {"sessions", answer.answer.sessions_size()}});
+  }
+  if (replicas.empty()) {
+    SetError(common_code.value_or(grpc::StatusCode::UNAVAILABLE),
+             absl::StrCat("no replica answered ListSessions: ", failures),
+             response);
+    return;
+  }
+  std::stable_sort(sessions.begin(), sessions.end(),
+                   [](const nlohmann::json& a, const nlohmann::json& b) {
+                     return a["session_id"] < b["session_id"];
+                   });
+  nlohmann::json body = {{"sessions", std::move(sessions)},
+                         {"replicas", replicas},
+                         {"unanswered", unanswered}};
+  if (!unanswered.empty()) {
+    body["message"] = absl::StrCat(
+        replicas.size(), " of ", replicas.size() + unanswered.size(),
+        " replicas answered; the sessions of these are not listed: ", failures);
+  }
+  response.status = 200;
+  response.set_content(
+      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+      kJson);
+}
+
 void HttpServer::ServeWatch(const std::string& session_id,
                             const httplib::Request& request,
                             httplib::Response& response) {
@@ -313,8 +414,8 @@ void HttpServer::ServeWatch(const std::string& session_id,
     return;
   }
   auto stream = std::make_shared<SimilarityEventStream>();
-  absl::Status prepared =
-      PrepareCall(request, /*with_deadline=*/false, stream->context());
+  absl::Status prepared = PrepareCall(
+      request, session_id, /*with_deadline=*/false, stream->context());
   if (!prepared.ok()) {
     event_streams_.fetch_sub(1);
     SetError(prepared, response);

@@ -24,6 +24,7 @@ struct Response;
 
 namespace cka::server {
 
+class ReplicaSet;
 class SimilarityEventStream;
 
 // What the HTTP server serves and how.
@@ -40,18 +41,28 @@ struct HttpServerOptions {
   const TokenTable* tokens = nullptr;
   // Returns /metrics' body in Prometheus' text format; null: /metrics is 404.
   std::function<std::string()> metrics_text;
+  // Null: /api/v1/sessions is the channel's ListSessions. Otherwise it asks
+  // every replica of the set (forwarding the Authorization header) and merges
+  // their answers: {"sessions": [... each with "replica"], "replicas":
+  // [{"replica", "sessions"}], "unanswered": [{"replica", "code",
+  // "message"}], "message": "..." when some did not answer}; when none
+  // answered, the error of their common code (else UNAVAILABLE) naming each.
+  std::shared_ptr<ReplicaSet> replicas;
 };
 
 // Serves the JSON API by calling the gRPC service through `channel` (an
-// in-process channel of ckad's own server): every request becomes the gRPC
-// call it stands for, with its "Authorization" header as the call's
-// "authorization" metadata, so that validation, authentication, budgets and
-// errors are the service's own. Answers are the response messages in
-// protobuf's JSON mapping (proto field names, default values printed); errors
-// are HttpStatusOf(code) with ErrorJson(code, message).
+// in-process channel of ckad's own server, or the router in front of the
+// replicas): every request becomes the gRPC call it stands for, with its
+// "Authorization" header as the call's "authorization" metadata and its
+// session id as "x-cka-session" (the router's hash key), so that validation,
+// authentication, budgets and errors are those of the session's replica.
+// Answers are the response messages in protobuf's JSON mapping (proto field
+// names, default values printed); errors are HttpStatusOf(code) with
+// ErrorJson(code, message).
 //
 // Routes (GET and HEAD only; the path's segments are URL-decoded):
-//   /api/v1/sessions                    ListSessions
+//   /api/v1/sessions                    ListSessions (of every replica
+//                                       with HttpServerOptions::replicas)
 //   /api/v1/sessions/{id}               GetSession
 //   /api/v1/sessions/{id}/similarity    GetSimilarity
 //                                       (SimilarityRequestFromQuery)
@@ -110,6 +121,9 @@ class HttpServer {
   void Dispatch(const httplib::Request& request, httplib::Response& response);
   void ServeMetrics(const httplib::Request& request,
                     httplib::Response& response);
+  // /api/v1/sessions with options_.replicas.
+  void ServeReplicaSessions(const httplib::Request& request,
+                            httplib::Response& response);
   void ServeWatch(const std::string& session_id,
                   const httplib::Request& request, httplib::Response& response);
   // Writes `event` and every later one of `stream` to `sink` until the call

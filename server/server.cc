@@ -30,6 +30,7 @@
 #include "server/http_server.h"
 #include "server/listen_address.h"
 #include "server/metrics.h"
+#include "server/replica_set.h"
 #include "server/similarity_service_impl.h"
 #include "server/sqlite_state_store.h"
 #include "spdlog/spdlog.h"
@@ -57,6 +58,23 @@ absl::StatusOr<std::string> ReadFlagFile(const char* flag,
   return text.str();
 }
 
+struct CertificateAndKey {
+  std::string certificate;  // PEM chain
+  std::string key;          // PEM
+};
+
+// Returns the contents of --tls-cert and --tls-key.
+absl::StatusOr<CertificateAndKey> ReadCertificateAndKey(
+    const ServerOptions& options) {
+  absl::StatusOr<std::string> cert =
+      ReadFlagFile("--tls-cert", options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key =
+      ReadFlagFile("--tls-key", options.tls_key_file);
+  if (!key.ok()) return key.status();
+  return CertificateAndKey{*std::move(cert), *std::move(key)};
+}
+
 // Returns the credentials of --tls-cert/--tls-key/--tls-client-ca, or
 // insecure ones without them.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
@@ -72,14 +90,11 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     return absl::InvalidArgumentError(
         "--tls-cert and --tls-key: give both or neither");
   }
-  absl::StatusOr<std::string> cert =
-      ReadFlagFile("--tls-cert", options.tls_cert_file);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key =
-      ReadFlagFile("--tls-key", options.tls_key_file);
-  if (!key.ok()) return key.status();
+  absl::StatusOr<CertificateAndKey> own = ReadCertificateAndKey(options);
+  if (!own.ok()) return own.status();
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  ssl.pem_key_cert_pairs.push_back(
+      {std::move(own->key), std::move(own->certificate)});
   if (!options.tls_client_ca_file.empty()) {
     absl::StatusOr<std::string> ca =
         ReadFlagFile("--tls-client-ca", options.tls_client_ca_file);
@@ -89,6 +104,48 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
+}
+
+// Returns the channel of the HTTP layer's calls: ckad's own service in
+// process, or --http-grpc-target (the router) with `credentials` and
+// `arguments`. InvalidArgument for a malformed target.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> HttpBackendChannel(
+    const ServerOptions& options, grpc::Server& server,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    const grpc::ChannelArguments& arguments) {
+  if (options.http_grpc_target.empty()) {
+    return server.InProcessChannel(arguments);
+  }
+  absl::StatusOr<std::string> host =
+      ListenHost(options.http_grpc_target, "--http-grpc-target");
+  if (!host.ok()) return host.status();
+  return grpc::CreateCustomChannel(options.http_grpc_target, credentials,
+                                   arguments);
+}
+
+// Returns the credentials of the HTTP layer's calls to --http-grpc-target
+// and --http-peers: TLS when ckad serves TLS or --http-grpc-ca is given
+// (presenting ckad's certificate where replicas require client ones),
+// plaintext otherwise.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+HttpBackendCredentials(const ServerOptions& options) {
+  if (options.tls_cert_file.empty() && options.http_grpc_ca_file.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.http_grpc_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadFlagFile("--http-grpc-ca", options.http_grpc_ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_client_ca_file.empty()) {
+    absl::StatusOr<CertificateAndKey> own = ReadCertificateAndKey(options);
+    if (!own.ok()) return own.status();
+    ssl.pem_cert_chain = std::move(own->certificate);
+    ssl.pem_private_key = std::move(own->key);
+  }
+  return grpc::SslCredentials(ssl);
 }
 
 // Returns `d` in milliseconds for a channel argument; INT_MAX (gRPC's
@@ -349,10 +406,40 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     grpc::ChannelArguments channel_args;
     // The server's send limit (--max-message-mb) is the one that applies.
     channel_args.SetMaxReceiveMessageSize(-1);
-    absl::StatusOr<std::unique_ptr<HttpServer>> http_server = HttpServer::Start(
-        std::move(http), grpc_server_->InProcessChannel(channel_args));
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+        backend_credentials = HttpBackendCredentials(options);
+    if (!backend_credentials.ok()) return backend_credentials.status();
+    grpc::ChannelArguments backend_args = channel_args;
+    // A replica (or the router) that comes back is seen within seconds, not
+    // after gRPC's default backoff of up to two minutes.
+    backend_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+    if (!options.http_grpc_server_name.empty() &&
+        (!options.tls_cert_file.empty() ||
+         !options.http_grpc_ca_file.empty())) {
+      backend_args.SetSslTargetNameOverride(options.http_grpc_server_name);
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> backend = HttpBackendChannel(
+        options, *grpc_server_, *backend_credentials, backend_args);
+    if (!backend.ok()) return backend.status();
+    if (!options.http_peers.empty()) {
+      absl::StatusOr<std::unique_ptr<ReplicaSet>> replicas = ReplicaSet::Create(
+          options.http_peers, *backend_credentials, backend_args);
+      if (!replicas.ok()) return replicas.status();
+      http.replicas = *std::move(replicas);
+    }
+    absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
+        HttpServer::Start(std::move(http), *std::move(backend));
     if (!http_server.ok()) return http_server.status();
     http_server_ = *std::move(http_server);
+    spdlog::info(
+        "http: calls with a session go to {}; the session list asks {}",
+        options.http_grpc_target.empty()
+            ? std::string("this ckad")
+            : absl::StrCat(options.http_grpc_target, " (--http-grpc-target)"),
+        options.http_peers.empty()
+            ? std::string("the same")
+            : absl::StrCat("every replica of --http-peers ",
+                           options.http_peers));
   }
 
   const bool tls = !options.tls_cert_file.empty();

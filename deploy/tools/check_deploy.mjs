@@ -3,8 +3,12 @@
 // parses deploy/compose.yaml. Then checks that everything ships secure by default: no
 // --allow-insecure anywhere, no Secret object (real secrets are created, never committed),
 // every ckad container given --auth-tokens and --tls-cert/--tls-key from mounted Secrets, its
-// probes able to speak TLS, and the router speaking TLS on both sides. Exits 1 after printing
-// every problem found.
+// probes able to speak TLS, and the router speaking TLS on both sides. And the scale-out of
+// the page and the JSON API: every ckad container with --http-listen sends its calls to the
+// router's Service (--http-grpc-target), lists sessions across exactly the router's replicas
+// (--http-peers), trusts ca.crt from the TLS Secret (--http-grpc-ca), and carries prometheus.io
+// annotations that match its HTTPS port; the router's HTTP entry reaches the same replicas'
+// HTTP ports over verified TLS. Exits 1 after printing every problem found.
 //
 //   cd deploy/tools && npm ci && node check_deploy.mjs
 import { readFileSync, readdirSync } from "node:fs";
@@ -96,13 +100,15 @@ const secretOf = (c, pod, path) => {
   if (!mount.readOnly) return [null, `volume ${mount.name} is not mounted readOnly`];
   return [volume.secret.secretName, null];
 };
-for (const [where, c, pod] of ckadContainers) {
+// The value a container's command line gives `flag` ("--f=v" or "--f v"), or null.
+const flagValue = (c, flag) => {
   const args = [...(c.command ?? []), ...(c.args ?? [])];
-  const value = (flag) => {
-    const i = args.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
-    if (i < 0) return null;
-    return args[i] === flag ? args[i + 1] : args[i].slice(flag.length + 1);
-  };
+  const i = args.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+  if (i < 0) return null;
+  return args[i] === flag ? args[i + 1] : args[i].slice(flag.length + 1);
+};
+for (const [where, c, pod] of ckadContainers) {
+  const value = (flag) => flagValue(c, flag);
   for (const flag of ["--auth-tokens", "--tls-cert", "--tls-key"]) {
     const path = value(flag);
     if (!path) { fail(`${where}: ckad without ${flag}`); continue; }
@@ -131,7 +137,64 @@ for (const [where, conf] of routerConfigs) {
     fail(`${where}: nginx must reach ckad with grpc_pass grpcs://`);
   }
   if (!/grpc_ssl_verify\s+on;/.test(conf)) fail(`${where}: grpc_ssl_verify on is missing`);
-  if (!/listen\s+\S+\s+ssl\s/.test(conf)) fail(`${where}: nginx must listen with ssl`);
+  const listens = [...uncommented(conf).matchAll(/^\s*listen\s+([^;]*);/gm)].map((m) => m[1]);
+  if (listens.length === 0) fail(`${where}: nginx listens nowhere`);
+  for (const l of listens) {
+    if (!/(^|\s)ssl(\s|$)/.test(l)) fail(`${where}: "listen ${l}" must listen with ssl`);
+  }
+  for (const m of uncommented(conf).matchAll(/proxy_pass\s+([^;]*);/g)) {
+    if (!m[1].startsWith("https://")) fail(`${where}: proxy_pass ${m[1]} must be https://`);
+    if (!/proxy_ssl_verify\s+on;/.test(conf)) fail(`${where}: proxy_ssl_verify on is missing`);
+  }
+}
+
+// The servers of upstream `name` in an nginx configuration, as "host:port".
+const upstreamServers = (conf, name) => {
+  const block = uncommented(conf).match(new RegExp(`upstream\\s+${name}\\s*\\{([^}]*)\\}`));
+  return block ? [...block[1].matchAll(/server\s+(\S+?)[\s;]/g)].map((m) => m[1]) : null;
+};
+const sameSet = (a, b) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
+const k8sRouter = routerConfigs.find(([where]) => where.startsWith("k8s/"));
+const services = manifests.filter(([, o]) => o.kind === "Service").map(([, o]) => o);
+for (const [where, c, pod] of ckadContainers) {
+  const value = (flag) => flagValue(c, flag);
+  const httpListen = value("--http-listen");
+  if (!httpListen) continue;
+  const httpPort = httpListen.slice(httpListen.lastIndexOf(":") + 1);
+  const annotations = manifests.find(([, o]) => o.spec?.template?.spec === pod)?.[1]
+    .spec.template.metadata?.annotations ?? {};
+  if (annotations["prometheus.io/scrape"] !== "true") fail(`${where}: no prometheus.io/scrape "true"`);
+  if (annotations["prometheus.io/port"] !== httpPort) {
+    fail(`${where}: prometheus.io/port ${annotations["prometheus.io/port"]} is not --http-listen's ${httpPort}`);
+  }
+  if (annotations["prometheus.io/path"] !== "/metrics") fail(`${where}: prometheus.io/path is not /metrics`);
+  if (annotations["prometheus.io/scheme"] !== "https") fail(`${where}: prometheus.io/scheme is not https (ckad serves TLS)`);
+  const target = value("--http-grpc-target");
+  const peers = value("--http-peers");
+  const ca = value("--http-grpc-ca");
+  if (!target || !peers || !ca) {
+    fail(`${where}: --http-listen behind the router needs --http-grpc-target, --http-peers and --http-grpc-ca`);
+    continue;
+  }
+  const [targetHost, targetPort] = [target.slice(0, target.lastIndexOf(":")), target.slice(target.lastIndexOf(":") + 1)];
+  const routerService = services.find((o) => o.metadata.name === targetHost);
+  if (!routerService?.spec?.selector?.["app.kubernetes.io/name"]?.includes("router") ||
+      !(routerService.spec.ports ?? []).some((p) => String(p.port) === targetPort)) {
+    fail(`${where}: --http-grpc-target ${target} is not a port of the router's Service`);
+  }
+  const [secret, why] = secretOf(c, pod, ca);
+  if (why) fail(`${where}: --http-grpc-ca: ${why}`);
+  else if (secret !== "ckad-tls") fail(`${where}: --http-grpc-ca comes from Secret ${secret}, expected ckad-tls`);
+  if (!k8sRouter) { fail("no router ConfigMap in deploy/k8s"); continue; }
+  const grpcReplicas = upstreamServers(k8sRouter[1], "ckad") ?? [];
+  if (!sameSet(peers.split(","), grpcReplicas)) {
+    fail(`${where}: --http-peers ${peers} is not the router's replicas ${grpcReplicas.join(",")}`);
+  }
+  const httpReplicas = grpcReplicas.map((r) => `${r.slice(0, r.lastIndexOf(":"))}:${httpPort}`);
+  const httpUpstream = upstreamServers(k8sRouter[1], "ckad_http");
+  if (!httpUpstream || !sameSet(httpUpstream, httpReplicas)) {
+    fail(`${k8sRouter[0]}: upstream ckad_http ${httpUpstream} is not the replicas' HTTP ports ${httpReplicas.join(",")}`);
+  }
 }
 
 if (problems) process.exit(1);

@@ -115,6 +115,28 @@ TEST(FlagsTest, ExportAndImportNeedTheirPairAndADataDir) {
   }
 }
 
+TEST(FlagsTest, ScaleOutFlagsReachTheirOptionsAndNeedHttpListen) {
+  absl::StatusOr<CommandLine> cl =
+      Parse({"--http-listen", "127.0.0.1:0", "--http-grpc-target",
+             "router:50051", "--http-peers", "a:1,b:2", "--http-grpc-ca",
+             "/ca.crt", "--http-grpc-server-name", "replica"});
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_EQ(cl->options.http_grpc_target, "router:50051");
+  EXPECT_EQ(cl->options.http_peers, "a:1,b:2");
+  EXPECT_EQ(cl->options.http_grpc_ca_file, "/ca.crt");
+  EXPECT_EQ(cl->options.http_grpc_server_name, "replica");
+  EXPECT_EQ(Parse({}).value().options.http_grpc_server_name, "ckad");
+  for (const char* flag :
+       {"--http-grpc-target", "--http-peers", "--http-grpc-ca"}) {
+    absl::StatusOr<CommandLine> without = Parse({flag, "x:1"});
+    EXPECT_EQ(without.status().code(), absl::StatusCode::kInvalidArgument)
+        << flag;
+    EXPECT_NE(without.status().message().find("--http-listen"),
+              std::string::npos)
+        << without.status();
+  }
+}
+
 TEST(FlagsTest, BadValuesAreInvalidArgumentNamingTheFlag) {
   const BadFlagCase cases[] = {
       {{"--threads", "-1"}, "threads"},

@@ -22,6 +22,21 @@ struct ServerOptions {
   // same security as `listen`: the same tokens and TLS files, and the same
   // rule for a host other than loopback.
   std::string http_listen;
+  // Scale-out behind the router (deploy/README.md). http_grpc_target
+  // (host:port, the router's gRPC address): the HTTP layer makes its gRPC
+  // calls there, each with the metadata "x-cka-session" of its session, so
+  // that they reach the replica holding it; empty: ckad's own service, in
+  // process. http_peers ("host:port,host:port", a host may resolve to several
+  // addresses, resolved at each request): the JSON ListSessions asks every
+  // replica and merges their answers; empty: it asks http_grpc_target (or
+  // ckad itself). Both speak TLS when ckad serves TLS or http_grpc_ca_file is
+  // set, trusting http_grpc_ca_file (PEM; empty: gRPC's default roots) and
+  // expecting the certificate to name http_grpc_server_name; with
+  // tls_client_ca_file they present tls_cert_file as client certificate.
+  std::string http_grpc_target;
+  std::string http_peers;
+  std::string http_grpc_ca_file;
+  std::string http_grpc_server_name = "ckad";
   int threads = 0;  // worker pool size; 0 = hardware concurrency
   // Tests only, no flag: the registered SQLite VFS that does data_dir's file
   // I/O (empty: SQLite's default), e.g. one that injects disk faults.

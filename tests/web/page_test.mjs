@@ -82,6 +82,30 @@ async function startCkad() {
       return { ...m, values: m.values.flat(), batches: m.batches.flat() };
     },
     addBatch,
+    // Session "deep": one source whose layers l1..l3 are noisy copies of one signal and l0
+    // independent, over 3 batches: a block of 3 of its 4 layers by construction.
+    async addDeepSession() {
+      await ckactl('create', 'deep', '--measure', 'lin:linear:unbiased');
+      for (let b = 0; b < 3; b++) {
+        const dir = path.join(work, 'deep', String(b));
+        mkdirSync(dir, { recursive: true });
+        const signal = matrix(kRows, 6, random);
+        writeNpy(path.join(dir, 'l0.npy'), matrix(kRows, 6, random));
+        for (const layer of ['l1', 'l2', 'l3']) {
+          const noise = matrix(kRows, 6, random);
+          writeNpy(path.join(dir, `${layer}.npy`),
+            { ...signal, data: signal.data.map((v, k) => v + 0.02 * noise.data[k]) });
+        }
+        await ckactl('send', '--session', 'deep', '--source', 'deep', '--batch-id', String(b),
+          dir);
+      }
+    },
+    // GetSimilarity's blocks at `threshold`, through ckactl.
+    async blocks(session, threshold) {
+      const { stdout } = await ckactl('matrix', session, '--blocks', String(threshold),
+        '--format', 'json');
+      return JSON.parse(stdout).blocks ?? [];
+    },
     // The JSON API's series of `pairs` (pair i: the i-th row with the i-th col), as a reader.
     async series({ measure, pairs }) {
       const params = new URLSearchParams({ measure });
@@ -462,6 +486,41 @@ try {
   });
   assert.equal(await page.$eval('#query-error', (e) => e.hidden), false);
   await screenshot('bad-step-range.png');
+
+  // 7. The Blocks panel: session "deep" has a block of 3 of its 4 layers by construction; at
+  // the default threshold (0.95) the panel lists the blocks GetSimilarity answers, with the
+  // warning, as the page recorded them (window.__ckaBlocks) and in its text.
+  await target.addDeepSession();
+  const wantBlocks = await target.blocks('deep', 0.95);
+  assert.deepEqual(wantBlocks.map((b) => [b.first_stream, b.last_stream, b.warning]),
+    [['deep/l1', 'deep/l3', true]], 'the constructed block, through ckactl');
+  assert.equal(await page.$eval('#block-threshold', (e) => e.value), '0.95');
+  const deepButton = await page.waitForSelector('#sessions tr[data-session="deep"] button',
+    { timeout: kDeadlineMs });
+  await deepButton.click();
+  await page.waitForFunction(
+    () => window.__ckaShown?.session_id === 'deep' && window.__ckaBlocks?.blocks.length > 0,
+    { timeout: kDeadlineMs, polling: 100 },
+  );
+  assert.deepEqual((await page.evaluate(() => window.__ckaBlocks)).blocks, wantBlocks,
+    "the Blocks panel lists GetSimilarity's blocks");
+  const blocksText = await page.$eval('#blocks', (e) => e.textContent);
+  assert.match(blocksText, /deep: deep\/l1 … deep\/l3, 3 of 4 layers/);
+  assert.match(blocksText, /Warning: more than half/);
+  // A threshold above every value: no blocks.
+  await page.$eval('#block-threshold', (e) => { e.value = '1'; });
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(
+    () => window.__ckaBlocks?.threshold === 1 && window.__ckaBlocks.blocks.length === 0,
+    { timeout: kDeadlineMs, polling: 100 },
+  );
+  assert.match(await page.$eval('#blocks', (e) => e.textContent), /^No blocks/);
+  await page.$eval('#block-threshold', (e) => { e.value = '0.95'; });
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(() => window.__ckaBlocks?.blocks.length === 1,
+    { timeout: kDeadlineMs, polling: 100 });
+  await page.$eval('#blocks', (e) => e.scrollIntoView());
+  await screenshot('blocks.png');
 
   assert.deepEqual(pageErrors, [], 'errors thrown in the page');
   console.log('page_test: passed');

@@ -45,7 +45,9 @@ export async function getJson(path, signal) {
 }
 
 /** The query string of a similarity query or watch. */
-export function similarityParams({ measure, rows, cols, stepMin, stepMax, minIntervalMs }) {
+export function similarityParams({
+  measure, rows, cols, stepMin, stepMax, minIntervalMs, blockThreshold,
+}) {
   const params = new URLSearchParams();
   if (measure) params.set('measure', measure);
   for (const row of rows ?? []) params.append('rows', row);
@@ -53,6 +55,7 @@ export function similarityParams({ measure, rows, cols, stepMin, stepMax, minInt
   if (stepMin !== '' && stepMin != null) params.set('step_min', stepMin);
   if (stepMax !== '' && stepMax != null) params.set('step_max', stepMax);
   if (minIntervalMs != null) params.set('min_interval_ms', String(minIntervalMs));
+  if (blockThreshold) params.set('block_threshold', blockThreshold);
   return params;
 }
 

@@ -9,6 +9,7 @@ import {
   similarityParams,
   watch,
 } from './api.js';
+import { blocksShown, renderBlocks } from './blocks.js';
 import { Heatmap, shownCsv, toNumber } from './heatmap.js';
 import { defaultPairs, shortLabels, sourcesOf, streamsOf } from './names.js';
 import { TrainingChart } from './training.js';
@@ -46,6 +47,8 @@ const ui = {
   exportCsv: $('export-csv'),
   exportPng: $('export-png'),
   training: $('training'),
+  blockThreshold: $('block-threshold'),
+  blocks: $('blocks'),
   trainingError: $('training-error'),
   tokenDialog: $('token-dialog'),
   tokenForm: $('token-form'),
@@ -237,6 +240,7 @@ function currentQuery() {
     colStreams,
     stepMin: ui.stepMin.value.trim(),
     stepMax: ui.stepMax.value.trim(),
+    blockThreshold: ui.blockThreshold.value.trim(),
     half: ui.half.checked,
     live: ui.live.checked,
   };
@@ -297,6 +301,8 @@ function clearMatrix(why) {
   ui.figureEmpty.hidden = false;
   ui.updated.textContent = '';
   window.__ckaShown = undefined;
+  window.__ckaBlocks = undefined;
+  ui.blocks.replaceChildren();
   state.series?.abort();
   training.clear();
   window.__ckaSeries = undefined;
@@ -335,6 +341,11 @@ function showMatrix(matrix, query) {
   ui.exportPng.disabled = false;
   scheduleSessions(kSessionsAfterMatrixMs);
   refreshTraining(query);
+  // The blocks come with the matrix: each source's own layers, whatever the axes show.
+  const blocks =
+    query.blockThreshold === '' ? null : blocksShown(matrix.blocks, Number(query.blockThreshold));
+  window.__ckaBlocks = blocks ?? undefined;
+  renderBlocks(ui.blocks, blocks);
 }
 
 // ---- over training -----------------------------------------------------------------------
@@ -541,7 +552,9 @@ ui.form.addEventListener('submit', (event) => {
   event.preventDefault();
   startQuery();
 });
-for (const input of [ui.measure, ui.half, ui.live]) input.addEventListener('change', startQuery);
+for (const input of [ui.measure, ui.half, ui.live, ui.blockThreshold]) {
+  input.addEventListener('change', startQuery);
+}
 for (const select of [ui.rowSource, ui.colSource]) {
   select.addEventListener('change', () => {
     updateHalfToggle();

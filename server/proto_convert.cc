@@ -308,6 +308,8 @@ void SimilarityMatrixToProto(const std::string& session_id,
     b->set_warning(block.warning);
   }
   proto->set_note(matrix.note);
+  proto->mutable_standard_errors()->Add(matrix.standard_errors.begin(),
+                                        matrix.standard_errors.end());
 }
 
 core::SeriesQuery SeriesQueryFromProto(
@@ -340,6 +342,8 @@ void SimilaritySeriesToProto(const std::string& session_id,
     b->set_step_last(bucket.step_last);
     b->mutable_values()->Add(bucket.values.begin(), bucket.values.end());
     b->mutable_batches()->Add(bucket.batches.begin(), bucket.batches.end());
+    b->mutable_standard_errors()->Add(bucket.standard_errors.begin(),
+                                      bucket.standard_errors.end());
   }
 }
 

@@ -54,13 +54,13 @@ void PrintMatrix(const v1::SimilarityMatrix& matrix, const QueryArgs& args,
     return;
   }
   if (args.format == "json") {
-    out << MatrixJson(matrix).dump() << "\n";
+    out << MatrixJson(matrix, args.standard_errors).dump() << "\n";
   } else if (args.format == "csv") {
-    out << FormatCsv(matrix, args.precision);
+    out << FormatCsv(matrix, args.precision, args.standard_errors);
   } else {
     out << "session " << matrix.session_id() << ", measure " << matrix.measure()
         << "\n"
-        << FormatTable(matrix, args.precision);
+        << FormatTable(matrix, args.precision, args.standard_errors);
   }
   out.flush();
 }
@@ -210,14 +210,14 @@ int RunSeries(client::Client& client, const QueryArgs& args, std::ostream& out,
       client.GetSimilaritySeries(request);
   if (!series.ok()) return Fail(err, series.status());
   if (args.format == "json") {
-    out << SeriesJson(*series).dump() << "\n";
+    out << SeriesJson(*series, args.standard_errors).dump() << "\n";
   } else if (args.format == "csv") {
-    out << FormatSeriesCsv(*series, args.precision);
+    out << FormatSeriesCsv(*series, args.precision, args.standard_errors);
   } else {
     out << "session " << series->session_id() << ", measure "
         << series->measure() << ", step bucket " << series->step_bucket()
         << "\n"
-        << FormatSeriesTable(*series, args.precision);
+        << FormatSeriesTable(*series, args.precision, args.standard_errors);
   }
   out.flush();
   return 0;

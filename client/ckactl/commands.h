@@ -38,6 +38,7 @@ struct QueryArgs {
   std::optional<double> block_share;
   std::string format = "table";  // table | csv | json
   int precision = 3;
+  bool standard_errors = false;  // --se: print each value's standard error
   // watch only
   int interval_ms = 500;
   int count = 0;  // 0 = until interrupted

@@ -9,6 +9,15 @@
 #include "cka/client/client.h"
 #include "ckactl/commands.h"
 
+namespace {
+
+constexpr char kStandardErrorHelp[] =
+    "print each value's standard error: 'value ± SE' in tables (a value "
+    "without one prints alone), a '<column> SE' column after each column in "
+    "CSV, standard_errors beside values in JSON";
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using cka::ckactl::CreateArgs;
   using cka::ckactl::QueryArgs;
@@ -118,6 +127,7 @@ int main(int argc, char** argv) {
         ->check(formats);
     cmd->add_option("--precision", query.precision, "decimals")
         ->check(CLI::Range(0, 17));
+    cmd->add_flag("--se", query.standard_errors, kStandardErrorHelp);
   };
   CLI::App* matrix_cmd = app.add_subcommand("matrix", "print the CKA matrix");
   add_query(matrix_cmd);
@@ -138,6 +148,7 @@ int main(int argc, char** argv) {
       ->check(formats);
   series_cmd->add_option("--precision", query.precision, "decimals")
       ->check(CLI::Range(0, 17));
+  series_cmd->add_flag("--se", query.standard_errors, kStandardErrorHelp);
   CLI::App* watch_cmd =
       app.add_subcommand("watch", "reprint the CKA matrix on every update");
   add_query(watch_cmd);

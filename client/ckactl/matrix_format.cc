@@ -23,81 +23,122 @@ double At(const v1::SimilarityMatrix& m, int i, int j) {
   return index < m.values_size() ? m.values(index) : std::nan("");
 }
 
+double StandardErrorAt(const v1::SimilarityMatrix& m, int i, int j) {
+  const int index = i * m.cols_size() + j;
+  return index < m.standard_errors_size() ? m.standard_errors(index)
+                                          : std::nan("");
+}
+
+// A table cell: the value, and with `standard_errors` " ± SE" when it has one.
+std::string Cell(double v, double se, int precision, bool standard_errors) {
+  std::string cell = Value(v, precision, "-");
+  if (standard_errors && !std::isnan(v) && !std::isnan(se))
+    absl::StrAppend(&cell, " ± ", Value(se, precision, "-"));
+  return cell;
+}
+
+// Returns the columns `s` takes in a terminal: its UTF-8 code points ("±" is
+// two bytes, one column).
+size_t DisplayWidth(const std::string& s) {
+  return std::count_if(s.begin(), s.end(),
+                       [](char c) { return (c & 0xC0) != 0x80; });
+}
+
+// Returns `s` padded with spaces to `width` columns, on the left (right-
+// aligned) or on the right.
+std::string Pad(const std::string& s, size_t width, bool left) {
+  const std::string fill(width - std::min(width, DisplayWidth(s)), ' ');
+  return left ? fill + s : s + fill;
+}
+
+// The JSON value of `v`: null for NaN.
+nlohmann::json JsonValue(double v) {
+  return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v);
+}
+
 }  // namespace
 
-std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision) {
+std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision,
+                        bool standard_errors) {
   size_t name_width = 0;
   for (const std::string& row : matrix.rows())
-    name_width = std::max(name_width, row.size());
+    name_width = std::max(name_width, DisplayWidth(row));
   std::vector<std::vector<std::string>> cells(matrix.rows_size());
   std::vector<size_t> widths(matrix.cols_size());
   for (int j = 0; j < matrix.cols_size(); ++j)
-    widths[j] = matrix.cols(j).size();
+    widths[j] = DisplayWidth(matrix.cols(j));
   for (int i = 0; i < matrix.rows_size(); ++i) {
     for (int j = 0; j < matrix.cols_size(); ++j) {
-      cells[i].push_back(Value(At(matrix, i, j), precision, "-"));
-      widths[j] = std::max(widths[j], cells[i].back().size());
+      cells[i].push_back(Cell(At(matrix, i, j), StandardErrorAt(matrix, i, j),
+                              precision, standard_errors));
+      widths[j] = std::max(widths[j], DisplayWidth(cells[i].back()));
     }
   }
   std::string out = std::string(name_width, ' ');
-  for (int j = 0; j < matrix.cols_size(); ++j) {
-    absl::StrAppend(
-        &out, "  ",
-        absl::StrFormat("%*s", static_cast<int>(widths[j]), matrix.cols(j)));
-  }
+  for (int j = 0; j < matrix.cols_size(); ++j)
+    absl::StrAppend(&out, "  ", Pad(matrix.cols(j), widths[j], true));
   out += "\n";
   for (int i = 0; i < matrix.rows_size(); ++i) {
-    out +=
-        absl::StrFormat("%-*s", static_cast<int>(name_width), matrix.rows(i));
-    for (int j = 0; j < matrix.cols_size(); ++j) {
-      absl::StrAppend(
-          &out, "  ",
-          absl::StrFormat("%*s", static_cast<int>(widths[j]), cells[i][j]));
-    }
+    out += Pad(matrix.rows(i), name_width, false);
+    for (int j = 0; j < matrix.cols_size(); ++j)
+      absl::StrAppend(&out, "  ", Pad(cells[i][j], widths[j], true));
     out += "\n";
   }
   return out;
 }
 
-std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision) {
+std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision,
+                      bool standard_errors) {
   std::string out = "row";
-  for (const std::string& col : matrix.cols()) absl::StrAppend(&out, ",", col);
+  for (const std::string& col : matrix.cols()) {
+    absl::StrAppend(&out, ",", col);
+    if (standard_errors) absl::StrAppend(&out, ",", col, " SE");
+  }
   out += "\n";
   for (int i = 0; i < matrix.rows_size(); ++i) {
     out += matrix.rows(i);
     for (int j = 0; j < matrix.cols_size(); ++j) {
       absl::StrAppend(&out, ",", Value(At(matrix, i, j), precision, "nan"));
+      if (standard_errors) {
+        absl::StrAppend(&out, ",",
+                        Value(StandardErrorAt(matrix, i, j), precision, "nan"));
+      }
     }
     out += "\n";
   }
   return out;
 }
 
-nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix) {
+nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix,
+                          bool standard_errors) {
   nlohmann::json values = nlohmann::json::array();
   nlohmann::json batches = nlohmann::json::array();
+  nlohmann::json errors = nlohmann::json::array();
   for (int i = 0; i < matrix.rows_size(); ++i) {
     nlohmann::json row = nlohmann::json::array();
     nlohmann::json row_batches = nlohmann::json::array();
+    nlohmann::json row_errors = nlohmann::json::array();
     for (int j = 0; j < matrix.cols_size(); ++j) {
-      const double v = At(matrix, i, j);
-      row.push_back(std::isnan(v) ? nlohmann::json(nullptr)
-                                  : nlohmann::json(v));
+      row.push_back(JsonValue(At(matrix, i, j)));
+      row_errors.push_back(JsonValue(StandardErrorAt(matrix, i, j)));
       const int index = i * matrix.cols_size() + j;
       row_batches.push_back(
           index < matrix.batches_size() ? matrix.batches(index) : 0);
     }
     values.push_back(std::move(row));
     batches.push_back(std::move(row_batches));
+    errors.push_back(std::move(row_errors));
   }
-  return {{"session_id", matrix.session_id()},
-          {"measure", matrix.measure()},
-          {"rows", std::vector<std::string>(matrix.rows().begin(),
-                                            matrix.rows().end())},
-          {"cols", std::vector<std::string>(matrix.cols().begin(),
-                                            matrix.cols().end())},
-          {"values", std::move(values)},
-          {"batches", std::move(batches)}};
+  nlohmann::json out = {{"session_id", matrix.session_id()},
+                        {"measure", matrix.measure()},
+                        {"rows", std::vector<std::string>(matrix.rows().begin(),
+                                                          matrix.rows().end())},
+                        {"cols", std::vector<std::string>(matrix.cols().begin(),
+                                                          matrix.cols().end())},
+                        {"values", std::move(values)},
+                        {"batches", std::move(batches)}};
+  if (standard_errors) out["standard_errors"] = std::move(errors);
+  return out;
 }
 
 std::string FormatBlocks(const v1::SimilarityMatrix& matrix, double threshold,
@@ -169,6 +210,11 @@ double SeriesValue(const v1::SeriesBucket& bucket, int p) {
   return p < bucket.values_size() ? bucket.values(p) : std::nan("");
 }
 
+double SeriesStandardError(const v1::SeriesBucket& bucket, int p) {
+  return p < bucket.standard_errors_size() ? bucket.standard_errors(p)
+                                           : std::nan("");
+}
+
 std::string BucketSteps(const v1::SeriesBucket& bucket) {
   if (bucket.step_first() == std::numeric_limits<int64_t>::min() &&
       bucket.step_last() == std::numeric_limits<int64_t>::max()) {
@@ -180,62 +226,71 @@ std::string BucketSteps(const v1::SeriesBucket& bucket) {
 }  // namespace
 
 std::string FormatSeriesTable(const v1::SimilaritySeries& series,
-                              int precision) {
+                              int precision, bool standard_errors) {
   std::vector<std::string> header = {"steps"};
   for (const v1::StreamPair& pair : series.pairs())
     header.push_back(PairLabel(pair));
   std::vector<std::vector<std::string>> lines = {header};
   for (const v1::SeriesBucket& bucket : series.buckets()) {
     std::vector<std::string> line = {BucketSteps(bucket)};
-    for (int p = 0; p < series.pairs_size(); ++p)
-      line.push_back(Value(SeriesValue(bucket, p), precision, "-"));
+    for (int p = 0; p < series.pairs_size(); ++p) {
+      line.push_back(Cell(SeriesValue(bucket, p),
+                          SeriesStandardError(bucket, p), precision,
+                          standard_errors));
+    }
     lines.push_back(std::move(line));
   }
   std::vector<size_t> widths(header.size(), 0);
   for (const auto& line : lines) {
     for (size_t c = 0; c < line.size(); ++c)
-      widths[c] = std::max(widths[c], line[c].size());
+      widths[c] = std::max(widths[c], DisplayWidth(line[c]));
   }
   std::string out;
   for (const auto& line : lines) {
-    out += absl::StrFormat("%-*s", static_cast<int>(widths[0]), line[0]);
-    for (size_t c = 1; c < line.size(); ++c) {
-      absl::StrAppend(
-          &out, "  ",
-          absl::StrFormat("%*s", static_cast<int>(widths[c]), line[c]));
-    }
+    out += Pad(line[0], widths[0], false);
+    for (size_t c = 1; c < line.size(); ++c)
+      absl::StrAppend(&out, "  ", Pad(line[c], widths[c], true));
     out += "\n";
   }
   return out;
 }
 
-std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision) {
+std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision,
+                            bool standard_errors) {
   std::string out = "step_first,step_last";
-  for (const v1::StreamPair& pair : series.pairs())
+  for (const v1::StreamPair& pair : series.pairs()) {
     absl::StrAppend(&out, ",", PairLabel(pair));
+    if (standard_errors) absl::StrAppend(&out, ",", PairLabel(pair), " SE");
+  }
   out += "\n";
   for (const v1::SeriesBucket& bucket : series.buckets()) {
     absl::StrAppend(&out, bucket.step_first(), ",", bucket.step_last());
     for (int p = 0; p < series.pairs_size(); ++p) {
       absl::StrAppend(&out, ",",
                       Value(SeriesValue(bucket, p), precision, "nan"));
+      if (standard_errors) {
+        absl::StrAppend(
+            &out, ",",
+            Value(SeriesStandardError(bucket, p), precision, "nan"));
+      }
     }
     out += "\n";
   }
   return out;
 }
 
-nlohmann::json SeriesJson(const v1::SimilaritySeries& series) {
+nlohmann::json SeriesJson(const v1::SimilaritySeries& series,
+                          bool standard_errors) {
   nlohmann::json pairs = nlohmann::json::array();
   for (const v1::StreamPair& pair : series.pairs())
     pairs.push_back({{"row", pair.row()}, {"col", pair.col()}});
   nlohmann::json buckets = nlohmann::json::array();
   for (const v1::SeriesBucket& bucket : series.buckets()) {
     nlohmann::json values = nlohmann::json::array();
+    nlohmann::json errors = nlohmann::json::array();
     for (int p = 0; p < series.pairs_size(); ++p) {
-      const double v = SeriesValue(bucket, p);
-      values.push_back(std::isnan(v) ? nlohmann::json(nullptr)
-                                     : nlohmann::json(v));
+      values.push_back(JsonValue(SeriesValue(bucket, p)));
+      errors.push_back(JsonValue(SeriesStandardError(bucket, p)));
     }
     buckets.push_back(
         {{"step_first", bucket.step_first()},
@@ -243,6 +298,8 @@ nlohmann::json SeriesJson(const v1::SimilaritySeries& series) {
          {"values", std::move(values)},
          {"batches", std::vector<int64_t>(bucket.batches().begin(),
                                           bucket.batches().end())}});
+    if (standard_errors)
+      buckets.back()["standard_errors"] = std::move(errors);
   }
   return {{"session_id", series.session_id()},
           {"measure", series.measure()},

@@ -1,7 +1,10 @@
 // Text renderings of a SimilarityMatrix, a SimilaritySeries and of sessions
 // for ckactl: an aligned
 // table, CSV and JSON. NaN (no value) prints as "-" in tables, "nan" in CSV and
-// null in JSON.
+// null in JSON. With `standard_errors`, each value's standard error (NaN: none)
+// prints beside it: "value ± SE" in a table cell (a value without one prints
+// alone), a column "<column> SE" after each column in CSV, and
+// "standard_errors" shaped as "values" in JSON.
 #ifndef CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_
 #define CKA_CLIENT_CKACTL_MATRIX_FORMAT_H_
 
@@ -16,24 +19,29 @@ namespace cka::ckactl {
 // Returns the matrix as a table: a header line of column names, then one line
 // per row starting with the row name, values with `precision` decimals, columns
 // right-aligned.
-std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision);
+std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision,
+                        bool standard_errors = false);
 // Returns "row,col1,col2..." then one line per row; values with `precision`
 // decimals.
-std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision);
+std::string FormatCsv(const v1::SimilarityMatrix& matrix, int precision,
+                      bool standard_errors = false);
 // Returns
 // {"session_id","measure","rows","cols","values":[[...]],"batches":[[...]]}.
-nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix);
+nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix,
+                          bool standard_errors = false);
 
 // Returns a series as a table: one line per step bucket, its steps ("first..
 // last", or "all" for a session without step buckets) then one column per
 // pair, headed "row vs col".
-std::string FormatSeriesTable(const v1::SimilaritySeries& series,
-                              int precision);
+std::string FormatSeriesTable(const v1::SimilaritySeries& series, int precision,
+                              bool standard_errors = false);
 // Returns "step_first,step_last,row vs col,..." then one line per bucket.
-std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision);
+std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision,
+                            bool standard_errors = false);
 // Returns {"session_id","measure","step_bucket","pairs":[{"row","col"}],
 // "buckets":[{"step_first","step_last","values":[...],"batches":[...]}]}.
-nlohmann::json SeriesJson(const v1::SimilaritySeries& series);
+nlohmann::json SeriesJson(const v1::SimilaritySeries& series,
+                          bool standard_errors = false);
 
 // Returns a session as JSON: id, measures (specs), declared streams, streams,
 // counters.

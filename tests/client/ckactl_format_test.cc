@@ -89,6 +89,35 @@ TEST(MatrixFormatTest, CsvAndJsonCarryEveryEntry) {
   EXPECT_EQ(j["rows"][1].get<std::string>(), "b/x");
 }
 
+// TwoByTwo with standard errors: none on the diagonal's first entry (NaN, as
+// for an entry of one batch) and none without a value.
+v1::SimilarityMatrix TwoByTwoWithErrors() {
+  v1::SimilarityMatrix m = TwoByTwo();
+  for (double se : {std::nan(""), 0.0125, 0.0125, std::nan("")})
+    m.add_standard_errors(se);
+  return m;
+}
+
+TEST(MatrixFormatTest, TableWithErrorsAlignsValuePlusMinusError) {
+  // "±" is two bytes and one column: the columns stay aligned on screen.
+  EXPECT_EQ(FormatTable(TwoByTwoWithErrors(), 3, /*standard_errors=*/true),
+            "               a/conv1            b/x\n"
+            "a/conv1          1.000  0.250 ± 0.013\n"
+            "b/x      0.250 ± 0.013              -\n");
+  EXPECT_EQ(FormatTable(TwoByTwoWithErrors(), 3), FormatTable(TwoByTwo(), 3));
+}
+
+TEST(MatrixFormatTest, CsvAndJsonWithErrorsAddTheirColumnsAndField) {
+  EXPECT_EQ(FormatCsv(TwoByTwoWithErrors(), 2, /*standard_errors=*/true),
+            "row,a/conv1,a/conv1 SE,b/x,b/x SE\n"
+            "a/conv1,1.00,nan,0.25,0.01\n"
+            "b/x,0.25,0.01,nan,nan\n");
+  const nlohmann::json j = MatrixJson(TwoByTwoWithErrors(), true);
+  EXPECT_EQ(j["standard_errors"][0][1].get<double>(), 0.0125);
+  EXPECT_TRUE(j["standard_errors"][0][0].is_null());
+  EXPECT_FALSE(MatrixJson(TwoByTwoWithErrors()).contains("standard_errors"));
+}
+
 TEST(SessionFormatTest, GetShowsCountersAndStateSizes) {
   v1::Session session;
   session.set_session_id("run");

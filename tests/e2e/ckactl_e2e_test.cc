@@ -214,6 +214,89 @@ TEST_F(CkactlE2eTest, SeriesPrintsEachBucketAsGetSimilaritySeriesAnswers) {
   EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
 }
 
+TEST_F(CkactlE2eTest, StandardErrorOptionPrintsTheServersStandardErrors) {
+  ProcessResult r = Ckactl({"create", "se", "--measure", "lin:linear:unbiased",
+                            "--step-bucket", "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<ReferenceBatch> batches;
+  for (int b = 0; b < 4; ++b) {  // steps 0, 5 | 10, 15: two per bucket
+    r = Ckactl({"send", "--session", "se", "--source", "m", "--batch-id",
+                absl::StrCat("b", b), "--step", absl::StrCat(b * 5),
+                WriteBatch(b, &batches)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  v1::GetSimilarityRequest query;
+  query.set_session_id("se");
+  absl::StatusOr<v1::SimilarityMatrix> direct = client_->GetSimilarity(query);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_EQ(direct->standard_errors_size(), 4);
+  const double se = direct->standard_errors(1);  // m/conv × m/fc
+  ASSERT_GT(se, 0.0);
+
+  r = Ckactl({"matrix", "se", "--se", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"][0], "m/conv");
+  // JSON prints doubles with round-trip precision.
+  EXPECT_EQ(j["standard_errors"][0][1].get<double>(), se);
+  EXPECT_EQ(j["standard_errors"][1][0].get<double>(),
+            direct->standard_errors(2));
+  r = Ckactl({"matrix", "se", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out).contains("standard_errors"));
+
+  r = Ckactl({"matrix", "se", "--se", "--format", "csv", "--precision", "4",
+              "--rows", "m/conv", "--cols", "m/fc"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[0], "row,m/fc,m/fc SE");
+  EXPECT_EQ(lines[1],
+            absl::StrFormat("m/conv,%.4f,%.4f", direct->values(1), se));
+
+  r = Ckactl({"matrix", "se", "--se"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(absl::StrFormat("%.3f ± %.3f", direct->values(1), se)),
+            std::string::npos)
+      << r.out;
+  r = Ckactl({"matrix", "se"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("±"), std::string::npos) << r.out;
+
+  const v1::GetSimilaritySeriesRequest request =
+      SeriesRequest("se", {{"m/conv", "m/fc"}});
+  absl::StatusOr<v1::SimilaritySeries> series =
+      client_->GetSimilaritySeries(request);
+  ASSERT_TRUE(series.ok()) << series.status();
+  ASSERT_EQ(series->buckets_size(), 2);
+  r = Ckactl({"series", "se", "--rows", "m/conv", "--cols", "m/fc", "--se",
+              "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  for (int b = 0; b < 2; ++b) {
+    EXPECT_GT(series->buckets(b).standard_errors(0), 0.0);
+    EXPECT_EQ(j["buckets"][b]["standard_errors"][0].get<double>(),
+              series->buckets(b).standard_errors(0));
+  }
+  r = Ckactl({"series", "se", "--rows", "m/conv", "--cols", "m/fc", "--se",
+              "--format", "csv", "--precision", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_EQ(lines[0], "step_first,step_last,m/conv vs m/fc,m/conv vs m/fc SE");
+  EXPECT_EQ(lines[2],
+            absl::StrFormat("10,19,%.5f,%.5f", series->buckets(1).values(0),
+                            series->buckets(1).standard_errors(0)));
+  r = Ckactl({"series", "se", "--rows", "m/conv", "--cols", "m/fc", "--se"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(
+      r.out.find(absl::StrFormat("%.3f ± %.3f", series->buckets(0).values(0),
+                                 series->buckets(0).standard_errors(0))),
+      std::string::npos)
+      << r.out;
+}
+
 TEST_F(CkactlE2eTest, ErrorsPrintTheMessageAndExitNonZero) {
   ASSERT_EQ(Ckactl({"create", "e"}).exit_code, 0);
   // A bad measure spec never reaches the server.

@@ -60,8 +60,28 @@ Message FromJson(const std::string& json) {
   return message;
 }
 
-// Expects the two matrices equal, their values bit for bit (NaN where the
-// other has NaN).
+// Expects the standard errors of an answer over HTTP equal to gRPC's, bit for
+// bit (NaN where gRPC's are NaN), and present: every answer carries one per
+// value.
+void ExpectSameStandardErrors(
+    const google::protobuf::RepeatedField<double>& http,
+    const google::protobuf::RepeatedField<double>& grpc, int values) {
+  ASSERT_EQ(grpc.size(), values);
+  ASSERT_EQ(http.size(), grpc.size());
+  for (int i = 0; i < http.size(); ++i) {
+    const double h = http.Get(i), g = grpc.Get(i);
+    if (std::isnan(g)) {
+      EXPECT_TRUE(std::isnan(h)) << "standard error " << i << ": " << h;
+    } else {
+      EXPECT_EQ(std::memcmp(&h, &g, sizeof h), 0)
+          << "standard error " << i << ": " << h << " over HTTP, " << g
+          << " over gRPC";
+    }
+  }
+}
+
+// Expects the two matrices equal, their values and standard errors bit for bit
+// (NaN where the other has NaN).
 void ExpectSameMatrix(const v1::SimilarityMatrix& http,
                       const v1::SimilarityMatrix& grpc) {
   EXPECT_EQ(http.session_id(), grpc.session_id());
@@ -83,6 +103,8 @@ void ExpectSameMatrix(const v1::SimilarityMatrix& http,
           << "value " << i << ": " << h << " over HTTP, " << g << " over gRPC";
     }
   }
+  ExpectSameStandardErrors(http.standard_errors(), grpc.standard_errors(),
+                           grpc.values_size());
 }
 
 // Expects an error answer: `status`, the code name and gRPC's message.
@@ -401,7 +423,7 @@ TEST_F(HttpApiTest, SimilarityAnswersGrpcsValuesBitForBit) {
     r.set_step_max(19);
   });
   add("step_min=-10", [](v1::GetSimilarityRequest& r) { r.set_step_min(-10); });
-  int nan_seen = 0;
+  int nan_seen = 0, se_seen = 0, se_nan_seen = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.query);
     httplib::Result http = Get(
@@ -413,9 +435,23 @@ TEST_F(HttpApiTest, SimilarityAnswersGrpcsValuesBitForBit) {
     ASSERT_GT(grpc->values_size(), 0);
     ExpectSameMatrix(FromJson<v1::SimilarityMatrix>(http->body), *grpc);
     for (double v : grpc->values()) nan_seen += std::isnan(v);
+    for (double se : grpc->standard_errors()) {
+      se_seen += std::isfinite(se);
+      se_nan_seen += std::isnan(se);
+    }
+    // An SE without a value is "NaN" in the JSON, as a value is.
+    const nlohmann::json raw = nlohmann::json::parse(http->body);
+    ASSERT_TRUE(raw.contains("standard_errors")) << http->body;
+    for (int i = 0; i < grpc->standard_errors_size(); ++i) {
+      if (std::isnan(grpc->standard_errors(i)))
+        EXPECT_EQ(raw["standard_errors"][i], "NaN") << http->body;
+    }
   }
-  // The step range without b's batch has NaN entries: the case is covered.
+  // The step range without b's batch has NaN entries: the case is covered; and
+  // both finite and NaN standard errors (one batch) went through.
   EXPECT_GT(nan_seen, 0);
+  EXPECT_GT(se_seen, 0);
+  EXPECT_GT(se_nan_seen, 0);
 }
 
 TEST_F(HttpApiTest, SeriesAnswersGrpcsSeriesBitForBit) {
@@ -458,6 +494,7 @@ TEST_F(HttpApiTest, SeriesAnswersGrpcsSeriesBitForBit) {
         EXPECT_EQ(h.values(p), g.values(p)) << "bucket " << b << " pair " << p;
       }
     }
+    ExpectSameStandardErrors(h.standard_errors(), g.standard_errors(), 2);
   }
   // b sent only the first batch: its pair has no value in the second bucket.
   EXPECT_EQ(nan_seen, 1);

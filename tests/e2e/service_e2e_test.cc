@@ -17,6 +17,7 @@
 #include "cka/client/activation_streamer.h"
 #include "cka/client/client.h"
 #include "cka/core/engine.h"
+#include "cka/core/measures/cka_standard_error.h"
 #include "cka/server/server.h"
 #include "reference_cka.h"
 #include "test_util.h"
@@ -30,6 +31,29 @@ using client::BatchError;
 using client::StreamerOptions;
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(30); }
+
+// Returns the delta-method standard error of CKA(s, t) (core/MATH.md,
+// "Standard error of a minibatch CKA entry") from the reference's per-batch
+// HSIC values of the batches holding both streams.
+double ReferenceStandardError(const std::vector<ReferenceBatch>& batches,
+                              const std::string& s, const std::string& t,
+                              bool unbiased) {
+  core::CkaBatchSums sums;
+  for (const ReferenceBatch& batch : batches) {
+    auto x = batch.find(s), y = batch.find(t);
+    if (x == batch.end() || y == batch.end()) continue;
+    const std::vector<double> k = ReferenceGram(x->second);
+    const std::vector<double> l = ReferenceGram(y->second);
+    const int n = x->second.n;
+    auto hsic = [&](const std::vector<double>& p,
+                    const std::vector<double>& q) {
+      return unbiased ? ReferenceHsicUnbiased(p, q, n)
+                      : ReferenceHsicBiased(p, q, n);
+    };
+    sums.Add(hsic(k, l), hsic(k, k), hsic(l, l));
+  }
+  return core::CkaStandardError(sums);
+}
 
 v1::Measure MakeMeasure(const std::string& name, v1::Estimator estimator,
                         v1::Kernel kernel = v1::LINEAR, double threshold = 0) {
@@ -294,6 +318,23 @@ TEST_F(ServiceE2eTest, MatrixOverGrpcEqualsTheEngineAndAFloat64Reference) {
         // order differs.
         EXPECT_NEAR(wire->values(k), reference, 1e-10 * std::abs(reference))
             << wire->rows(i) << " x " << wire->cols(j);
+        // The standard error too, bit for bit from the engine (NaN included)
+        // and, off the diagonal (where it is 0 up to rounding), near the
+        // reference's: the covariances from raw sums lose a few digits.
+        ASSERT_EQ(wire->standard_errors_size(), 9);
+        EXPECT_EQ(std::isnan(wire->standard_errors(k)),
+                  std::isnan(engine->standard_errors[k]));
+        if (!std::isnan(engine->standard_errors[k])) {
+          EXPECT_EQ(wire->standard_errors(k), engine->standard_errors[k]);
+        }
+        if (i != j) {
+          const double se =
+              ReferenceStandardError(batches, wire->rows(i), wire->cols(j),
+                                     std::string(measure) == "unbiased");
+          EXPECT_GT(se, 0.0);
+          EXPECT_NEAR(wire->standard_errors(k), se, 1e-6 * se)
+              << wire->rows(i) << " x " << wire->cols(j);
+        }
       }
     }
     // The diagonal is 1 and the matrix symmetric (core/MATH.md, "Properties").
@@ -357,6 +398,8 @@ TEST_F(ServiceE2eTest, SeriesEqualsGetSimilarityOverEachBucketsStepRange) {
       EXPECT_FALSE(std::isnan(bucket.values(p)));
       EXPECT_EQ(bucket.batches(p), 2);
       EXPECT_EQ(bucket.batches(p), matrix->batches(k));
+      EXPECT_EQ(bucket.standard_errors(p), matrix->standard_errors(k));
+      EXPECT_GT(bucket.standard_errors(p), 0.0);
     }
   }
 

@@ -222,6 +222,8 @@ TEST(ProtoConvertTest, MatrixKeepsLayoutAndNaN) {
   m.values = {1,    0.5,   std::numeric_limits<double>::quiet_NaN(),
               0.25, 0.125, 0.0625};
   m.batches = {3, 3, 0, 2, 2, 2};
+  m.standard_errors = {0.0, 0.03, std::numeric_limits<double>::quiet_NaN(),
+                       0.02, 0.01, 0.005};
   v1::SimilarityMatrix proto;
   SimilarityMatrixToProto("s", m, &proto);
   EXPECT_EQ(proto.session_id(), "s");
@@ -235,6 +237,10 @@ TEST(ProtoConvertTest, MatrixKeepsLayoutAndNaN) {
   EXPECT_EQ(
       std::vector<int64_t>(proto.batches().begin(), proto.batches().end()),
       m.batches);
+  ASSERT_EQ(proto.standard_errors_size(), 6);
+  EXPECT_EQ(proto.standard_errors(1), 0.03);
+  EXPECT_TRUE(std::isnan(proto.standard_errors(2)));
+  EXPECT_EQ(proto.standard_errors(5), 0.005);
 }
 
 TEST(ProtoConvertTest, SessionCarriesConfigStreamsAndCounters) {

@@ -203,6 +203,13 @@ class Session:
         )
 
 
+def _standard_errors(errors: Sequence[float], shape: Tuple[int, int]) -> np.ndarray:
+    """Returns `errors` as a float64 array of `shape`; all NaN when the server sent none."""
+    if len(errors) != shape[0] * shape[1]:
+        return np.full(shape, np.nan)
+    return np.array(errors, dtype=np.float64).reshape(shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerBlock:
     """A run of consecutive layers of one source whose pairwise values all exceed a threshold.
@@ -259,6 +266,11 @@ class SimilarityMatrix:
         Stream names (``source/layer``).
     batches : numpy.ndarray, int64, shape (len(rows), len(cols))
         The number of batches both streams share, per entry.
+    standard_errors : numpy.ndarray, float64, shape (len(rows), len(cols))
+        The standard error of each minibatch CKA entry over its batches (the delta method);
+        NaN for an exact or moment measure, an entry with no value or fewer than 2 batches,
+        batches stored before ckad kept the standard error's sums, or a server that does not
+        send them.
     session_id, measure : str
     server_time_ms : float or None
         ckad's own time for the answer (GetSimilarity's trailing metadata), when sent.
@@ -275,6 +287,7 @@ class SimilarityMatrix:
     cols: List[str]
     values: np.ndarray
     batches: np.ndarray
+    standard_errors: np.ndarray
     server_time_ms: Optional[float] = None
     blocks: Tuple[LayerBlock, ...] = ()
     note: str = ""
@@ -292,6 +305,7 @@ class SimilarityMatrix:
             cols=list(m.cols),
             values=np.array(m.values, dtype=np.float64).reshape(shape),
             batches=np.array(m.batches, dtype=np.int64).reshape(shape),
+            standard_errors=_standard_errors(m.standard_errors, shape),
             server_time_ms=server_time_ms,
             blocks=tuple(LayerBlock.from_proto(b) for b in m.blocks),
             note=m.note,
@@ -313,6 +327,8 @@ class SimilaritySeries:
         CKA of pairs[j] over bucket i's batches alone; NaN where there is no value.
     batches : numpy.ndarray, int64, shape (buckets, len(pairs))
         The batches both streams of the pair share in the bucket.
+    standard_errors : numpy.ndarray, float64, shape (buckets, len(pairs))
+        The standard error of each value (as in SimilarityMatrix).
     session_id, measure : str
     step_bucket : int
         The session's bucket width in steps (0 = one bucket).
@@ -326,6 +342,7 @@ class SimilaritySeries:
     step_last: np.ndarray
     values: np.ndarray
     batches: np.ndarray
+    standard_errors: np.ndarray
 
     @classmethod
     def from_proto(cls, m: "pb.SimilaritySeries") -> "SimilaritySeries":
@@ -342,6 +359,8 @@ class SimilaritySeries:
                             dtype=np.float64).reshape(shape),
             batches=np.array([n for b in m.buckets for n in b.batches],
                              dtype=np.int64).reshape(shape),
+            standard_errors=_standard_errors(
+                [e for b in m.buckets for e in b.standard_errors], shape),
         )
 
 
@@ -693,7 +712,7 @@ class Client:
         -------
         SimilarityMatrix
             ``values`` float64 (len(rows), len(cols)), NaN where there is no value;
-            ``batches`` int64 of the same shape.
+            ``batches`` int64 and ``standard_errors`` float64 of the same shape.
 
         Raises
         ------
@@ -742,7 +761,8 @@ class Client:
         Returns
         -------
         SimilaritySeries
-            ``values`` float64 (buckets, len(pairs)), NaN where there is no value.
+            ``values`` float64 (buckets, len(pairs)), NaN where there is no value;
+            ``standard_errors`` float64 of the same shape.
 
         Raises
         ------

@@ -54,3 +54,27 @@ def minibatch_cka(streams: Sequence[str],
             if a_ss > 0 and a_tt > 0:
                 values[i, j] = a_st / np.sqrt(a_ss * a_tt)
     return values, counts
+
+
+def minibatch_cka_standard_error(s: str, t: str,
+                                 batches: List[Dict[str, np.ndarray]]) -> float:
+    """Returns the delta-method standard error of minibatch CKA(s, t) (core/MATH.md, "Standard
+    error of a minibatch CKA entry"): with (a_b, u_b, v_b) the unbiased HSIC1 of each batch both
+    streams have, the gradient of mean(a) / sqrt(mean(u) mean(v)) against numpy.cov (divisor
+    m - 1) of those vectors, divided by m. NaN for fewer than 2 common batches."""
+    per_batch = []
+    for batch in batches:
+        if s not in batch or t not in batch:
+            continue
+        x, y = (np.asarray(batch[n], dtype=np.float64).reshape(batch[n].shape[0], -1)
+                for n in (s, t))
+        k, l = x @ x.T, y @ y.T
+        per_batch.append((hsic_unbiased(k, l), hsic_unbiased(k, k), hsic_unbiased(l, l)))
+    if len(per_batch) < 2:
+        return float("nan")
+    a, u, v = np.array(per_batch).T
+    root = np.sqrt(u.mean() * v.mean())
+    grad = np.array([1.0 / root, -a.mean() / (2 * u.mean() * root),
+                     -a.mean() / (2 * v.mean() * root)])
+    sigma = np.cov(np.vstack([a, u, v]))
+    return float(np.sqrt(max(grad @ sigma @ grad, 0.0) / len(per_batch)))

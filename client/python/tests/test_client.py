@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cka
+from oracle import minibatch_cka_standard_error
 
 
 def test_create_get_list_delete(client, session_id):
@@ -138,6 +139,43 @@ def test_similarity_series_equals_a_range_query_per_bucket(client, session_id):
     client.delete_session(session_id)
 
 
+def test_standard_errors_equal_the_numpy_delta_method(client, session_id):
+    client.create_session(session_id, measures=["lin:linear:unbiased"],
+                          streams=["m/x", "m/y"], step_bucket=10)
+    seed = 7
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    steps = [0, 3, 6, 12, 15, 18]  # buckets 0-9 and 10-19
+    batches = []
+    with cka.Streamer(client, session_id, "m") as streamer:
+        for i, step in enumerate(steps):
+            x = rng.standard_normal((12, 6))  # float64: float64 Grams on both sides
+            y = np.tanh(x @ rng.standard_normal((6, 4))) + 0.5 * rng.standard_normal((12, 4))
+            streamer.submit(i, step, {"x": x, "y": y})
+            batches.append({"m/x": x, "m/y": y})
+    assert streamer.rejected == []
+
+    m = client.similarity(session_id)
+    assert m.standard_errors.dtype == np.float64 and m.standard_errors.shape == (2, 2)
+    want = minibatch_cka_standard_error("m/x", "m/y", batches)
+    assert want > 0
+    # The service takes covariances from raw sums: a few digits go to cancellation.
+    np.testing.assert_allclose(m.standard_errors[0, 1], want, rtol=1e-6)
+    np.testing.assert_allclose(m.standard_errors[1, 0], want, rtol=1e-6)
+
+    series = client.similarity_series(session_id, [("m/x", "m/y")])
+    assert series.standard_errors.shape == (2, 1)
+    for i, (first, last) in enumerate(zip(series.step_first, series.step_last)):
+        r = client.similarity(session_id, rows=["m/x"], cols=["m/y"],
+                              step_min=int(first), step_max=int(last))
+        np.testing.assert_array_equal(series.standard_errors[i, 0], r.standard_errors[0, 0])
+        bucket = [b for b, step in zip(batches, steps) if first <= step <= last]
+        np.testing.assert_allclose(series.standard_errors[i, 0],
+                                   minibatch_cka_standard_error("m/x", "m/y", bucket),
+                                   rtol=1e-6)
+    client.delete_session(session_id)
+
+
 def test_no_value_is_nan_with_zero_batches(client, session_id):
     client.create_session(session_id)
     rng = np.random.default_rng(2)
@@ -147,6 +185,7 @@ def test_no_value_is_nan_with_zero_batches(client, session_id):
         streamer.submit("only-b", 0, {"x": rng.standard_normal((8, 4))})
     m = client.similarity(session_id, rows=["a/x"], cols=["b/x"])
     assert np.isnan(m.values[0, 0]) and m.batches[0, 0] == 0
+    assert np.isnan(m.standard_errors[0, 0])
     client.delete_session(session_id)
 
 

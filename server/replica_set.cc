@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "server/listen_address.h"
@@ -141,37 +142,28 @@ std::vector<ReplicaSessions> ReplicaSet::ListSessions(
     grpc::ClientContext context;
     v1::ListSessionsRequest request;
   };
+  // Safe to destroy once Wait returns, unlike a mutex a callback unlocks.
+  absl::BlockingCounter answered(asked);
   std::vector<std::unique_ptr<Call>> calls(answers.size());
-  absl::Mutex mu;
-  size_t pending = 0;
   for (size_t i = 0; i < answers.size(); ++i) {
     if (addresses[i].empty()) continue;
-    auto call = std::make_unique<Call>();
-    call->stub = StubFor(addresses[i]);
-    call->context.set_deadline(std::chrono::system_clock::now() +
-                               absl::ToChronoMilliseconds(kDeadline));
+    calls[i] = std::make_unique<Call>();
+    Call& call = *calls[i];
+    call.stub = StubFor(addresses[i]);
+    call.context.set_deadline(std::chrono::system_clock::now() +
+                              absl::ToChronoMilliseconds(kDeadline));
     if (authorization.has_value()) {
-      call->context.AddMetadata("authorization", *authorization);
-    }
-    {
-      absl::MutexLock lock(&mu);
-      ++pending;
+      call.context.AddMetadata("authorization", *authorization);
     }
     ReplicaSessions* answer = &answers[i];
-    call->stub->async()->ListSessions(
-        &call->context, &call->request, &answer->answer,
-        [&mu, &pending, answer](grpc::Status status) {
-          absl::MutexLock lock(&mu);
-          answer->status = std::move(status);
-          --pending;
-        });
-    calls[i] = std::move(call);
+    call.stub->async()->ListSessions(&call.context, &call.request,
+                                     &answer->answer,
+                                     [&answered, answer](grpc::Status status) {
+                                       answer->status = std::move(status);
+                                       answered.DecrementCount();
+                                     });
   }
-  {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(
-        +[](size_t* n) { return *n == 0; }, &pending));
-  }
+  answered.Wait();
   if (past_limit > 0) {
     answers.push_back(
         {absl::StrCat(past_limit, " more addresses"),

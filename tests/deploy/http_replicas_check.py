@@ -203,7 +203,7 @@ def watch(args, tokens) -> None:
             fail(f"watch: event {name}: {data}")
         if same_matrix(json.loads(data), want) is None:
             connection.close()
-            print(f"OK: a watch of {args.session} at {api.url} (another replica) got the new "
+            print(f"OK: a watch of {args.session} at {api.url} (not its replica) got the new "
                   "batch's matrix, equal to gRPC through the router")
             return
     fail("watch: no event showed the new batch")

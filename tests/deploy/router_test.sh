@@ -13,7 +13,8 @@
 # with --http-grpc-target (the router) and --http-peers (the three replicas), and the router
 # proxies HTTPS to any of them. Through every one of these four addresses: the listing holds
 # all ten sessions once each, with their replica; every matrix equals gRPC through the router
-# bit for bit (NaN included); a watch on another replica than the session's gets a new batch;
+# bit for bit (NaN included); a watch on another replica than the session's, and one through the
+# router's HTTPS entry, get a new batch;
 # no token is 401 on every route, a reader token reads and cannot create. With one replica
 # killed, the listing names it and still lists the others' sessions, and its sessions answer
 # 503 with gRPC's UNAVAILABLE message.
@@ -260,20 +261,27 @@ for _ in $(seq 300); do
 done
 http_check listing --url "${http_urls[@]}" --owners "${owners_arg%,}"
 
-# A watch through another replica than the session's sees a batch sent through the router.
+# A watch through another replica than the session's (and through the router's HTTPS entry)
+# sees a batch sent through the router.
 cka --server "$router" create watched --measure lin:linear:unbiased >/dev/null
 cka --server "$router" send --session watched --source m --batch-id b0 --step 0 \
   "$work/npy/s0/b0" >/dev/null
 for i in 0 1 2; do
   if cka --server "127.0.0.1:${replica_port[$i]}" get watched >/dev/null 2>&1; then w=$i; fi
 done
-cat >"$work/send_more.sh" <<EOF
+send_more() {  # batch: a script that sends it through the router and prints the matrix file
+  cat >"$work/send_$1.sh" <<EOF
 set -e
 "$ckactl" --tls-ca "$secrets/ca.crt" --server "$router" send --session watched --source m \\
-  --batch-id b1 --step 1 "$work/npy/s0/b1" >/dev/null
+  --batch-id $1 --step ${1#b} "$work/npy/s0/$1" >/dev/null
 "$ckactl" --tls-ca "$secrets/ca.crt" --server "$router" matrix watched --measure lin \\
-  --format json --precision 17 >"$work/watched.json"
-echo "$work/watched.json"
+  --format json --precision 17 >"$work/watched_$1.json"
+echo "$work/watched_$1.json"
 EOF
+  echo "bash $work/send_$1.sh"
+}
 http_check watch --url "https://127.0.0.1:${replica_http_port[$(((w + 1) % 3))]}" \
-  --session watched --measure lin --then "bash $work/send_more.sh"
+  --session watched --measure lin --then "$(send_more b1)"
+# And through the router's HTTPS entry (nginx must pass the events on at once).
+http_check watch --url "https://127.0.0.1:$router_http_port" --session watched --measure lin \
+  --then "$(send_more b2)"

@@ -74,12 +74,13 @@ async function startCkad() {
 
   return {
     url: `http://${httpAddress}/`,
-    // GetSimilarity over gRPC, through ckactl.
+    // GetSimilarity over gRPC, through ckactl, with the standard errors.
     async expected({ measure, rows, cols }) {
       const { stdout } = await ckactl('matrix', 'demo', '--measure', measure, '--rows',
-        rows.join(','), '--cols', cols.join(','), '--format', 'json');
+        rows.join(','), '--cols', cols.join(','), '--format', 'json', '--se');
       const m = JSON.parse(stdout);
-      return { ...m, values: m.values.flat(), batches: m.batches.flat() };
+      return { ...m, values: m.values.flat(), batches: m.batches.flat(),
+        standard_errors: m.standard_errors.flat() };
     },
     addBatch,
     // Session "deep": one source whose layers l1..l3 are noisy copies of one signal and l0
@@ -236,15 +237,18 @@ function writeNpy(file, m) {
 // A matrix (the JSON mapping's "NaN" strings, or ckactl's nulls) as the page records it:
 // numbers, null for no value.
 function normalized(m) {
+  const number = (v) => (v === null || Number.isNaN(Number(v)) ? null : Number(v));
   return {
     ...m,
-    values: m.values.map((v) => (v === null || Number.isNaN(Number(v)) ? null : Number(v))),
+    values: m.values.map(number),
     batches: m.batches.map(Number),
+    standard_errors: m.standard_errors.map(number),
   };
 }
 
 function pick(m) {
-  return { measure: m.measure, rows: m.rows, cols: m.cols, values: m.values, batches: m.batches };
+  return { measure: m.measure, rows: m.rows, cols: m.cols, values: m.values, batches: m.batches,
+    standard_errors: m.standard_errors };
 }
 
 const shownOf = (page) => page.evaluate(() => window.__ckaShown);
@@ -261,8 +265,8 @@ function linesOf(series) {
   }));
 }
 
-// Waits until the page shows `expected` (values, batches, rows, cols, measure); fails with the
-// last shown matrix at the deadline.
+// Waits until the page shows `expected` (values, batches, standard errors, rows, cols, measure);
+// fails with the last shown matrix at the deadline.
 async function waitUntilShown(page, expected, what) {
   const want = JSON.stringify(pick(expected));
   try {
@@ -270,7 +274,7 @@ async function waitUntilShown(page, expected, what) {
       (w) => {
         const s = window.__ckaShown;
         return s !== undefined && JSON.stringify({ measure: s.measure, rows: s.rows, cols: s.cols,
-          values: s.values, batches: s.batches }) === w;
+          values: s.values, batches: s.batches, standard_errors: s.standard_errors }) === w;
       },
       { timeout: kDeadlineMs, polling: 100 },
       want,
@@ -336,6 +340,24 @@ try {
   assert.equal(shown.measure, 'lin');
   const expected = await target.expected({ measure: 'lin', rows: shown.rows, cols: shown.cols });
   assert.deepEqual(pick(shown), pick(normalized(expected)), 'the heatmap shows GetSimilarity');
+  // Every entry has 2 or more batches: each has its standard error, and hovering a cell says
+  // "value ± SE (n batches)".
+  assert.ok(shown.standard_errors.every((se) => se > 0), `SEs: ${shown.standard_errors}`);
+  const centre = await page.evaluate(() => window.__ckaCellCentre(0, 1));
+  const box = await (await page.$('#heatmap')).boundingBox();
+  await page.mouse.move(box.x + centre[0], box.y + centre[1]);
+  const hover = `${shown.values[1].toFixed(4)} ± ${shown.standard_errors[1].toFixed(4)} ` +
+    `(${shown.batches[1]} batches)`;
+  await page.waitForFunction(
+    (text) => document.getElementById('heatmap').innerText.includes(text),
+    { timeout: kDeadlineMs, polling: 100 },
+    hover,
+  ).catch(async (error) => {
+    const text = await page.$eval('#heatmap', (e) => e.innerText);
+    assert.fail(`hovering a cell shows '${text}', not '${hover}': ${error.message}`);
+  });
+  await screenshot('heatmap-hover.png');
+  await page.mouse.move(0, 0);
   const caption = await page.$eval('#caption', (e) => e.textContent);
   const n = Math.min(...shown.batches);
   assert.match(caption, /LINEAR kernel, UNBIASED estimator/);
@@ -412,6 +434,7 @@ try {
       ...m,
       values: m.values.map((v, k) => (above(k) ? null : v)),
       batches: m.batches.map((b, k) => (above(k) ? null : b)),
+      standard_errors: m.standard_errors.map((e, k) => (above(k) ? null : e)),
     };
   };
   const all = normalized(await target.expected({ measure: 'rbf', rows: kAll, cols: kAll }));
@@ -428,7 +451,8 @@ try {
   await waitUntilShown(page, halfOf(all), 'the same view after a reload');
   assert.equal((await shownOf(page)).half, true);
 
-  // 5. The exports: the CSV holds the values shown (empty where hidden), the PNG the figure.
+  // 5. The exports: the CSV holds the values and standard errors shown (empty where hidden),
+  // the PNG the figure.
   // The page's policy lets it fetch nothing but its own origin, so the test keeps the CSV's
   // Blob and decodes the PNG's data URL instead of fetching them.
   await page.evaluate(() => {
@@ -459,13 +483,13 @@ try {
   assert.deepEqual([csvFile.name, pngFile.name], ['demo-rbf.csv', 'demo-rbf.png']);
   const halfShown = await shownOf(page);
   const csv = csvFile.body.trimEnd().split('\n').map((line) => line.split(','));
-  assert.deepEqual(csv[0], ['', ...halfShown.cols]);
+  assert.deepEqual(csv[0], ['', ...halfShown.cols.flatMap((c) => [c, `${c} SE`])]);
   assert.deepEqual(csv.slice(1).map((cells) => cells[0]), halfShown.rows);
-  assert.deepEqual(
-    csv.slice(1).flatMap((cells) => cells.slice(1).map((c) => (c === '' ? null : Number(c)))),
-    halfShown.values,
-    'the CSV holds the values shown',
-  );
+  const csvColumn = (offset) =>
+    csv.slice(1).flatMap((cells) => cells.slice(1).filter((_, c) => c % 2 === offset)
+      .map((c) => (c === '' ? null : Number(c))));
+  assert.deepEqual(csvColumn(0), halfShown.values, 'the CSV holds the values shown');
+  assert.deepEqual(csvColumn(1), halfShown.standard_errors, 'and their standard errors');
   const png = Buffer.from(pngFile.body, 'latin1');
   assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   writeFileSync(path.join(env.CKA_WEB_ARTIFACTS, 'export.png'), png);

@@ -69,13 +69,14 @@ export class Heatmap {
 
   /** Draws `matrix` (a SimilarityMatrix of the JSON API) with the axis labels and names given;
    *  `half` hides the cells above the diagonal; title and subtitle go into the PNG. Returns and
-   *  records what is shown: rows, cols and row-major values (null: no value, or hidden) and
-   *  common batches. */
+   *  records what is shown: rows, cols and row-major values (null: no value, or hidden),
+   *  common batches and standard errors (null: none, or hidden). */
   show(matrix, { rowLabels, colLabels, rowName, colName, half, title, subtitle }) {
     const rows = matrix.rows;
     const cols = matrix.cols;
     const values = [];
     const batches = [];
+    const errors = [];
     const data = [];
     const missing = []; // cells without a value (no common batch yet), drawn grey
     for (let i = 0; i < rows.length; i++) {
@@ -83,18 +84,21 @@ export class Heatmap {
         const k = i * cols.length + j;
         const value = toNumber(matrix.values[k]);
         const n = toNumber(matrix.batches[k] ?? 0);
+        // A server without standard errors sends none: no SE.
+        const se = toNumber(matrix.standard_errors?.[k] ?? NaN);
         const hidden = half && j > i;
         values.push(hidden || Number.isNaN(value) ? null : value);
         batches.push(hidden ? null : n);
+        errors.push(hidden || Number.isNaN(value) || Number.isNaN(se) ? null : se);
         if (hidden) continue;
         if (Number.isNaN(value)) {
           missing.push([j, i, 0, n, null]);
           continue;
         }
         // Dimension 2 is the colour: unbiased estimates can leave [0, 1] a little, and take the
-        // scale's end colours then. Dimension 4 is the value itself.
+        // scale's end colours then. Dimension 4 is the value itself, 5 its standard error.
         data.push({
-          value: [j, i, Math.min(1, Math.max(0, value)), n, value],
+          value: [j, i, Math.min(1, Math.max(0, value)), n, value, errors[errors.length - 1]],
           label: { color: value > kDarkTextAbove ? '#1f2933' : '#fff' },
         });
       }
@@ -127,10 +131,8 @@ export class Heatmap {
         tooltip: {
           position: 'top',
           formatter: (p) => {
-            const [j, i, , n, value] = p.value;
-            const shown = value === null ? 'no value' : value.toFixed(4);
-            return `${escapeHtml(rows[i])} × ${escapeHtml(cols[j])}<br>` +
-              `<b>${shown}</b> · ${n} common batch${n === 1 ? '' : 'es'}`;
+            const [j, i, , n, value, se] = p.value;
+            return `${escapeHtml(rows[i])} × ${escapeHtml(cols[j])}<br>${cellText(value, se ?? null, n)}`;
           },
         },
         xAxis: {
@@ -198,9 +200,16 @@ export class Heatmap {
       cols: [...cols],
       values,
       batches,
+      standard_errors: errors,
       half: Boolean(half),
     };
     return this.shown;
+  }
+
+  /** The pixel centre of cell (row i, column j) within the figure's element, for tests that
+   *  hover a cell. */
+  cellCentre(i, j) {
+    return this.chart.convertToPixel({ seriesIndex: 0 }, [j, i]);
   }
 
   /** Clears the figure (no session, or the query failed). */
@@ -218,15 +227,27 @@ export class Heatmap {
   }
 }
 
-/** The shown matrix as CSV: a header of column streams, then one line per row stream; empty
- *  where there is no value or the cell is hidden. */
+/** What hovering a cell says of its value: "value ± SE (n batches)"; the SE only when the
+ *  entry has one (2 or more batches, a minibatch CKA measure). */
+export function cellText(value, se, n) {
+  const batches = `(${n} batch${n === 1 ? '' : 'es'})`;
+  if (value === null) return `<b>no value</b> ${batches}`;
+  const error = se === null ? '' : ` ± ${se.toFixed(4)}`;
+  return `<b>${value.toFixed(4)}${error}</b> ${batches}`;
+}
+
+/** The shown matrix as CSV: a header of column streams, each followed by its standard errors'
+ *  column ("<stream> SE"), then one line per row stream; empty where there is no value or SE,
+ *  or the cell is hidden. */
 export function shownCsv(shown) {
   const quote = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-  const lines = [['', ...shown.cols].map(quote).join(',')];
+  const header = shown.cols.flatMap((col) => [col, `${col} SE`]);
+  const lines = [['', ...header].map(quote).join(',')];
+  const text = (v) => (v === null || v === undefined ? '' : String(v));
   shown.rows.forEach((row, i) => {
-    const cells = shown.cols.map((_, j) => {
-      const v = shown.values[i * shown.cols.length + j];
-      return v === null ? '' : String(v);
+    const cells = shown.cols.flatMap((_, j) => {
+      const k = i * shown.cols.length + j;
+      return [text(shown.values[k]), text(shown.standard_errors?.[k])];
     });
     lines.push([quote(row), ...cells].join(','));
   });

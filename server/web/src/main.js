@@ -56,6 +56,8 @@ const ui = {
 };
 
 const heatmap = new Heatmap(ui.heatmap);
+// For the browser test, which hovers a cell (tests/web/page_test.mjs).
+window.__ckaCellCentre = (i, j) => heatmap.cellCentre(i, j);
 const training = new TrainingChart(ui.training);
 const state = {
   sessions: [],

@@ -30,6 +30,7 @@ export class TrainingChart {
       step_last: allSteps(b) ? null : toNumber(b.step_last),
       values: (b.values ?? []).map(toNumber),
       batches: (b.batches ?? []).map(toNumber),
+      standard_errors: (b.standard_errors ?? []).map(toNumber),
     }));
     const x = (b) => b.step_first ?? 0;
     const pairs = series.pairs ?? [];
@@ -54,7 +55,9 @@ export class TrainingChart {
             const rows = items.map((item) => {
               const v = b.values[item.seriesIndex];
               const n = b.batches[item.seriesIndex];
-              const value = Number.isNaN(v) ? 'no value' : v.toFixed(4);
+              const se = b.standard_errors[item.seriesIndex] ?? NaN;
+              const error = Number.isNaN(se) ? '' : ` ± ${se.toFixed(4)}`;
+              const value = Number.isNaN(v) ? 'no value' : `${v.toFixed(4)}${error}`;
               return `${item.marker}${escapeHtml(item.seriesName)}: <b>${value}</b> · n = ${n}`;
             });
             return [steps, ...rows].join('<br>');

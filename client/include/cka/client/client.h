@@ -129,14 +129,15 @@ class Client {
                              std::optional<absl::Duration> timeout = {});
 
   // Returns the CKA matrix for `query` (values row-major rows × cols, NaN = no
-  // value), with each source's blocks of alike layers when
-  // query.block_threshold is set.
+  // value; standard_errors in the same layout, NaN = none), with each source's
+  // blocks of alike layers when query.block_threshold is set.
   absl::StatusOr<v1::SimilarityMatrix> GetSimilarity(
       const v1::GetSimilarityRequest& query,
       std::optional<absl::Duration> timeout = {});
 
   // Returns, for the pairs of `query`, the CKA of each step bucket on its own
-  // (buckets ascending; values[p] per pair, NaN = no value).
+  // (buckets ascending; values[p] and standard_errors[p] per pair, NaN = no
+  // value or no SE).
   absl::StatusOr<v1::SimilaritySeries> GetSimilaritySeries(
       const v1::GetSimilaritySeriesRequest& query,
       std::optional<absl::Duration> timeout = {});

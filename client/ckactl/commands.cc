@@ -35,32 +35,23 @@ v1::GetSimilarityRequest MakeQuery(const QueryArgs& args) {
 
 void PrintMatrix(const v1::SimilarityMatrix& matrix, const QueryArgs& args,
                  std::ostream& out) {
-  if (args.block_threshold.has_value()) {
-    const double share = args.block_share.value_or(0.5);
-    if (args.format == "json") {
-      nlohmann::json with_blocks = MatrixJson(matrix);
-      with_blocks["blocks"] = BlocksJson(matrix);
-      out << with_blocks.dump() << "\n";
-    } else if (args.format == "csv") {
-      out << FormatCsv(matrix, args.precision) << "\n"
-          << FormatBlocksCsv(matrix, args.precision);
-    } else {
-      out << "session " << matrix.session_id() << ", measure "
-          << matrix.measure() << "\n"
-          << FormatTable(matrix, args.precision)
-          << FormatBlocks(matrix, *args.block_threshold, share, args.precision);
-    }
-    out.flush();
-    return;
-  }
+  // With --blocks, each format adds the blocks after the matrix.
+  const bool blocks = args.block_threshold.has_value();
   if (args.format == "json") {
-    out << MatrixJson(matrix, args.standard_errors).dump() << "\n";
+    nlohmann::json json = MatrixJson(matrix, args.standard_errors);
+    if (blocks) json["blocks"] = BlocksJson(matrix);
+    out << json.dump() << "\n";
   } else if (args.format == "csv") {
     out << FormatCsv(matrix, args.precision, args.standard_errors);
+    if (blocks) out << "\n" << FormatBlocksCsv(matrix, args.precision);
   } else {
     out << "session " << matrix.session_id() << ", measure " << matrix.measure()
         << "\n"
         << FormatTable(matrix, args.precision, args.standard_errors);
+    if (blocks) {
+      out << FormatBlocks(matrix, *args.block_threshold,
+                          args.block_share.value_or(0.5), args.precision);
+    }
   }
   out.flush();
 }

@@ -389,6 +389,12 @@ TEST_F(CkactlE2eTest, MatrixBlocksListsRunsOfAlikeLayersAndWarns) {
   EXPECT_EQ(j["blocks"][0]["mean_value"].get<double>(), b.mean_value());
   EXPECT_EQ(j["blocks"][0]["min_value"].get<double>(), b.min_value());
   EXPECT_EQ(j["blocks"][0]["warning"], true);
+  // With --se too: both.
+  r = Ckactl({"matrix", "deep", "--blocks", "0.9", "--se", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json both = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(both.contains("standard_errors")) << r.out;
+  EXPECT_EQ(both["blocks"], j["blocks"]) << r.out;
 
   r = Ckactl({"matrix", "deep", "--blocks", "0.9", "--precision", "4"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -261,6 +261,7 @@ std::vector<std::pair<int, int>> BruteForceBlocks(const std::vector<double>& v,
 
 TEST(BlockStructureTest, RandomMatricesFollowTheRuleReadLiterally) {
   const uint32_t seed = std::random_device{}();
+  std::cout << "RandomMatricesFollowTheRuleReadLiterally seed " << seed << "\n";
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);

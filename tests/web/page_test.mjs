@@ -531,6 +531,8 @@ try {
   const blocksText = await page.$eval('#blocks', (e) => e.textContent);
   assert.match(blocksText, /deep: deep\/l1 … deep\/l3, 3 of 4 layers/);
   assert.match(blocksText, /Warning: more than half/);
+  // Every stream on both axes: the block's cells are outlined, rows and columns 1 to 3.
+  assert.deepEqual((await shownOf(page)).outlines, [[1, 1, 3, 3]], 'the outline on the heatmap');
   // A threshold above every value: no blocks.
   await page.$eval('#block-threshold', (e) => { e.value = '1'; });
   await page.click('#query button[type=submit]');

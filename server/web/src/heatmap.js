@@ -1,7 +1,7 @@
 // The CKA heatmap: a SimilarityMatrix drawn on a fixed 0–1 colour scale, and what it shows
 // (window.__ckaShown, for tests and the exports).
 import * as echarts from 'echarts/core';
-import { HeatmapChart } from 'echarts/charts';
+import { CustomChart, HeatmapChart } from 'echarts/charts';
 import {
   GridComponent,
   TitleComponent,
@@ -11,6 +11,7 @@ import {
 import { CanvasRenderer } from 'echarts/renderers';
 
 echarts.use([
+  CustomChart,
   HeatmapChart,
   GridComponent,
   TitleComponent,
@@ -33,6 +34,8 @@ const kLabelHeight = 14;
 const kEveryLabelUpTo = 40;
 // Cells without a value (no common batch yet).
 const kMissingColour = '#e4e7eb';
+// The outline of a block of near-identical layers (the Blocks panel's).
+const kOutlineColour = '#c81e3c';
 // Cell labels are dark on the light end of the scale.
 const kDarkTextAbove = 0.7;
 // The figure's height: room for the axes, then this much per row, within bounds.
@@ -46,6 +49,22 @@ const kBottom = 40;
 const kBottomWithCaption = 96;
 
 /** The JSON API's numbers: doubles may be "NaN"/"Infinity" strings, int64s are strings. */
+// The cells of each block that `rows` and `cols` show as one rectangle: its layers in a row,
+// first to last, on both axes. [first row, first column, last row, last column] each.
+function blockOutlines(blocks, rows, cols) {
+  const out = [];
+  for (const b of blocks ?? []) {
+    const length = toNumber(b.length);
+    const r = rows.indexOf(b.first_stream);
+    const c = cols.indexOf(b.first_stream);
+    if (r < 0 || c < 0) continue;
+    const r1 = r + length - 1;
+    const c1 = c + length - 1;
+    if (rows[r1] === b.last_stream && cols[c1] === b.last_stream) out.push([r, c, r1, c1]);
+  }
+  return out;
+}
+
 export function toNumber(value) {
   return typeof value === 'number' ? value : Number(value);
 }
@@ -70,8 +89,10 @@ export class Heatmap {
   /** Draws `matrix` (a SimilarityMatrix of the JSON API) with the axis labels and names given;
    *  `half` hides the cells above the diagonal; title and subtitle go into the PNG. Returns and
    *  records what is shown: rows, cols and row-major values (null: no value, or hidden),
-   *  common batches and standard errors (null: none, or hidden). */
-  show(matrix, { rowLabels, colLabels, rowName, colName, half, title, subtitle }) {
+   *  common batches and standard errors (null: none, or hidden). `blocks` (the answer's, or
+   *  none) are outlined where the rows and the columns both show a block's layers in a row;
+   *  `outlines` records them as [first row, first column, last row, last column]. */
+  show(matrix, { rowLabels, colLabels, rowName, colName, half, title, subtitle, blocks = [] }) {
     const rows = matrix.rows;
     const cols = matrix.cols;
     const values = [];
@@ -103,6 +124,7 @@ export class Heatmap {
         });
       }
     }
+    const outlines = blockOutlines(blocks, rows, cols);
     const labelled = rows.length <= kLabelledSide && cols.length <= kLabelledSide;
     const rotated = cols.length > kUnrotatedColumns;
     // Cells about square when there are few; the page's width when there are many.
@@ -189,6 +211,23 @@ export class Heatmap {
             label: { show: labelled, formatter: '–', color: '#52606d' },
             emphasis: { itemStyle: { borderColor: '#111', borderWidth: 1 } },
           },
+          {
+            // The blocks: a rectangle around each one's cells.
+            type: 'custom',
+            silent: true,
+            z: 10,
+            data: outlines,
+            renderItem: (params, api) => {
+              const [x0, y0] = api.coord([api.value(1), api.value(0)]);
+              const [x1, y1] = api.coord([api.value(3), api.value(2)]);
+              const [w, h] = api.size([1, 1]);
+              return {
+                type: 'rect',
+                shape: { x: x0 - w / 2, y: y0 - h / 2, width: x1 - x0 + w, height: y1 - y0 + h },
+                style: { fill: 'none', stroke: kOutlineColour, lineWidth: 2 },
+              };
+            },
+          },
         ],
       },
       { notMerge: true },
@@ -202,6 +241,7 @@ export class Heatmap {
       batches,
       standard_errors: errors,
       half: Boolean(half),
+      outlines,
     };
     return this.shown;
   }

@@ -324,6 +324,7 @@ function showMatrix(matrix, query) {
     half: query.half,
     title: `${matrix.session_id} · ${matrix.measure}`,
     subtitle: citation(measure, query, matrix),
+    blocks: query.blockThreshold === '' ? [] : matrix.blocks,
   });
   state.updates += 1;
   shown.step_min = query.stepMin === '' ? null : Number(query.stepMin);

@@ -39,20 +39,13 @@
 #include "cka/core/thread_pool.h"
 #include "nlohmann/json.hpp"
 #include "npy_reader.h"
+#include "timing.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 == 1 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
+using cka::bench::Clock;
+using cka::bench::Median;
+using cka::bench::Seconds;
 
 // Median-of-`reps` GFLOP/s of a size³ sgemm on every core.
 double SgemmGflops(int size, int reps) {

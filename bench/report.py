@@ -852,18 +852,36 @@ def run_torch_bench(args, work):
     out = os.path.join(work, "torch.json")
     cmd = [PYTHON, os.path.join(HERE, "torch_bench.py"), "--ckad",
            program_paths(args.build)[2], "--json", out] + (["--quick"] if args.quick else [])
-    print(f"report: torch_bench.py: {command_text(cmd)}", file=sys.stderr, flush=True)
+    return run_json_program("torch_bench.py", cmd, out, args.timeout)
+
+
+def run_json_program(label, cmd, out, timeout):
+    """Run `cmd`, which writes its figures to the JSON file `out` and its tables to stdout.
+    Return (the figures, the tables, a failure or None)."""
+    print(f"report: {label}: {command_text(cmd)}", file=sys.stderr, flush=True)
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
-                              timeout=args.timeout)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {}, "", f"torch_bench.py did not finish within {args.timeout} s"
+        return {}, "", f"{label} did not finish within {timeout} s"
+    except OSError as e:
+        return {}, "", f"{label} could not start: {e}"
     if proc.returncode != 0:
-        return {}, proc.stdout, f"torch_bench.py failed with exit status {proc.returncode}"
+        return {}, proc.stdout, f"{label} failed with exit status {proc.returncode}"
     try:
         return load_json(out), proc.stdout, None
     except ValueError as e:
-        return {}, proc.stdout, f"torch_bench.py wrote no usable JSON: {e}"
+        return {}, proc.stdout, f"{label} wrote no usable JSON: {e}"
+
+
+def run_moment_bench(args, work):
+    """Run cka_moment_bench (the comparison family's query cost at p = 64 ... 2048, each next to
+    one Eigen eigendecomposition of a p x p matrix in the same run; --quick: p = 32, 64). Return
+    (its JSON figures, its table, a failure or None)."""
+    out = os.path.join(work, "moments.json")
+    cmd = [os.path.join(args.build, "bench", "cka_moment_bench"), "--json", out] + (
+        ["--quick"] if args.quick else [])
+    return run_json_program("cka_moment_bench", cmd, out, args.timeout)
 
 
 def main(argv=None):
@@ -890,6 +908,7 @@ def main(argv=None):
 
     failures, commands = [], []
     torch_figures, torch_text = {}, ""
+    moment_figures, moment_text = {}, ""
     if args.from_json:
         inputs = {}
         for key, path in zip(INPUT_KEYS, args.from_json):
@@ -909,6 +928,10 @@ def main(argv=None):
             if failure:
                 print(f"report: {failure}", file=sys.stderr)
                 failures.append(failure)
+            moment_figures, moment_text, failure = run_moment_bench(args, work)
+            if failure:
+                print(f"report: {failure}", file=sys.stderr)
+                failures.append(failure)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         context = (f"build {args.build}{', quick' if args.quick else ''}, "
@@ -922,9 +945,13 @@ def main(argv=None):
     report["context"] = context
     report["raw"] = inputs
     report["torch"] = torch_figures
+    report["moments"] = moment_figures
     print(render_text(report, context))
     if torch_text:
         print(f"\n9. PyTorch training loop: ckad streaming vs the in-process peer\n{torch_text}")
+    if moment_text:
+        print(f"\n10. Moment measures (CCA, SVCCA, PWCCA, regression, Procrustes): query of one "
+              f"entry, ratio = ÷ one eigendecomposition of the same p\n{moment_text}")
     with open(args.json, "w") as f:
         json.dump(finite(report), f, indent=1, allow_nan=False)
         f.write("\n")

@@ -388,3 +388,17 @@ def test_numpy_peer_without_threadpoolctl(tmp_path, monkeypatch):
     assert numpy_peer.main(["--data", str(data), "--json", str(out), "--seconds", "0.05"]) == 0
     result = json.loads(out.read_text())
     assert result["blas"]["threadpoolctl"] is None and result["workloads"][0]["batches"] >= 3
+
+
+def test_moment_bench_missing_is_a_failure_and_quick_runs_where_built(tmp_path):
+    args = argparse.Namespace(build=str(tmp_path), quick=True, timeout=60)
+    figures, _, failure = report.run_moment_bench(args, str(tmp_path))
+    assert figures == {} and "cka_moment_bench" in failure
+    build = os.environ.get("CKA_BUILD_DIR")
+    if not build or not os.path.exists(os.path.join(build, "bench", "cka_moment_bench")):
+        return  # the rest needs a build (tests/run_all.sh's report run covers it)
+    args.build = build
+    figures, text, failure = report.run_moment_bench(args, str(tmp_path))
+    assert failure is None, failure
+    assert [e["p"] for e in figures["moment_queries"]] == [32, 64]
+    assert "regression_r2" in text

@@ -14,8 +14,15 @@
 #include "cka/core/measures/procrustes.h"
 #include "cka/core/measures/pwcca.h"
 #include "cka/core/measures/svcca.h"
+#include "measures/moment_algebra.h"
 
 namespace cka::core {
+
+using measures_internal::Centre;
+using measures_internal::CentredMoments;
+using measures_internal::CentredPair;
+using measures_internal::KeptSpectrum;
+using measures_internal::Spectrum;
 
 namespace {
 
@@ -32,6 +39,78 @@ std::vector<double> UpperBlock(const ExactSums& ex, int64_t r0, int64_t rn,
     }
   }
   return out;
+}
+
+// The measure's name in messages, as the public functions write it.
+const char* Label(MeasureKind kind) {
+  switch (kind) {
+    case MeasureKind::kCcaR2:
+    case MeasureKind::kCcaMeanRho:
+      return "CCA";
+    case MeasureKind::kSvcca:
+      return "SVCCA";
+    case MeasureKind::kPwcca:
+      return "PWCCA";
+    case MeasureKind::kRegressionR2:
+      return "linear regression R²(X → Y)";
+    case MeasureKind::kProcrustes:
+      return "orthogonal Procrustes";
+    case MeasureKind::kCka:
+      break;
+  }
+  return "CKA";
+}
+
+// The kept spectrum of stream s's centred moment; FailedPrecondition naming
+// the stream when it has no variance.
+absl::StatusOr<KeptSpectrum> StreamSpectrum(const ExactSums& ex, int s,
+                                            MeasureKind kind,
+                                            const std::string& name) {
+  absl::StatusOr<CentredMoments> c =
+      Centre(PairMomentsOf(ex, s, s), Label(kind));
+  if (!c.ok()) return c.status();
+  return Spectrum(c->xx, c->floor_x, Label(kind), absl::StrCat("'", name, "'"));
+}
+
+// The measure of the pair (X = s, Y = t) from the streams' spectra `x` and
+// `y`: the same as MomentValue on PairMomentsOf(ex, s, t).
+absl::StatusOr<double> PairValue(MeasureKind kind, const ExactSums& ex, int s,
+                                 int t, const absl::StatusOr<KeptSpectrum>& x,
+                                 const absl::StatusOr<KeptSpectrum>& y,
+                                 int64_t* forced_unit) {
+  *forced_unit = 0;
+  if (!y.ok()) return y.status();
+  // A predictor without variance explains nothing (core/MATH.md, "Linear
+  // regression"); every other measure needs both.
+  const bool zero_predictor = kind == MeasureKind::kRegressionR2 &&
+                              absl::IsFailedPrecondition(x.status());
+  if (!x.ok() && !zero_predictor) return x.status();
+  absl::StatusOr<CentredMoments> c =
+      Centre(PairMomentsOf(ex, s, t), Label(kind));
+  if (!c.ok()) return c.status();
+  if (kind == MeasureKind::kRegressionR2) {
+    return RegressionOf(c->xy, zero_predictor ? nullptr : &*x, *y);
+  }
+  const CentredPair pair{*std::move(c), *x, *y};
+  switch (kind) {
+    case MeasureKind::kCcaR2:
+    case MeasureKind::kCcaMeanRho: {
+      const CcaSimilarity cca = CcaOf(pair);
+      *forced_unit = cca.forced_unit;
+      return kind == MeasureKind::kCcaR2 ? cca.r2 : cca.mean_rho;
+    }
+    case MeasureKind::kSvcca:
+      return SvccaOf(pair).value;
+    case MeasureKind::kPwcca:
+      return PwccaOf(pair).value;
+    case MeasureKind::kProcrustes:
+      return ProcrustesOf(pair);
+    case MeasureKind::kRegressionR2:
+    case MeasureKind::kCka:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("kind ", MeasureKindName(kind), " is not a moment measure"));
 }
 
 bool IsSymmetric(MeasureKind kind) {
@@ -72,11 +151,17 @@ PairMoments PairMomentsOf(const ExactSums& ex, int s, int t) {
   return m;
 }
 
-int64_t MomentMatrixBytes(int64_t max_width) {
-  const int64_t scratch = MomentMeasureBytes(max_width, max_width);
-  const long double copy =
-      8.0L * (3.0L * max_width * max_width + 2.0L * max_width);
-  const long double total = copy + static_cast<long double>(scratch);
+int64_t MomentMatrixBytes(const std::vector<int64_t>& widths) {
+  int64_t widest = 0;
+  long double spectra = 0;
+  for (int64_t d : widths) {
+    widest = std::max(widest, d);
+    spectra += 8.0L * (static_cast<long double>(d) * d + 2.0L * d);
+  }
+  const long double copy = 8.0L * (3.0L * widest * widest + 2.0L * widest);
+  const long double total =
+      spectra + copy +
+      static_cast<long double>(MomentMeasureBytes(widest, widest));
   if (total >= static_cast<long double>(std::numeric_limits<int64_t>::max()))
     return std::numeric_limits<int64_t>::max();
   return static_cast<int64_t>(total);
@@ -121,6 +206,19 @@ std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
                          double* values) {
   const size_t nc = cols.size();
   const bool symmetric = IsSymmetric(kind);
+  // Each stream's centred moment is decomposed once per query, not once per
+  // pair: an S × S matrix costs S eigendecompositions and S² products/SVDs.
+  std::map<int, std::string> names;
+  for (size_t i = 0; i < rows.size(); ++i) names[rows[i]] = row_names[i];
+  for (size_t j = 0; j < nc; ++j) names[cols[j]] = col_names[j];
+  std::map<int, absl::StatusOr<KeptSpectrum>> spectra;
+  auto spectrum = [&](int s) -> const absl::StatusOr<KeptSpectrum>& {
+    auto it = spectra.find(s);
+    if (it == spectra.end()) {
+      it = spectra.emplace(s, StreamSpectrum(ex, s, kind, names[s])).first;
+    }
+    return it->second;
+  };
   std::map<std::pair<int, int>, std::pair<double, int64_t>> done;
   int64_t undefined = 0, forced = 0, most_forced = 0;
   std::string first_undefined, first_forced;
@@ -138,8 +236,9 @@ std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
         // A symmetric kind is computed with X the stream of lower index, so
         // that every query gives a pair the same bits.
         const bool x_is_row = key.first == s;
-        absl::StatusOr<double> v = MomentValue(
-            kind, PairMomentsOf(ex, key.first, key.second), &forced_unit);
+        absl::StatusOr<double> v =
+            PairValue(kind, ex, key.first, key.second, spectrum(key.first),
+                      spectrum(key.second), &forced_unit);
         if (v.ok()) {
           value = *v;
         } else if (undefined == 0) {

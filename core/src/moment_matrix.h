@@ -23,10 +23,11 @@ namespace cka::core {
 // from the stored upper triangle when t comes first), Σ x and N.
 PairMoments PairMomentsOf(const ExactSums& ex, int s, int t);
 
-// Returns the bytes MomentMatrix allocates beyond its result for streams at
-// most `max_width` wide: one PairMoments and one measure's scratch
-// (MomentMeasureBytes). Saturates at INT64_MAX.
-int64_t MomentMatrixBytes(int64_t max_width);
+// Returns the bytes MomentMatrix allocates beyond its result for the distinct
+// streams of its rows and columns, of widths `widths`: each stream's kept
+// spectrum (d² + d values), and one PairMoments and one measure's scratch
+// (MomentMeasureBytes) of the widest. Saturates at INT64_MAX.
+int64_t MomentMatrixBytes(const std::vector<int64_t>& widths);
 
 // Returns the value of the moment measure `kind` on `m` (X predicts Y for
 // kRegressionR2) and, for the CCA kinds, sets *forced_unit (else 0). The
@@ -41,8 +42,10 @@ absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
 // empty when there is nothing to say. `row_names` and `col_names` name the
 // streams of `rows` and `cols` in the note. Entry (i, j) of an asymmetric
 // kind has X = rows[i], Y = cols[j]; a symmetric kind computes each unordered
-// pair once, with X the stream of lower index, so that every query gives the
-// same bits. Requires ex.dim > 0.
+// pair once, with X the stream of lower index. Each stream's centred moment
+// is decomposed once (S eigendecompositions for S streams, not 2·S²); the
+// values are those of MomentValue on each pair, and the same bits whatever
+// the query's shape. Requires ex.dim > 0.
 std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
                          const std::vector<int>& cols, MeasureKind kind,
                          const std::vector<std::string>& row_names,

@@ -347,7 +347,8 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   // copied (or added up over the buckets) under the mutex in a second,
   // short hold, and the matrix is computed outside it.
   std::vector<int> rows, cols;
-  int64_t moment_width = 0;  // the widest stream of a moment measure
+  // A moment measure's distinct streams: their widths.
+  std::vector<int64_t> moment_widths;
   {
     absl::MutexLock lock(&mu_);
     const SessionState& st = *state_;
@@ -362,14 +363,15 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     for (int i : rows) out.rows.push_back(st.streams[i]);
     for (int i : cols) out.cols.push_back(st.streams[i]);
     if (IsMomentKind(measure.kind)) {
-      for (const std::vector<int>* v : {&rows, &cols}) {
-        for (int i : *v) {
-          moment_width = std::max(moment_width, st.widths[i]);
-          if (st.exact.dim > 0) {
-            moment_width = std::max(
-                moment_width, st.exact.offset[i + 1] - st.exact.offset[i]);
-          }
-        }
+      std::vector<int> distinct = rows;
+      distinct.insert(distinct.end(), cols.begin(), cols.end());
+      std::sort(distinct.begin(), distinct.end());
+      distinct.erase(std::unique(distinct.begin(), distinct.end()),
+                     distinct.end());
+      for (int i : distinct) {
+        moment_widths.push_back(
+            st.exact.dim > 0 ? st.exact.offset[i + 1] - st.exact.offset[i]
+                             : st.widths[i]);
       }
     }
   }
@@ -381,7 +383,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
         static_cast<int64_t>(nr * nc * 12 * 8) +
             (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0) +
-            (IsMomentKind(measure.kind) ? MomentMatrixBytes(moment_width) : 0),
+            (IsMomentKind(measure.kind) ? MomentMatrixBytes(moment_widths) : 0),
         absl::StrFormat("a %d × %d similarity matrix", nr, nc));
     if (!r.ok()) return r.status();
     work = *std::move(r);

@@ -5,6 +5,21 @@
 
 namespace cka::core {
 
+namespace measures_internal {
+
+double RegressionOf(const Eigen::MatrixXd& cross, const KeptSpectrum* p,
+                    const KeptSpectrum& q) {
+  if (p == nullptr) return 0.0;
+  // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ‖²_F over the kept eigenpairs,
+  // with Q, like P, seen through its kept directions (tr C_QQ = Σ kept λ).
+  const Eigen::MatrixXd explained =
+      p->values.cwiseSqrt().cwiseInverse().asDiagonal() *
+      (p->vectors.transpose() * cross * q.vectors);
+  return explained.squaredNorm() / q.total;
+}
+
+}  // namespace measures_internal
+
 using measures_internal::Centre;
 using measures_internal::CentredMoments;
 using measures_internal::KeptSpectrum;
@@ -31,12 +46,7 @@ absl::StatusOr<double> LinearRegressionR2(const PairMoments& moments,
       Spectrum(cpp, floor_p, measure, x_predicts ? "X" : "Y");
   if (absl::IsFailedPrecondition(p.status())) return 0.0;
   if (!p.ok()) return p.status();
-  // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ‖²_F over the kept eigenpairs,
-  // with Q, like P, seen through its kept directions (tr C_QQ = Σ kept λ).
-  const Eigen::MatrixXd explained =
-      p->values.cwiseSqrt().cwiseInverse().asDiagonal() *
-      (p->vectors.transpose() * cross * q->vectors);
-  return explained.squaredNorm() / q->total;
+  return measures_internal::RegressionOf(cross, &*p, *q);
 }
 
 }  // namespace cka::core

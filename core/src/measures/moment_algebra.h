@@ -11,7 +11,10 @@
 
 #include "Eigen/Dense"
 #include "absl/status/statusor.h"
+#include "cka/core/measures/cca.h"
 #include "cka/core/measures/pair_moments.h"
+#include "cka/core/measures/pwcca.h"
+#include "cka/core/measures/svcca.h"
 
 namespace cka::core::measures_internal {
 
@@ -68,6 +71,19 @@ struct Canonical {
 };
 Canonical CanonicalCorrelations(const KeptSpectrum& x, const KeptSpectrum& y,
                                 const Eigen::MatrixXd& cxy, bool vectors);
+
+// The measures from centred moments and both kept spectra: what Cca, Svcca,
+// Pwcca and ProcrustesSimilarity compute after CentreWithSpectra, for a caller
+// that decomposed each stream once for many pairs (the session's moment
+// queries). `c.x` and `c.y` must be the spectra of c.moments.xx and .yy.
+CcaSimilarity CcaOf(const CentredPair& c);
+SvccaSimilarity SvccaOf(const CentredPair& c);
+PwccaSimilarity PwccaOf(const CentredPair& c);
+double ProcrustesOf(const CentredPair& c);
+// R² of the fit of Q from P: ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ·U_Q‖²_F / Σ λ_Q with
+// `cross` = C_PQ (d_P × d_Q); `p` null when P has no variance (R² = 0).
+double RegressionOf(const Eigen::MatrixXd& cross, const KeptSpectrum* p,
+                    const KeptSpectrum& q);
 
 }  // namespace cka::core::measures_internal
 

@@ -10,14 +10,14 @@ using measures_internal::CentredPair;
 using measures_internal::CentreWithSpectra;
 using measures_internal::KeptSpectrum;
 
-absl::StatusOr<PwccaSimilarity> Pwcca(const PairMoments& moments) {
-  absl::StatusOr<CentredPair> c = CentreWithSpectra(moments, "PWCCA");
-  if (!c.ok()) return c.status();
+namespace measures_internal {
+
+PwccaSimilarity PwccaOf(const CentredPair& c) {
   const Canonical canonical =
-      CanonicalCorrelations(c->x, c->y, c->moments.xy, /*vectors=*/true);
+      CanonicalCorrelations(c.x, c.y, c.moments.xy, /*vectors=*/true);
   PwccaSimilarity out;
-  out.weights_from_x = c->x.values.size() <= c->y.values.size();
-  const KeptSpectrum& side = out.weights_from_x ? c->x : c->y;
+  out.weights_from_x = c.x.values.size() <= c.y.values.size();
+  const KeptSpectrum& side = out.weights_from_x ? c.x : c.y;
   const Eigen::MatrixXd& u = out.weights_from_x ? canonical.a : canonical.b;
   // ⟨h_i, z_j⟩ = (C^{1/2}·u_i)_j with u_i = U·a_i in the stream's coordinates.
   const Eigen::MatrixXd projections =
@@ -28,6 +28,14 @@ absl::StatusOr<PwccaSimilarity> Pwcca(const PairMoments& moments) {
                  canonical.rho.data() + canonical.rho.size());
   out.alpha.assign(alpha.data(), alpha.data() + alpha.size());
   return out;
+}
+
+}  // namespace measures_internal
+
+absl::StatusOr<PwccaSimilarity> Pwcca(const PairMoments& moments) {
+  absl::StatusOr<CentredPair> c = CentreWithSpectra(moments, "PWCCA");
+  if (!c.ok()) return c.status();
+  return measures_internal::PwccaOf(*c);
 }
 
 }  // namespace cka::core

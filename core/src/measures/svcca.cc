@@ -29,19 +29,27 @@ int64_t VarianceDirections(const KeptSpectrum& s) {
 
 }  // namespace
 
-absl::StatusOr<SvccaSimilarity> Svcca(const PairMoments& moments) {
-  absl::StatusOr<CentredPair> c = CentreWithSpectra(moments, "SVCCA");
-  if (!c.ok()) return c.status();
+namespace measures_internal {
+
+SvccaSimilarity SvccaOf(const CentredPair& c) {
   SvccaSimilarity out;
-  out.kept_x = VarianceDirections(c->x);
-  out.kept_y = VarianceDirections(c->y);
+  out.kept_x = VarianceDirections(c.x);
+  out.kept_y = VarianceDirections(c.y);
   const Canonical canonical = CanonicalCorrelations(
-      Leading(c->x, out.kept_x), Leading(c->y, out.kept_y), c->moments.xy,
+      Leading(c.x, out.kept_x), Leading(c.y, out.kept_y), c.moments.xy,
       /*vectors=*/false);
   out.value = canonical.rho.sum() / static_cast<double>(canonical.rho.size());
   out.rho.assign(canonical.rho.data(),
                  canonical.rho.data() + canonical.rho.size());
   return out;
+}
+
+}  // namespace measures_internal
+
+absl::StatusOr<SvccaSimilarity> Svcca(const PairMoments& moments) {
+  absl::StatusOr<CentredPair> c = CentreWithSpectra(moments, "SVCCA");
+  if (!c.ok()) return c.status();
+  return measures_internal::SvccaOf(*c);
 }
 
 }  // namespace cka::core

@@ -248,15 +248,15 @@ TEST(MomentQueryTest, ScratchIsPricedBeforeComputing) {
   ASSERT_TRUE(session.ok()) << session.status();
   ASSERT_TRUE(IngestCase(**session, c.x, c.dx, c.y, c.dy, c.n, "b0").ok());
   // The least room in which exact CKA's 2 × 2 query fits (the matrix and the
-  // copy of the exact sums); a moment measure's needs one pair's moments and
-  // scratch more, for streams up to 12 wide.
+  // copy of the exact sums); a moment measure's needs both streams' spectra
+  // and one pair's moments and scratch more (streams 3 and 12 wide).
   int64_t lo = 0, hi = int64_t{256} << 20;
   ASSERT_TRUE(FitsIn(**session, *limits.memory, "cka", hi));
   while (hi - lo > 1) {
     const int64_t mid = lo + (hi - lo) / 2;
     (FitsIn(**session, *limits.memory, "cka", mid) ? hi : lo) = mid;
   }
-  const int64_t scratch = MomentMatrixBytes(c.dy);
+  const int64_t scratch = MomentMatrixBytes({c.dx, c.dy});
   ASSERT_GT(scratch, 0);
   for (const KindCase& k : Kinds()) {
     EXPECT_FALSE(FitsIn(**session, *limits.memory, k.name, hi + scratch - 1))

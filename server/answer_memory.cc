@@ -31,7 +31,54 @@ int64_t StringsBytes(const std::vector<std::string>& v) {
   return bytes;
 }
 
+// The JSON API: 8 bytes per value in the received message, and its JSON text
+// ("-1.2345678901234567e-308," for a double, "\"-9223372036854775808\"," for
+// an int64); a name once in the message and, escaped, in the text.
+constexpr int64_t kJsonDouble = 8 + 25;
+constexpr int64_t kJsonInt64 = 8 + 24;
+
+int64_t JsonStringBytes(const std::string& s) {
+  // "\u00XX" is the longest escape of a byte (names have no control
+  // characters, but nothing here depends on that).
+  return 7 * static_cast<int64_t>(s.size()) + kStringOverhead;
+}
+
+template <typename Strings>
+int64_t JsonStringsBytes(const Strings& v) {
+  int64_t bytes = 0;
+  for (const std::string& s : v) bytes += JsonStringBytes(s);
+  return bytes;
+}
+
 }  // namespace
+
+int64_t JsonAnswerBytes(const v1::SimilarityMatrix& m) {
+  int64_t bytes = kFixed + JsonStringBytes(m.session_id()) +
+                  JsonStringBytes(m.measure()) + JsonStringBytes(m.note()) +
+                  JsonStringsBytes(m.rows()) + JsonStringsBytes(m.cols());
+  bytes += kJsonDouble * (m.values_size() + m.standard_errors_size()) +
+           kJsonInt64 * m.batches_size();
+  for (const v1::LayerBlock& b : m.blocks()) {
+    bytes += kPartOverhead + JsonStringBytes(b.source()) +
+             JsonStringBytes(b.first_stream()) +
+             JsonStringBytes(b.last_stream());
+  }
+  return bytes;
+}
+
+int64_t JsonAnswerBytes(const v1::SimilaritySeries& s) {
+  int64_t bytes =
+      kFixed + JsonStringBytes(s.session_id()) + JsonStringBytes(s.measure());
+  for (const v1::StreamPair& p : s.pairs()) {
+    bytes += JsonStringBytes(p.row()) + JsonStringBytes(p.col());
+  }
+  for (const v1::SeriesBucket& b : s.buckets()) {
+    bytes += kPartOverhead +
+             kJsonDouble * (b.values_size() + b.standard_errors_size()) +
+             kJsonInt64 * b.batches_size();
+  }
+  return bytes;
+}
 
 int64_t AnswerBytes(const core::SimilarityMatrix& matrix) {
   int64_t bytes = kFixed + StringBytes(matrix.measure) +

@@ -10,6 +10,7 @@
 
 #include "cka/core/memory_budget.h"
 #include "cka/core/session.h"
+#include "cka/v1/similarity.pb.h"
 #include "grpcpp/support/server_callback.h"
 
 namespace cka::server {
@@ -18,6 +19,12 @@ namespace cka::server {
 // value itself, its protobuf message and one serialised copy of it.
 int64_t AnswerBytes(const core::SimilarityMatrix& matrix);
 int64_t AnswerBytes(const core::SimilaritySeries& series);
+
+// Returns an upper bound on the bytes the JSON API holds for a received
+// answer: the message as received and its JSON text (protobuf's JSON mapping:
+// at most 25 characters per double, 24 per int64, which it quotes).
+int64_t JsonAnswerBytes(const v1::SimilarityMatrix& matrix);
+int64_t JsonAnswerBytes(const v1::SimilaritySeries& series);
 
 // A unary reactor that holds its answer's reservation until gRPC is done with
 // the call (the response sent or the call cancelled), then deletes itself.

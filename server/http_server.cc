@@ -14,6 +14,7 @@
 #include "grpcpp/client_context.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "server/answer_memory.h"
 #include "server/http_event_stream.h"
 #include "server/http_query.h"
 #include "server/http_status.h"
@@ -49,6 +50,38 @@ void SetAnswer(const grpc::Status& status,
   }
   response.status = 200;
   response.set_content(MessageJson(message), kJson);
+}
+
+// SetAnswer for a large answer (a matrix or a series): its JSON's bytes are
+// reserved in `memory` (when not null) before the JSON is built, and held
+// until httplib has sent it or dropped the connection.
+template <typename Message>
+void SetPricedAnswer(const grpc::Status& status, const Message& message,
+                     core::MemoryBudget* memory, httplib::Response& response) {
+  if (!status.ok() || memory == nullptr) {
+    SetAnswer(status, message, response);
+    return;
+  }
+  absl::StatusOr<core::MemoryBudget::Reservation> held =
+      memory->Reserve(JsonAnswerBytes(message), "the JSON of an answer");
+  if (!held.ok()) {
+    SetError(held.status(), response);
+    return;
+  }
+  struct Body {
+    std::string json;
+    core::MemoryBudget::Reservation memory;
+  };
+  auto body =
+      std::make_shared<Body>(Body{MessageJson(message), *std::move(held)});
+  response.status = 200;
+  // The provider owns the body: httplib destroys it with the response, once
+  // sent.
+  response.set_content_provider(
+      body->json.size(), kJson,
+      [body](size_t offset, size_t length, httplib::DataSink& sink) {
+        return sink.write(body->json.data() + offset, length);
+      });
 }
 
 bool IsPrintableAscii(absl::string_view text) {
@@ -315,8 +348,8 @@ void HttpServer::Dispatch(const httplib::Request& request,
       return;
     }
     v1::SimilaritySeries series;
-    SetAnswer(stub_->GetSimilaritySeries(&context, *query, &series), series,
-              response);
+    SetPricedAnswer(stub_->GetSimilaritySeries(&context, *query, &series),
+                    series, options_.memory.get(), response);
   } else {
     absl::StatusOr<v1::GetSimilarityRequest> query =
         SimilarityRequestFromQuery(path[3], request.params);
@@ -325,8 +358,8 @@ void HttpServer::Dispatch(const httplib::Request& request,
       return;
     }
     v1::SimilarityMatrix matrix;
-    SetAnswer(stub_->GetSimilarity(&context, *query, &matrix), matrix,
-              response);
+    SetPricedAnswer(stub_->GetSimilarity(&context, *query, &matrix), matrix,
+                    options_.memory.get(), response);
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cka/core/memory_budget.h"
 #include "cka/v1/similarity.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "server/auth.h"
@@ -48,6 +49,11 @@ struct HttpServerOptions {
   // "message"}], "message": "..." when some did not answer}; when none
   // answered, the error of their common code (else UNAVAILABLE) naming each.
   std::shared_ptr<ReplicaSet> replicas;
+  // The memory budget (ckad's, --memory-limit-mb) that a similarity matrix or
+  // series answer is drawn from while its JSON is built and sent
+  // (JsonAnswerBytes, server/answer_memory.h); over it the answer is
+  // RESOURCE_EXHAUSTED (429). Null: not priced.
+  std::shared_ptr<core::MemoryBudget> memory;
 };
 
 // Serves the JSON API by calling the gRPC service through `channel` (an

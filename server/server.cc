@@ -402,6 +402,7 @@ absl::Status ServerImpl::Start(const ServerOptions& options) {
     http.tls_key_file = options.tls_key_file;
     http.tls_client_ca_file = options.tls_client_ca_file;
     http.tokens = tokens_.get();
+    http.memory = engine_->limits().session.memory;
     http.metrics_text = [metrics = metrics_.get()] { return metrics->Text(); };
     grpc::ChannelArguments channel_args;
     // The server's send limit (--max-message-mb) is the one that applies.

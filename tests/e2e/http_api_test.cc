@@ -20,8 +20,10 @@
 #include "absl/synchronization/mutex.h"
 #include "cka/client/activation_streamer.h"
 #include "cka/client/client.h"
+#include "cka/core/memory_budget.h"
 #include "cka/server/server.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "server/http_server.h"
@@ -1007,6 +1009,45 @@ TEST_F(HttpApiTest, SimilarityCarriesGrpcsBlocks) {
                   "/api/v1/sessions/s/similarity?block_threshold=0.9"
                   "&block_threshold=0.8"),
               400, "INVALID_ARGUMENT", "block_threshold");
+}
+
+// The JSON of a matrix or a series is drawn from the memory budget while it is
+// built and sent: a budget too small for it answers 429 naming the budget and
+// the JSON, and once the answers are sent nothing stays reserved.
+TEST_F(HttpApiTest, AnswerJsonIsHeldInTheMemoryBudgetUntilSent) {
+  CreateAndFill("s", 4);
+  const std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                          grpc::InsecureChannelCredentials());
+  const std::vector<std::string> paths = {
+      "/api/v1/sessions/s/similarity",
+      "/api/v1/sessions/s/series?row=a%2Fl1&col=a%2Fl2"};
+  for (const int64_t limit : {int64_t{512}, int64_t{0}}) {
+    SCOPED_TRACE(absl::StrCat("budget limit ", limit, " (0: counting only)"));
+    auto budget =
+        std::make_shared<core::MemoryBudget>(limit, "the test's budget");
+    server::HttpServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.memory = budget;
+    absl::StatusOr<std::unique_ptr<server::HttpServer>> http =
+        server::HttpServer::Start(options, channel);
+    ASSERT_TRUE(http.ok()) << http.status();
+    for (const std::string& path : paths) {
+      SCOPED_TRACE(path);
+      httplib::Result got = Get((*http)->port(), path);
+      ASSERT_TRUE(got);
+      if (limit > 0) {
+        EXPECT_EQ(got->status, 429) << got->body;
+        EXPECT_NE(got->body.find("the test's budget"), std::string::npos)
+            << got->body;
+        EXPECT_NE(got->body.find("JSON"), std::string::npos) << got->body;
+      } else {
+        EXPECT_EQ(got->status, 200) << got->body;
+      }
+    }
+    (*http)->Stop();  // joins the workers: every response is destroyed
+    EXPECT_EQ(budget->used(), 0);
+  }
 }
 
 }  // namespace

@@ -84,6 +84,8 @@ std::string FormatTable(const v1::SimilarityMatrix& matrix, int precision,
       absl::StrAppend(&out, "  ", Pad(cells[i][j], widths[j], true));
     out += "\n";
   }
+  if (!matrix.note().empty())
+    absl::StrAppend(&out, "note: ", matrix.note(), "\n");
   return out;
 }
 
@@ -137,6 +139,7 @@ nlohmann::json MatrixJson(const v1::SimilarityMatrix& matrix,
                                                           matrix.cols().end())},
                         {"values", std::move(values)},
                         {"batches", std::move(batches)}};
+  if (!matrix.note().empty()) out["note"] = matrix.note();
   if (standard_errors) out["standard_errors"] = std::move(errors);
   return out;
 }

@@ -89,6 +89,18 @@ TEST(MatrixFormatTest, CsvAndJsonCarryEveryEntry) {
   EXPECT_EQ(j["rows"][1].get<std::string>(), "b/x");
 }
 
+TEST(MatrixFormatTest, TableAndJsonShowAMomentMeasuresNote) {
+  v1::SimilarityMatrix m = TwoByTwo();
+  m.set_note("1 of 4 entries have no value (NaN)");
+  EXPECT_EQ(FormatTable(m, 3),
+            "         a/conv1    b/x\n"
+            "a/conv1    1.000  0.250\n"
+            "b/x        0.250      -\n"
+            "note: 1 of 4 entries have no value (NaN)\n");
+  EXPECT_EQ(MatrixJson(m)["note"].get<std::string>(), m.note());
+  EXPECT_FALSE(MatrixJson(TwoByTwo()).contains("note"));
+}
+
 // TwoByTwo with standard errors: none on the diagonal's first entry (NaN, as
 // for an entry of one batch) and none without a value.
 v1::SimilarityMatrix TwoByTwoWithErrors() {

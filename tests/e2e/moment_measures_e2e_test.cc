@@ -336,5 +336,43 @@ TEST_F(MomentMeasuresE2eTest, ErrorsNameTheFieldAndValue) {
       << s.status();
 }
 
+TEST_F(MomentMeasuresE2eTest, CkactlCreatesAndPrintsAMomentMeasure) {
+  const std::string server = absl::StrCat("127.0.0.1:", server_->port());
+  ProcessResult r =
+      RunProcess({CKACTL_BINARY, "--server", server, "create", "kinds",
+                  "--stream", "m/x", "--stream", "m/y", "--measure",
+                  "cca:cca_r2", "--measure", "reg:regression_r2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  absl::StatusOr<v1::Session> s = client_->GetSession("kinds");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->config().measures_size(), 2);
+  EXPECT_EQ(s->config().measures(0).kind(), v1::CCA_R2);
+  EXPECT_EQ(s->config().measures(1).kind(), v1::REGRESSION_R2);
+  EXPECT_EQ(s->config().measures(1).estimator(), v1::EXACT);
+  // constant_x: x has no variance, so the answer carries a note.
+  const nlohmann::json* c = nullptr;
+  for (const nlohmann::json& each : Oracle()["cases"]) {
+    if (each["name"] == "constant_x") c = &each;
+  }
+  ASSERT_NE(c, nullptr);
+  Send("kinds", (*c)["n"],
+       {{"x", {(*c)["x"].get<std::vector<double>>(), (*c)["dx"]}},
+        {"y", {(*c)["y"].get<std::vector<double>>(), (*c)["dy"]}}});
+  const v1::SimilarityMatrix want = Query("kinds", "reg");
+  r = RunProcess({CKACTL_BINARY, "--server", server, "matrix", "kinds",
+                  "--measure", "reg", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const nlohmann::json got = nlohmann::json::parse(r.out);
+  ASSERT_FALSE(want.note().empty());
+  EXPECT_EQ(got["note"], want.note());
+  // R²(x → y) = 0 (a predictor without variance); R²(y → x) has no value.
+  EXPECT_EQ(got["values"][0][1].get<double>(), 0.0);
+  EXPECT_TRUE(got["values"][1][0].is_null());
+  r = RunProcess({CKACTL_BINARY, "--server", server, "matrix", "kinds",
+                  "--measure", "reg"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("note: "), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace cka::testing

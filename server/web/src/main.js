@@ -395,8 +395,8 @@ function axisName(streams) {
   return sources.length === 1 ? sources[0] : '';
 }
 
-// What a figure needs to be cited: the measure's kernel and estimator, the steps, and n, the
-// common batches behind each entry.
+// What a figure needs to be cited: the measure's kernel and estimator (or its kind), the steps,
+// and n, the common batches behind each entry.
 function citation(measure, query, matrix) {
   const kernel = enumName(measure.kernel, 'LINEAR');
   const estimator = enumName(measure.estimator, 'UNBIASED');
@@ -410,6 +410,14 @@ function citation(measure, query, matrix) {
   const low = counts.length ? Math.min(...counts) : 0;
   const high = counts.length ? Math.max(...counts) : 0;
   const n = low === high ? `n = ${low}` : `n = ${low} to ${high}`;
+  // The comparison family (Measure.kind): from the second moments over every row, all steps;
+  // the server's note says why entries are empty.
+  const kind = enumName(measure.kind, 'CKA');
+  if (kind !== 'CKA') {
+    const asymmetric = kind === 'REGRESSION_R2' || kind === 'PWCCA' ? ', row → column' : '';
+    const note = matrix.note ? ` · ${matrix.note}` : '';
+    return `${kind} from the second moments${asymmetric} · all steps · ${n} batches${note}`;
+  }
   return `${kernelText}, ${estimator} estimator · ${steps} · ${n} common batches per entry`;
 }
 

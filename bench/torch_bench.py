@@ -7,11 +7,13 @@ A small CNN (32 x 32 x 3 images, batch 64, on the CPU) trains on fixed random da
 nine configurations, each with its own copy of the same model and data:
 
   plain              no hooks: the baseline of every overhead;
-  ckad act, every k  cka.torch.ModelHooks streaming the five layers' activations to a real
-                     ckad (a child process on 127.0.0.1);
-  ckad gram, every k the same with reduce_on_device: the n x n Gram instead (n 64 < d), on
-                     the CPU computed by the streamer's background thread;
-  ckad gram bg, ...  the same Gram, asked for by Streamer(reduce_to_gram=True) instead;
+  ckad default, ...  cka.torch.ModelHooks as the README's two lines use it, streaming the
+                     five layers to a real ckad (a child process on 127.0.0.1): by default
+                     the n x n Gram of each layer with n 64 < d (conv1..3, fc1), on the CPU
+                     computed by the streamer's background thread, fc2 as activations;
+  ckad act, every k  the same hooks opted out (reduce_on_device=False): activations;
+  ckad gram bg, ...  the hooks opted out, the same Gram asked for by the streamer's own
+                     setting instead (Streamer(reduce_to_gram=True));
   peer, every k      the same minibatch CKA computed in-process as torch_cka computes it:
                      forward hooks keep the layers, each is flattened, K = X X^T with a zero
                      diagonal, and every pair's unbiased HSIC (trace form, in torch float32) is
@@ -25,7 +27,7 @@ streamer is flushed outside the timed region (the wait is reported: work that wa
 when the chunk ended). Step time = forward + backward + optimizer step, hooks included.
 Overhead = mean step time / the plain loop's - 1. Every figure comes from this one run;
 nothing is asserted about time. Targets (issue 15): at the same k, streaming's overhead <=
-0.5 x the peer's; ckad gram every 10 <= 5 % over plain; Streamer.submit p99 <= 1 % of the step.
+0.5 x the peer's; Grams (ckad default) every 10 <= 5 % over plain; Streamer.submit p99 <= 1 % of the step.
 
 Every configuration trains the same model on the same data, deterministically on the CPU, so
 their CKA matrices must agree: ckad's from activations and from Grams within 1e-6 (else the run
@@ -53,9 +55,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 LAYERS = ["conv1", "conv2", "conv3", "fc1", "fc2"]
-# The streaming configurations: activations; Grams by reduce_on_device (on the CPU: the
-# streamer's background thread); Grams by the streamer's own reduce_to_gram.
-STREAMING = {"act": "ckad act", "gram": "ckad gram", "sgram": "ckad gram bg"}
+# The streaming configurations: the hooks' default (Grams where n < d; on the CPU computed by
+# the streamer's background thread); activations (reduce_on_device=False); Grams by the
+# streamer's own reduce_to_gram.
+STREAMING = {"default": "ckad default", "act": "ckad act", "sgram": "ckad gram bg"}
 BATCH = 64
 TARGETS = {"stream_vs_peer_overhead": 0.5, "gram_every10_overhead": 0.05,
            "submit_p99_vs_step": 0.01}
@@ -220,8 +223,9 @@ class Config:
             self.streamer = cka.Streamer(client, self.session, "cnn",
                                          reduce_to_gram=(kind == "sgram"))
             self.timed = TimedStreamer(self.streamer)
+            options = {} if kind == "default" else {"reduce_on_device": False}
             self.hooks = cka.torch.ModelHooks(self.timed, self.model, LAYERS, every=every,
-                                              reduce_on_device=(kind == "gram"))
+                                              **options)
         elif kind == "peer":
             self.peer = InProcessPeer(torch, self.model, LAYERS, every)
 
@@ -420,7 +424,7 @@ def report(configs, client, steps: int, args) -> Dict:
             r = rows[f"{name}, every {every}"]
             checks.append((f"overhead / peer's, {name}, every {every}", r["vs_peer_wall"],
                            r["vs_peer_cpu"], TARGETS["stream_vs_peer_overhead"]))
-    for kind in ("gram", "sgram"):
+    for kind in ("default", "sgram"):
         r = rows[f"{STREAMING[kind]}, every 10"]
         checks.append((f"overhead, {STREAMING[kind]}, every 10", r["overhead_wall"],
                        r["overhead_cpu"], TARGETS["gram_every10_overhead"]))

@@ -184,6 +184,28 @@ def gram_float64(x: np.ndarray) -> np.ndarray:
     return k
 
 
+def _rows(layer: Layer) -> np.ndarray:
+    """Returns `layer`'s activations as an n x d array of floats (bfloat16 widened)."""
+    x = layer.array.reshape(layer.shape[0], -1)
+    if layer.dtype == pb.BFLOAT16:
+        x = (x.astype(np.uint32) << 16).view(np.float32)
+    return x
+
+
+def first_non_finite(source: str, batch_id: str, layer: Layer) -> Optional[CkaError]:
+    """Returns ckad's INVALID_ARGUMENT for the first NaN or Inf of `layer`'s n x d
+    activations (row-major), naming the stream, the batch, the value, its row (the example)
+    and column, or None when all are finite. For a layer whose Gram is not finite: a NaN in
+    the Gram's row 0 would blame example 0 for every example's NaN."""
+    x = _rows(layer)
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size == 0:
+        return None
+    row, col = divmod(int(bad[0]), x.shape[1])
+    return _bad(f"layer '{source}/{layer.name}' batch '{batch_id}': value "
+                f"{float(x[row, col]):g} at row {row}, column {col} is not finite (NaN or Inf)")
+
+
 def gram_of(layer: Layer) -> Layer:
     """Returns the n x n linear Gram K = X X^T of `layer`'s n x d activations.
 
@@ -192,10 +214,7 @@ def gram_of(layer: Layer) -> Layer:
     streamer's thread; its scratch is n x 4096 float64.
     """
     n = layer.shape[0]
-    x = layer.array.reshape(n, -1)
-    if layer.dtype == pb.BFLOAT16:
-        x = (x.astype(np.uint32) << 16).view(np.float32)
-    k = gram_float64(x)
+    k = gram_float64(_rows(layer))
     if layer.dtype == pb.FLOAT64:
         return Layer(layer.name, True, (n, n), pb.FLOAT64, k)
     return Layer(layer.name, True, (n, n), pb.FLOAT32, k.astype(np.float32))

@@ -129,8 +129,8 @@ class Streamer:
         Send a layer's n x n linear Gram K = X X^T (float64 accumulation; float32 on the
         wire, float64 for float64 input) instead of its n x d activations when that is fewer
         bytes (n < d for float32). Computed on the background thread. Only for sessions
-        without an exact measure: before the first send the streamer reads the session's
-        config and keeps sending activations when it has one.
+        without an exact or moment measure: before the first send the streamer reads the
+        session's config (``gram_allowed``) and keeps sending activations when it has one.
     initial_backoff, max_backoff, backoff_multiplier : float
         Reconnection backoff: the first wait and the cap (seconds), the factor between waits.
     close_timeout : float
@@ -380,6 +380,30 @@ class Streamer:
             raise error
         return result
 
+    def gram_allowed(self, ask: bool = True) -> Optional[bool]:
+        """Returns whether the session takes Gram payloads (it has no exact or moment measure).
+
+        The answer is read once from the session's config (GetSession) and kept: by this
+        call when `ask`, or by the background thread before it encodes the first batch that
+        asks for Gram reduction.
+
+        Parameters
+        ----------
+        ask : bool
+            Ask the server now (a unary call on the calling thread, at most the client's
+            timeout) when the answer is not known yet; False only reads what is known.
+
+        Returns
+        -------
+        bool or None
+            None while unknown: not asked yet, or the call failed (the session does not
+            exist yet, the server is unreachable); the failure is not raised.
+        """
+        if ask:
+            self._resolve_gram_reduction()
+        with self._cv:
+            return self._gram_allowed
+
     @property
     def stats(self) -> StreamerStats:
         """Returns a copy of the counters."""
@@ -538,9 +562,11 @@ class Streamer:
             session = self._client.get_session(self.session_id)
         except CkaError:
             return  # ask again next batch
-        self._gram_allowed = not any(
-            m.estimator in ("exact", "exact_debiased") for m in session.measures
-        )
+        # An exact estimator, and every moment measure (CCA, Procrustes, ...), needs the rows.
+        allowed = not any(m.estimator in ("exact", "exact_debiased") or m.kind != "cka"
+                          for m in session.measures)
+        with self._cv:
+            self._gram_allowed = allowed
 
     def _encode(self, queued: _Queued) -> bytes:
         layers = [_wire.to_numpy(queued.batch_id, layer) for layer in queued.layers]
@@ -550,7 +576,12 @@ class Streamer:
             if self._gram_allowed:
                 for i, layer in enumerate(layers):
                     if layer.reduce and _wire.gram_is_smaller(layer):
-                        layers[i] = _wire.gram_of(layer)
+                        gram = _wire.gram_of(layer)
+                        if not np.isfinite(gram.array).all():
+                            error = _wire.first_non_finite(self.source, queued.batch_id, layer)
+                            if error is not None:
+                                raise error
+                        layers[i] = gram
                         reduced += 1
         message = _wire.encode(self.session_id, self.source, queued.batch_id, queued.step, layers)
         # A tensor changed while it was read would leave a torn batch: checked after the reads.

@@ -88,13 +88,18 @@ class ModelHooks:
     batch_id : callable, optional
         step -> batch id (str or int); default: the step.
     reduce_on_device : bool
-        Send the n x n Gram instead of n x d activations when that is fewer bytes. On a GPU
-        (any device but the CPU) ``gram`` computes it in the hook, on the device, and only
-        the n x n result is copied to the host. On the CPU the streamer's background thread
-        computes the same Gram (``submit(reduce_to_gram=True)``), so that the training thread
-        does no O(n d) work; the streamer reads the session's config first and sends
-        activations to a session with an exact measure. A device Gram is sent whatever the
-        session: not for sessions with an exact measure.
+        Send a layer's n x n Gram X X^T instead of its n x d activations when that is fewer
+        bytes (n < d for float32) and the session takes Grams (no exact or moment measure).
+        On by default: a session of the default measure gets Grams, one with an exact or
+        moment measure activations. On the CPU the hooks hand the activations to the
+        streamer, whose background thread computes the Gram (``submit(reduce_to_gram=True)``)
+        once it has read the session's config, so that the training thread does no O(n d)
+        work. On any other device (a GPU) ``gram`` computes it in the hook, on the device,
+        and only the n x n result is copied to the host; before the first such Gram the hook
+        asks the session once (``Streamer.gram_allowed``, a unary call on the training
+        thread), and while the answer is unknown (the call failed) it hands the activations
+        to the streamer as on the CPU. False opts out: the layers go as activations, unless
+        the streamer's own ``reduce_to_gram`` is set.
     clone : bool
         Clone every layer in its hook (a copy on the training thread). By default the first
         tracked pass clones every layer and notes, by torch's in-place counters, which
@@ -111,7 +116,8 @@ class ModelHooks:
         each training step when a step runs more than one forward pass.
     gram_layers : int
         The layers submitted for Gram reduction so far (``reduce_on_device``): reduced on the
-        device, or by the streamer (its ``stats.gram_reduced_layers``) on the CPU.
+        device, or handed to the streamer to reduce (its ``stats.gram_reduced_layers`` counts
+        those it did reduce; none for a session with an exact or moment measure).
     cloned : set of str
         The layers cloned in every pass (all of them with `clone`, else those learned).
     skipped : int
@@ -138,7 +144,7 @@ class ModelHooks:
         every: int = 1,
         eval_only: bool = False,
         batch_id: Optional[Callable[[int], Union[str, int]]] = None,
-        reduce_on_device: bool = False,
+        reduce_on_device: bool = True,
         clone: bool = False,
     ) -> None:
         if every < 1:
@@ -161,6 +167,7 @@ class ModelHooks:
         self.eval_only = eval_only
         self.batch_id = batch_id
         self.reduce_on_device = reduce_on_device
+        self._asked_gram_allowed = False  # the hooks ask the session at most once
         self.step = 0
         self.gram_layers = 0
         self.cloned: Set[str] = set(self.modules) if clone else set()
@@ -205,7 +212,7 @@ class ModelHooks:
             for taken in (self._layers, self._grams, self._watched):
                 taken.pop(name, None)
             if (self.reduce_on_device and x.device.type != "cpu"
-                    and _gram_is_smaller(x)):
+                    and _gram_is_smaller(x) and self._device_grams_allowed()):
                 self._grams[name] = gram(x)
                 return
             inference = x.is_inference()  # counts no in-place changes
@@ -217,6 +224,11 @@ class ModelHooks:
                 self._watched[name] = (x, x._version)
 
         return hook
+
+    def _device_grams_allowed(self) -> bool:
+        allowed = self.streamer.gram_allowed(ask=not self._asked_gram_allowed)
+        self._asked_gram_allowed = True
+        return bool(allowed)
 
     def _end(self, module, inputs, output) -> None:
         step = self.step

@@ -71,12 +71,13 @@ def streams() -> List[str]:
 
 def train(model: torch.nn.Module, address: str, session_id: str, source: str, *,
           steps: int = 300, batch_size: int = 64, every: int = 10,
-          reduce_on_device: bool = False, data_seed: int = 0, threads: int = 1) -> Dict:
+          reduce_on_device: bool = True, data_seed: int = 0, threads: int = 1) -> Dict:
     """Trains `model` on the digits for `steps` steps of SGD, streaming `LAYERS` of every
     `every`-th step to `session_id` as `source` (batch id: the step).
 
     Returns a dict: "loss" (the last step's), "stats" (the streamer's StreamerStats) and
-    "gram_layers" (the layers sent as n x n Grams). Raises RuntimeError when ckad rejected
+    "gram_layers" (the layers offered for n x n Gram reduction; reduce_on_device=False sends
+    activations). Raises RuntimeError when ckad rejected
     a batch, CkaError when ckad cannot be reached.
     """
     torch.set_num_threads(threads)  # two jobs on one machine share its cores
@@ -143,12 +144,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--session", default="digits-demo")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=10, help="track every k-th step")
-    parser.add_argument("--gram", action="store_true", help="send n x n Grams (n < d)")
+    parser.add_argument("--activations", action="store_true",
+                        help="send n x d activations, not the n x n Grams (n < d)")
     parser.add_argument("--png", help="draw the cross-model matrix into this file")
     args = parser.parse_args(argv)
 
     results = run_jobs(args.address, args.session, steps=args.steps, every=args.every,
-                       reduce_on_device=args.gram)
+                       reduce_on_device=not args.activations)
     for source, result in results.items():
         print(f"{source}: loss {result['loss']:.3f}, {result['stats'].acked} batches acked")
     with cka.Client(args.address) as client:

@@ -103,7 +103,7 @@ def test_the_example_runs_as_the_readme_shows(ckad, client, session_id, tmp_path
         os.path.abspath(__file__))), env.get("PYTHONPATH")) if p)
     run = subprocess.run(
         [sys.executable, EXAMPLE, "--address", ckad.address, "--session", session_id,
-         "--steps", "60", "--every", "10", "--gram", "--png", str(png)],
+         "--steps", "60", "--every", "10", "--png", str(png)],
         capture_output=True, text=True, timeout=300)
     print(run.stdout, run.stderr)
     assert run.returncode == 0

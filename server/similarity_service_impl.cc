@@ -85,9 +85,13 @@ class ReactorRefs {
 std::string DescribeConfig(const core::SessionConfig& config) {
   std::vector<std::string> measures;
   for (const core::Measure& m : config.measures) {
-    measures.push_back(absl::StrCat(m.name, " (", core::KernelName(m.kernel),
-                                    ", ", core::EstimatorName(m.estimator),
-                                    ")"));
+    measures.push_back(
+        absl::StrCat(m.name, " (",
+                     core::IsMomentKind(m.kind)
+                         ? absl::StrCat(core::MeasureKindName(m.kind), ", ")
+                         : "",
+                     core::KernelName(m.kernel), ", ",
+                     core::EstimatorName(m.estimator), ")"));
   }
   return absl::StrCat("measures [", absl::StrJoin(measures, ", "), "], ",
                       config.streams.size(), " declared streams, step bucket ",

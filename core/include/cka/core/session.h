@@ -124,7 +124,11 @@ struct SimilarityQuery {
 };
 
 // A CKA matrix. values[i * cols.size() + j] is CKA(rows[i], cols[j]); NaN where
-// there is no value (no common batch, or a self term <= 0). batches has the
+// there is no value (no common batch, or a self term <= 0). For a moment
+// measure (MeasureKind other than kCka) it is that measure with X = rows[i]
+// and Y = cols[j] (kRegressionR2: R²(rows[i] → cols[j]), the share of
+// cols[j]'s variance the linear fit from rows[i] explains), NaN where it is
+// undefined (a stream without variance; `note` says which). batches has the
 // same layout and counts the batches that contributed to the entry.
 // standard_errors has the same layout too: the delta-method standard error of
 // a minibatch entry over its batches (core/MATH.md, "Standard error of a
@@ -279,8 +283,12 @@ class Session {
   // Returns the CKA matrix for `query`. NotFound for an unknown measure or
   // stream; InvalidArgument for a stream named twice in rows (or in cols), or
   // a step range that is empty or not bucket-aligned; FailedPrecondition for a
-  // step range on an exact measure or on a session without step buckets;
-  // ResourceExhausted when the matrix does not fit the memory budget.
+  // step range on an exact or moment measure (kept for all time only) or on a
+  // session without step buckets; ResourceExhausted when the matrix (with a
+  // moment measure: its per-stream spectra and one pair's scratch) does not
+  // fit the memory budget. A moment measure decomposes each stream's moment
+  // once per query, O(d³), under the mutex when the streams' sums exceed
+  // 64 MiB (as exact CKA does), else after copying them.
   //
   // With block_threshold set, also fills `blocks`: for each source of the
   // session, FindLayerBlocks over that source's own layers in first-seen
@@ -296,8 +304,8 @@ class Session {
   // `query` over that bucket's batches alone: each value equals Query's with
   // step_min/step_max set to the bucket's range. NotFound for an unknown
   // measure or stream; InvalidArgument for no pairs or more than
-  // kMaxSeriesPairs; FailedPrecondition for an exact measure (it keeps its
-  // sums over all steps, not per bucket); ResourceExhausted when buckets ×
+  // kMaxSeriesPairs; FailedPrecondition for an exact or moment measure (it
+  // keeps its sums over all steps, not per bucket); ResourceExhausted when buckets ×
   // pairs do not fit the memory budget (priced before anything is
   // allocated). Holds the mutex only to copy the sums it needs.
   absl::StatusOr<SimilaritySeries> QuerySeries(const SeriesQuery& query) const;

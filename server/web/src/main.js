@@ -83,9 +83,11 @@ async function refreshSessions() {
   if (sessionsBusy) return; // its end schedules the next
   sessionsBusy = true;
   try {
-    const { sessions = [] } = await getJson('/api/v1/sessions');
+    // Behind the router, `message` says which replicas did not answer (their
+    // sessions are missing from the list).
+    const { sessions = [], message } = await getJson('/api/v1/sessions');
     state.sessions = sessions;
-    showError(ui.sessionsError, null);
+    showError(ui.sessionsError, message ? { message } : null);
     if (state.selected !== null && currentSession() === null) {
       // Deleted: show the first session left, or nothing.
       state.selected = null;

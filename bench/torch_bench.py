@@ -319,9 +319,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             prefix = f"torch-bench-{os.getpid()}"
             configs = [Config(torch, "plain", "plain", 1, cka, client, prefix)]
             # Created here and never run: whichever configuration was created right after
-            # plain ran 5-10 % slower in every round, on the training thread's CPU time too,
-            # whatever it streamed (seen with activations and with Grams in that place; the
-            # cause is not known). This one takes that place.
+            # plain ran slower in every round (2-9 points of overhead), on the training
+            # thread's CPU time too, whatever it streamed (seen with activations and with
+            # Grams in that place; the cause is not known). This one takes that place.
             spare = Config(torch, "spare", "act", 1, cka, client, prefix)
             for every in (1, 10):
                 for kind in list(STREAMING) + ["peer"]:

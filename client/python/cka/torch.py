@@ -9,6 +9,9 @@ The only module of the package that imports torch.
             loss = loss_fn(model(x), y)   # a tracked pass becomes one ActivationBatch
             ...
 
+A layer with more columns than rows (n < d) goes as its n x n Gram X X^T unless the session
+needs the rows (an exact or moment measure) or ``reduce_on_device=False`` says otherwise.
+
 Batch ids join streams across jobs: they must name the same examples in every job (the same
 loader order). Multi-process training: give each rank its own source (``f"resnet-r{rank}"``)
 when ranks see different examples under the same step, or put the rank in the batch id

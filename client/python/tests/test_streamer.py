@@ -257,3 +257,33 @@ def test_gram_reduction_keeps_the_contract_on_activations_far_from_zero(client, 
     expected, _ = oracle_for(m, batches)
     np.testing.assert_allclose(m.values, expected, rtol=0, atol=1e-6)
     client.delete_session(session_id)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_a_non_finite_value_in_a_reduced_layer_names_its_example(client, session_id, dtype):
+    """With reduce_to_gram, an Inf at example 5 would turn row 0 of the Gram non-finite too;
+    the record names the activations' row and column, as ckad names them for activations,
+    and the batch is not sent; the next batch is."""
+    client.create_session(session_id)
+    x = np.arange(8 * 50, dtype=dtype).reshape(8, 50) / 400
+    bad = x.copy()
+    bad[5, 7] = np.inf
+    with cka.Streamer(client, session_id, "m", reduce_to_gram=True) as streamer:
+        assert streamer.gram_allowed() is True  # the default measure takes Grams
+        streamer.submit("bad", 0, {"l": bad})
+        streamer.submit("good", 1, {"l": x})
+        [error] = streamer.flush(timeout=30)
+    assert error.batch_id == "bad" and error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.message == ("layer 'm/l' batch 'bad': value inf at row 5, column 7 is not "
+                             "finite (NaN or Inf)")
+    assert streamer.stats.acked == 1 and streamer.stats.gram_reduced_layers == 1
+    client.delete_session(session_id)
+
+
+def test_gram_allowed_is_unknown_for_a_session_not_created_yet(client, session_id):
+    with cka.Streamer(client, session_id, "m") as streamer:
+        assert streamer.gram_allowed() is None  # NOT_FOUND is not raised
+        client.create_session(session_id, measures=["ex:linear:exact"], streams=["m/l"])
+        assert streamer.gram_allowed() is False  # asked again: the answer is kept
+        client.delete_session(session_id)
+        assert streamer.gram_allowed() is False

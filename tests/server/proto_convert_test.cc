@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -86,6 +88,56 @@ TEST(ProtoConvertTest, UnknownEnumValuesAreInvalidArgumentNamingTheField) {
   EXPECT_NE(MessageOf(status).find("config.measures[0].estimator: -2"),
             std::string::npos)
       << status;
+}
+
+TEST(ProtoConvertTest, MeasureKindsConvertBothWaysAndDefaultToExact) {
+  const std::pair<v1::MeasureKind, core::MeasureKind> kinds[] = {
+      {v1::CCA_R2, core::MeasureKind::kCcaR2},
+      {v1::CCA_MEAN_RHO, core::MeasureKind::kCcaMeanRho},
+      {v1::SVCCA, core::MeasureKind::kSvcca},
+      {v1::PWCCA, core::MeasureKind::kPwcca},
+      {v1::REGRESSION_R2, core::MeasureKind::kRegressionR2},
+      {v1::PROCRUSTES, core::MeasureKind::kProcrustes}};
+  v1::SessionConfig proto;
+  for (const auto& [kind, _] : kinds) {
+    v1::Measure* m = proto.add_measures();
+    m->set_name(v1::MeasureKind_Name(kind));
+    m->set_kind(kind);
+  }
+  proto.add_measures()->set_name("cka");  // unspecified: CKA, UNBIASED
+  absl::StatusOr<core::SessionConfig> config = SessionConfigFromProto(proto);
+  ASSERT_TRUE(config.ok()) << config.status();
+  for (size_t i = 0; i < std::size(kinds); ++i) {
+    EXPECT_EQ(config->measures[i].kind, kinds[i].second) << i;
+    EXPECT_EQ(config->measures[i].estimator, core::Estimator::kExact) << i;
+  }
+  EXPECT_EQ(config->measures.back().kind, core::MeasureKind::kCka);
+  EXPECT_EQ(config->measures.back().estimator, core::Estimator::kUnbiased);
+  v1::SessionConfig back;
+  SessionConfigToProto(*config, &back);
+  for (size_t i = 0; i < std::size(kinds); ++i) {
+    EXPECT_EQ(back.measures(i).kind(), kinds[i].first) << i;
+    EXPECT_EQ(back.measures(i).estimator(), v1::EXACT) << i;
+  }
+  EXPECT_EQ(back.measures(std::size(kinds)).kind(),
+            v1::MEASURE_KIND_UNSPECIFIED);
+
+  v1::SessionConfig bad;
+  bad.add_measures()->set_kind(static_cast<v1::MeasureKind>(42));
+  const absl::Status status = SessionConfigFromProto(bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(MessageOf(status).find("config.measures[0].kind: 42"),
+            std::string::npos)
+      << status;
+}
+
+TEST(ProtoConvertTest, MatrixCarriesTheNote) {
+  core::SimilarityMatrix matrix;
+  matrix.measure = "reg";
+  matrix.note = "1 of 4 entries have no value (NaN)";
+  v1::SimilarityMatrix proto;
+  SimilarityMatrixToProto("s", matrix, &proto);
+  EXPECT_EQ(proto.note(), matrix.note);
 }
 
 TEST(ProtoConvertTest, BatchIsAViewOverTheProtoBytes) {

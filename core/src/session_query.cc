@@ -369,9 +369,9 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
       distinct.erase(std::unique(distinct.begin(), distinct.end()),
                      distinct.end());
       for (int i : distinct) {
-        moment_widths.push_back(
-            st.exact.dim > 0 ? st.exact.offset[i + 1] - st.exact.offset[i]
-                             : st.widths[i]);
+        moment_widths.push_back(st.exact.dim > 0 ? st.exact.offset[i + 1] -
+                                                       st.exact.offset[i]
+                                                 : st.widths[i]);
       }
     }
   }
@@ -380,11 +380,14 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
   // (num, two self, six for the standard error).
   MemoryBudget::Reservation work;
   if (limits_.memory != nullptr) {
+    // Saturating: the widths of a restored state may be absurd.
+    int64_t bytes = SaturatingMul(static_cast<int64_t>(nr * nc), 12 * 8);
+    if (IsExact(measure.estimator))
+      bytes = SaturatingAdd(bytes, kMaxExactCopyBytes);
+    if (IsMomentKind(measure.kind))
+      bytes = SaturatingAdd(bytes, MomentMatrixBytes(moment_widths));
     absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
-        static_cast<int64_t>(nr * nc * 12 * 8) +
-            (IsExact(measure.estimator) ? kMaxExactCopyBytes : 0) +
-            (IsMomentKind(measure.kind) ? MomentMatrixBytes(moment_widths) : 0),
-        absl::StrFormat("a %d × %d similarity matrix", nr, nc));
+        bytes, absl::StrFormat("a %d × %d similarity matrix", nr, nc));
     if (!r.ok()) return r.status();
     work = *std::move(r);
   }

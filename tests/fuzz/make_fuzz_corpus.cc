@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "cka/core/session.h"
 #include "cka/v1/similarity.pb.h"
 #include "fuzz_util.h"
@@ -273,7 +274,36 @@ int Main(int argc, char** argv) {
     Ingest(*s, b);
     WriteFile(sessions_dir / "exact_debiased_widths", s->Serialize());
   }
-  std::printf("wrote %zu batch seeds to %s and 5 session seeds to %s\n",
+  {
+    // Every comparison-family kind beside a minibatch measure in two step
+    // buckets: the config's kinds section, the exact sums the kinds read and
+    // the standard error's sums of each bucket.
+    core::SessionConfig config;
+    config.streams = {"q/x", "q/y", "r/z"};
+    config.step_bucket = 10;
+    core::Measure linear;
+    linear.name = "linear";
+    config.measures = {linear};
+    for (int k = 2; k <= static_cast<int>(core::kLastMeasureKind); ++k) {
+      core::Measure m;
+      m.kind = static_cast<core::MeasureKind>(k);
+      m.name = core::MeasureKindName(m.kind);
+      m.estimator = core::Estimator::kExact;
+      config.measures.push_back(m);
+    }
+    auto s = NewSession(config);
+    for (int i = 0; i < 3; ++i) {
+      v1::ActivationBatch b = NewBatch("q", absl::StrCat("k", i), 5 + 10 * i);
+      AddF32(&b, "x", 8, 4, 40 + i);
+      AddF32(&b, "y", 8, 3, 50 + i);
+      Ingest(*s, b);
+      v1::ActivationBatch c = NewBatch("r", absl::StrCat("k", i), 5 + 10 * i);
+      AddF32(&c, "z", 8, 2, 60 + i);
+      Ingest(*s, c);
+    }
+    WriteFile(sessions_dir / "moment_kinds_two_buckets", s->Serialize());
+  }
+  std::printf("wrote %zu batch seeds to %s and 6 session seeds to %s\n",
               seeds.size(), batches_dir.c_str(), sessions_dir.c_str());
   return 0;
 }

@@ -617,7 +617,9 @@ TEST_F(HttpApiTest, OversizedRequestsAreRefusedWithAStatusAndCkadLives) {
   // the answer, as it is still sending.
   httplib::Result body =
       http.Post("/api/v1/sessions", std::string(1 << 20, 'z'), "text/plain");
-  if (body) EXPECT_EQ(body->status, 405);
+  if (body) {
+    EXPECT_EQ(body->status, 405);
+  }
   // A token that gRPC metadata cannot carry.
   httplib::Result token =
       http.Get("/api/v1/sessions", {{"Authorization", "Bearer \x01\x02"}});

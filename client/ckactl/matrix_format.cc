@@ -228,8 +228,8 @@ std::string BucketSteps(const v1::SeriesBucket& bucket) {
 
 }  // namespace
 
-std::string FormatSeriesTable(const v1::SimilaritySeries& series,
-                              int precision, bool standard_errors) {
+std::string FormatSeriesTable(const v1::SimilaritySeries& series, int precision,
+                              bool standard_errors) {
   std::vector<std::string> header = {"steps"};
   for (const v1::StreamPair& pair : series.pairs())
     header.push_back(PairLabel(pair));
@@ -273,8 +273,7 @@ std::string FormatSeriesCsv(const v1::SimilaritySeries& series, int precision,
                       Value(SeriesValue(bucket, p), precision, "nan"));
       if (standard_errors) {
         absl::StrAppend(
-            &out, ",",
-            Value(SeriesStandardError(bucket, p), precision, "nan"));
+            &out, ",", Value(SeriesStandardError(bucket, p), precision, "nan"));
       }
     }
     out += "\n";
@@ -301,8 +300,7 @@ nlohmann::json SeriesJson(const v1::SimilaritySeries& series,
          {"values", std::move(values)},
          {"batches", std::vector<int64_t>(bucket.batches().begin(),
                                           bucket.batches().end())}});
-    if (standard_errors)
-      buckets.back()["standard_errors"] = std::move(errors);
+    if (standard_errors) buckets.back()["standard_errors"] = std::move(errors);
   }
   return {{"session_id", series.session_id()},
           {"measure", series.measure()},

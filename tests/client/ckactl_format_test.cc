@@ -37,9 +37,12 @@ TEST(MeasureSpecTest, RejectsBadSpecsNamingThePart) {
 
 TEST(MeasureSpecTest, ParsesTheComparisonFamilyAsNameAndKind) {
   const std::pair<const char*, v1::MeasureKind> kinds[] = {
-      {"cca_r2", v1::CCA_R2},       {"cca_mean_rho", v1::CCA_MEAN_RHO},
-      {"svcca", v1::SVCCA},         {"pwcca", v1::PWCCA},
-      {"regression_r2", v1::REGRESSION_R2}, {"procrustes", v1::PROCRUSTES}};
+      {"cca_r2", v1::CCA_R2},
+      {"cca_mean_rho", v1::CCA_MEAN_RHO},
+      {"svcca", v1::SVCCA},
+      {"pwcca", v1::PWCCA},
+      {"regression_r2", v1::REGRESSION_R2},
+      {"procrustes", v1::PROCRUSTES}};
   for (const auto& [name, kind] : kinds) {
     const std::string spec = std::string("m:") + name;
     absl::StatusOr<v1::Measure> m = ParseMeasureSpec(spec);

@@ -274,7 +274,7 @@ TEST(ProtoConvertTest, MatrixKeepsLayoutAndNaN) {
   m.values = {1,    0.5,   std::numeric_limits<double>::quiet_NaN(),
               0.25, 0.125, 0.0625};
   m.batches = {3, 3, 0, 2, 2, 2};
-  m.standard_errors = {0.0, 0.03, std::numeric_limits<double>::quiet_NaN(),
+  m.standard_errors = {0.0,  0.03, std::numeric_limits<double>::quiet_NaN(),
                        0.02, 0.01, 0.005};
   v1::SimilarityMatrix proto;
   SimilarityMatrixToProto("s", m, &proto);

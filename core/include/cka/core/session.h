@@ -305,8 +305,8 @@ class Session {
   // step_min/step_max set to the bucket's range. NotFound for an unknown
   // measure or stream; InvalidArgument for no pairs or more than
   // kMaxSeriesPairs; FailedPrecondition for an exact or moment measure (it
-  // keeps its sums over all steps, not per bucket); ResourceExhausted when buckets ×
-  // pairs do not fit the memory budget (priced before anything is
+  // keeps its sums over all steps, not per bucket); ResourceExhausted when
+  // buckets × pairs do not fit the memory budget (priced before anything is
   // allocated). Holds the mutex only to copy the sums it needs.
   absl::StatusOr<SimilaritySeries> QuerySeries(const SeriesQuery& query) const;
 

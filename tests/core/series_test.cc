@@ -16,12 +16,6 @@
 namespace cka::core::testing {
 namespace {
 
-uint64_t Bits(double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return bits;
-}
-
 // Every (row, col) pair of the scenario's streams, row-major.
 std::vector<StreamPair> AllPairs(const Scenario& s) {
   std::vector<StreamPair> pairs;

@@ -24,12 +24,6 @@
 namespace cka::core::testing {
 namespace {
 
-uint64_t Bits(double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return bits;
-}
-
 // HSIC_b(K, L) = tr(K·J·L·J) / (n − 1)² of two n × n kernels, by the
 // definition: both kernels centred, then their inner product.
 double BiasedHsic(const std::vector<double>& k, const std::vector<double>& l,

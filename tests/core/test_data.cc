@@ -200,6 +200,12 @@ const nlohmann::json& LoadJson(const std::string& name) {
   return *slot;
 }
 
+uint64_t Bits(double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return bits;
+}
+
 std::vector<uint8_t> Base64Decode(const std::string& text) {
   auto value = [](char c) -> int {
     if (c >= 'A' && c <= 'Z') return c - 'A';

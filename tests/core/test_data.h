@@ -27,6 +27,9 @@ const nlohmann::json& LoadJson(const std::string& name);
 // Returns the bytes of the base64 text `text`.
 std::vector<uint8_t> Base64Decode(const std::string& text);
 
+// Returns the bits of `v`, for comparing doubles bit for bit (NaN included).
+uint64_t Bits(double v);
+
 struct StreamSpec {
   std::string name;  // "source/layer" or "layer"
   std::string source;

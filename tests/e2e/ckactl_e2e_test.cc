@@ -17,18 +17,12 @@
 namespace cka::testing {
 namespace {
 
-class CkactlE2eTest : public ::testing::Test {
+class CkactlE2eTest : public ServerTest {
  protected:
   void SetUp() override {
-    server_ = StartServer();
-    ASSERT_NE(server_, nullptr);
-    client_ = ConnectClient(server_->port());
+    ServerTest::SetUp();
     dir_ = MakeTempDir(
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
-  void TearDown() override {
-    client_.reset();
-    if (server_ != nullptr) server_->Shutdown();
   }
 
   ProcessResult Ckactl(std::vector<std::string> args) {
@@ -52,8 +46,6 @@ class CkactlE2eTest : public ::testing::Test {
     return batch_dir;
   }
 
-  std::unique_ptr<server::Server> server_;
-  std::unique_ptr<client::Client> client_;
   std::string dir_;
 };
 

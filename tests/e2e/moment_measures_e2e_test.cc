@@ -83,18 +83,8 @@ std::vector<double> Times(const std::vector<double>& x, int64_t n, int64_t d,
   return out;
 }
 
-class MomentMeasuresE2eTest : public ::testing::Test {
+class MomentMeasuresE2eTest : public ServerTest {
  protected:
-  void SetUp() override {
-    server_ = StartServer();
-    ASSERT_NE(server_, nullptr);
-    client_ = ConnectClient(server_->port());
-  }
-  void TearDown() override {
-    client_.reset();
-    if (server_ != nullptr) server_->Shutdown();
-  }
-
   // Returns the config of a session with every kind (estimator left
   // unspecified: EXACT is the kinds' default) over declared `streams`.
   static v1::SessionConfig AllKinds(const std::vector<std::string>& streams) {
@@ -149,9 +139,6 @@ class MomentMeasuresE2eTest : public ::testing::Test {
     EXPECT_TRUE(m.ok()) << m.status();
     return m.ok() ? *m : v1::SimilarityMatrix{};
   }
-
-  std::unique_ptr<server::Server> server_;
-  std::unique_ptr<client::Client> client_;
 };
 
 // Expects `got` to be the oracle's `quantity` of `c`, or NaN with a note

@@ -74,18 +74,8 @@ int IndexOf(const google::protobuf::RepeatedPtrField<std::string>& names,
   return -1;
 }
 
-class ServiceE2eTest : public ::testing::Test {
+class ServiceE2eTest : public ServerTest {
  protected:
-  void SetUp() override {
-    server_ = StartServer();
-    ASSERT_NE(server_, nullptr);
-    client_ = ConnectClient(server_->port());
-  }
-  void TearDown() override {
-    client_.reset();
-    if (server_ != nullptr) server_->Shutdown();
-  }
-
   std::unique_ptr<ActivationStreamer> Streamer(const std::string& session,
                                                const std::string& source,
                                                bool reduce_to_gram = false) {
@@ -149,9 +139,6 @@ class ServiceE2eTest : public ::testing::Test {
         ADD_FAILURE() << e.batch_id << ": " << e.message;
     }
   }
-
-  std::unique_ptr<server::Server> server_;
-  std::unique_ptr<client::Client> client_;
 };
 
 const std::vector<std::string> kThreeStreams = {"a/l1", "a/l2", "b/m1"};

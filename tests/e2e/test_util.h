@@ -26,6 +26,23 @@ std::unique_ptr<server::Server> StartServer(server::ServerOptions options);
 // Returns a client of 127.0.0.1:`port`.
 std::unique_ptr<client::Client> ConnectClient(int port);
 
+// A test with the real server in-process (StartServer()) and a client of it.
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartServer();
+    ASSERT_NE(server_, nullptr);
+    client_ = ConnectClient(server_->port());
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
 // Returns the GetSimilaritySeries request of session `session_id` for
 // `pairs` (row, col), with the session's first measure.
 v1::GetSimilaritySeriesRequest SeriesRequest(

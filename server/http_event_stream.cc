@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/answer_memory.h"
 #include "server/http_status.h"
 
 namespace cka::server {
@@ -61,12 +62,31 @@ SimilarityEventStream::Next SimilarityEventStream::Wait(absl::Duration timeout,
       return Next::kTimeout;
     }
   }
+  event_memory_.Release();  // the previous event is written
+  if (memory_ != nullptr) {
+    absl::StatusOr<core::MemoryBudget::Reservation> held =
+        memory_->Reserve(JsonAnswerBytes(*matrix), "the JSON of a watch event");
+    if (!held.ok()) {
+      const grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 std::string(held.status().message()));
+      {
+        absl::MutexLock lock(&mu_);
+        refused_ = refused;
+      }
+      *event = absl::StrCat(
+          "event: error\ndata: ",
+          ErrorJson(refused.error_code(), refused.error_message()), "\n\n");
+      return Next::kEnded;
+    }
+    event_memory_ = *std::move(held);
+  }
   *event = absl::StrCat("event: matrix\ndata: ", MessageJson(*matrix), "\n\n");
   return Next::kEvent;
 }
 
 grpc::Status SimilarityEventStream::status() {
   absl::MutexLock lock(&mu_);
+  if (refused_.has_value()) return *refused_;
   return done_.value_or(grpc::Status::OK);
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "cka/core/memory_budget.h"
 #include "cka/v1/similarity.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/client_callback.h"
@@ -34,7 +35,11 @@ class SimilarityEventStream final
     kEnded,    // the call is over; *event is its error event, or empty (OK)
   };
 
-  SimilarityEventStream() = default;
+  // `memory` (null: not priced) is the budget each event's JSON is drawn
+  // from while it is built and written (JsonAnswerBytes,
+  // server/answer_memory.h): the reservation is held until the next Wait.
+  explicit SimilarityEventStream(core::MemoryBudget* memory = nullptr)
+      : memory_(memory) {}
   ~SimilarityEventStream() override = default;
 
   // The call's context: set metadata before Start.
@@ -42,9 +47,13 @@ class SimilarityEventStream final
   // Starts the watch of `request` through `stub`.
   void Start(v1::Similarity::Stub* stub,
              const v1::WatchSimilarityRequest& request);
-  // Waits at most `timeout` for the next matrix or the end of the call.
+  // Waits at most `timeout` for the next matrix or the end of the call. A
+  // matrix whose JSON does not fit the budget ends the stream: kEnded with
+  // its RESOURCE_EXHAUSTED error event (status() says it; Cancel the call).
+  // Called by one thread at a time.
   Next Wait(absl::Duration timeout, std::string* event);
-  // Returns the status the call ended with; only after Wait said kEnded.
+  // Returns the status the call ended with (or the refusal of Wait); only
+  // after Wait said kEnded.
   grpc::Status status();
   // Cancels the call (it ends with CANCELLED).
   void Cancel() { context_.TryCancel(); }
@@ -55,6 +64,9 @@ class SimilarityEventStream final
   void OnDone(const grpc::Status& status) override;
 
  private:
+  core::MemoryBudget* const memory_;
+  // The last event's JSON; touched only by Wait's caller.
+  core::MemoryBudget::Reservation event_memory_;
   grpc::ClientContext context_;
   v1::WatchSimilarityRequest request_;
   v1::SimilarityMatrix reading_;  // target of the outstanding read
@@ -62,6 +74,7 @@ class SimilarityEventStream final
   absl::Mutex mu_;
   std::optional<v1::SimilarityMatrix> ready_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> done_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> refused_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cka::server

@@ -446,7 +446,7 @@ void HttpServer::ServeWatch(const std::string& session_id,
              response);
     return;
   }
-  auto stream = std::make_shared<SimilarityEventStream>();
+  auto stream = std::make_shared<SimilarityEventStream>(options_.memory.get());
   absl::Status prepared = PrepareCall(
       request, session_id, /*with_deadline=*/false, stream->context());
   if (!prepared.ok()) {

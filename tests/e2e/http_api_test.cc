@@ -445,8 +445,9 @@ TEST_F(HttpApiTest, SimilarityAnswersGrpcsValuesBitForBit) {
     const nlohmann::json raw = nlohmann::json::parse(http->body);
     ASSERT_TRUE(raw.contains("standard_errors")) << http->body;
     for (int i = 0; i < grpc->standard_errors_size(); ++i) {
-      if (std::isnan(grpc->standard_errors(i)))
+      if (std::isnan(grpc->standard_errors(i))) {
         EXPECT_EQ(raw["standard_errors"][i], "NaN") << http->body;
+      }
     }
   }
   // The step range without b's batch has NaN entries: the case is covered; and
@@ -1013,9 +1014,10 @@ TEST_F(HttpApiTest, SimilarityCarriesGrpcsBlocks) {
               400, "INVALID_ARGUMENT", "block_threshold");
 }
 
-// The JSON of a matrix or a series is drawn from the memory budget while it is
-// built and sent: a budget too small for it answers 429 naming the budget and
-// the JSON, and once the answers are sent nothing stays reserved.
+// The JSON of a matrix, a series or a watch event is drawn from the memory
+// budget while it is built and sent: a budget too small for it answers 429
+// naming the budget and the JSON, and once the answers are sent nothing stays
+// reserved.
 TEST_F(HttpApiTest, AnswerJsonIsHeldInTheMemoryBudgetUntilSent) {
   CreateAndFill("s", 4);
   const std::shared_ptr<grpc::Channel> channel =
@@ -1046,6 +1048,16 @@ TEST_F(HttpApiTest, AnswerJsonIsHeldInTheMemoryBudgetUntilSent) {
       } else {
         EXPECT_EQ(got->status, 200) << got->body;
       }
+    }
+    if (limit > 0) {
+      // A watch's first event is refused the same way (a later one ends the
+      // stream with the same error event).
+      httplib::Result watch = Get((*http)->port(), "/api/v1/sessions/s/watch");
+      ASSERT_TRUE(watch);
+      EXPECT_EQ(watch->status, 429) << watch->body;
+      EXPECT_NE(watch->body.find("the JSON of a watch event"),
+                std::string::npos)
+          << watch->body;
     }
     (*http)->Stop();  // joins the workers: every response is destroyed
     EXPECT_EQ(budget->used(), 0);

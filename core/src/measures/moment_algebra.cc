@@ -104,30 +104,21 @@ absl::StatusOr<CentredMoments> Centre(const PairMoments& m,
   return c;
 }
 
-absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
-                                      std::string_view measure,
-                                      std::string_view side) {
+absl::StatusOr<KeptSpectrum> Decompose(const Eigen::MatrixXd& c, double floor) {
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(c);
   if (eig.info() != Eigen::Success) {
     return absl::InternalError(absl::StrFormat(
-        "%s: the eigendecomposition of stream %s's %d × %d centred moment did "
-        "not converge",
-        measure, side, c.rows(), c.rows()));
+        "the eigendecomposition of the %d × %d centred moment did not "
+        "converge",
+        c.rows(), c.rows()));
   }
   const Eigen::VectorXd& ascending = eig.eigenvalues();
   const int64_t d = ascending.size();
   KeptSpectrum s;
   s.largest = ascending(d - 1);
-  const double zero = std::max(kRankTolerance * s.largest, floor);
+  s.zero = std::max(kRankTolerance * s.largest, floor);
   int64_t r = 0;
-  while (r < d && ascending(d - 1 - r) > zero) ++r;
-  if (r == 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s: stream %s has no variance: the largest eigenvalue of its "
-        "centred second moment, %g, is at most the zero threshold %g "
-        "(core/MATH.md, \"Rank rule and invariances\")",
-        measure, side, s.largest, zero));
-  }
+  while (r < d && ascending(d - 1 - r) > s.zero) ++r;
   s.vectors.resize(d, r);
   s.values.resize(r);
   for (int64_t k = 0; k < r; ++k) {
@@ -135,6 +126,29 @@ absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
     s.values(k) = ascending(d - 1 - k);
   }
   s.total = s.values.sum();
+  return s;
+}
+
+absl::Status CheckVariance(const KeptSpectrum& s, std::string_view measure,
+                           std::string_view side) {
+  if (s.values.size() > 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "%s: stream %s has no variance: the largest eigenvalue of its "
+      "centred second moment, %g, is at most the zero threshold %g "
+      "(core/MATH.md, \"Rank rule and invariances\")",
+      measure, side, s.largest, s.zero));
+}
+
+absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
+                                      std::string_view measure,
+                                      std::string_view side) {
+  absl::StatusOr<KeptSpectrum> s = Decompose(c, floor);
+  if (!s.ok()) {
+    return absl::Status(s.status().code(),
+                        absl::StrFormat("%s: stream %s: %s", measure, side,
+                                        s.status().message()));
+  }
+  if (absl::Status v = CheckVariance(*s, measure, side); !v.ok()) return v;
   return s;
 }
 

@@ -39,11 +39,21 @@ struct KeptSpectrum {
   Eigen::VectorXd values;   // r, descending, all > 0
   double largest = 0;       // λ_max of C (0 or rounding when r = 0)
   double total = 0;         // Σ of the kept eigenvalues (tr C at full rank)
+  double zero = 0;          // the rank rule's threshold: kept λ exceed it
 };
 
 // Eigendecomposes the symmetric `c` and applies the rank rule with `floor`
-// (CentredMoments::floor_x or floor_y). FailedPrecondition naming `measure`
-// and `side` ("X" or "Y") when nothing is kept: the stream has no variance.
+// (CentredMoments::floor_x or floor_y); r may be 0 (no variance). The same
+// for every measure, so a caller may keep it for many queries. Internal when
+// the eigensolver does not converge.
+absl::StatusOr<KeptSpectrum> Decompose(const Eigen::MatrixXd& c, double floor);
+
+// OK when `s` keeps a direction; else FailedPrecondition naming `measure` and
+// `side` ("X", "Y" or a stream's quoted name): the stream has no variance.
+absl::Status CheckVariance(const KeptSpectrum& s, std::string_view measure,
+                           std::string_view side);
+
+// Decompose, then CheckVariance; a non-convergence names `measure` and `side`.
 absl::StatusOr<KeptSpectrum> Spectrum(const Eigen::MatrixXd& c, double floor,
                                       std::string_view measure,
                                       std::string_view side);

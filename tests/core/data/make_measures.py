@@ -34,6 +34,7 @@ OUT = os.path.dirname(os.path.abspath(__file__))
 RANK_TOLERANCE = 1e-10
 CANCELLATION_FLOOR = 1e-12
 SVCCA_SHARE = 0.99
+PWCCA_COINCIDENT = 1e-6
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +94,18 @@ def pwcca(x, y):
   else:
     h, z = uy @ bt.T, yc
   assert np.allclose(np.linalg.norm(h, axis=0), 1.0)
-  alpha = np.sum(np.abs(h.T @ z), axis=1)
+  proj = h.T @ z  # p x d: <h_i, z_j>
+  # Runs of coinciding correlations (neighbours within PWCCA_COINCIDENT) share the weight
+  # sum_j ||<H_c, z_j>||_2, whatever basis of their span the SVD returned; for a run of one it
+  # is the paper's sum_j |<h_i, z_j>| (core/MATH.md, "PWCCA").
+  alpha = np.empty(len(rho))
+  begin = 0
+  while begin < len(rho):
+    end = begin + 1
+    while end < len(rho) and rho[end - 1] - rho[end] <= PWCCA_COINCIDENT:
+      end += 1
+    alpha[begin:end] = np.sum(np.linalg.norm(proj[begin:end], axis=0)) / (end - begin)
+    begin = end
   return {"pwcca": np.sum(alpha * rho) / np.sum(alpha)}
 
 
@@ -199,6 +211,13 @@ def main():
   cases.append(case("constant_x", np.tile([3.7, -1.25, 1.0e4], (30, 1)), y))
   cases.append(case("zero_x", np.zeros((30, 2)), y))
   cases.append(case("constant_y", y, np.tile([2.5, 0.0], (30, 1))))
+  # Two canonical correlations equal to 1 (Y holds two combinations of X's columns), three
+  # below: PWCCA's weights of the two are not unique (its own generator keeps the earlier
+  # cases' draws unchanged).
+  other = np.random.default_rng(20261207)
+  x, y = correlated(other, 60, 5, 3)
+  y = np.column_stack([2.0 * x[:, 0] - x[:, 1], x[:, 1] + 0.5, y])
+  cases.append(case("coinciding_correlations", x, y))
 
   # Transforms of "full_rank"'s X for the invariance tests.
   dx = cases[0]["dx"]

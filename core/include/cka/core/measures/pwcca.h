@@ -12,6 +12,11 @@
 
 namespace cka::core {
 
+// Canonical correlations that differ by at most this are one multiple
+// correlation, whose canonical variates are not unique (core/MATH.md,
+// "PWCCA"): PWCCA weighs their span as a whole.
+inline constexpr double kPwccaCoincident = 1e-6;
+
 struct PwccaSimilarity {
   double value = 0;            // Σ α_i·ρ_i / Σ α_i
   std::vector<double> rho;     // p canonical correlations, descending
@@ -22,8 +27,10 @@ struct PwccaSimilarity {
 // Returns PWCCA after Morcos et al.: the canonical correlations ρ_i of CCA,
 // weighted by α_i = Σ_j |⟨h_i, z_j⟩| where z_j are the centred neurons
 // (columns) of the side with fewer kept dimensions (X when the ranks are
-// equal) and h_i its unit-norm canonical variates. InvalidArgument for
-// malformed moments; FailedPrecondition when X or Y has no variance.
+// equal) and h_i its unit-norm canonical variates. A run of correlations
+// within kPwccaCoincident of each other shares the weight Σ_j ‖H_cᵀ·z_j‖₂
+// of its variates H_c equally. InvalidArgument for malformed moments;
+// FailedPrecondition when X or Y has no variance.
 absl::StatusOr<PwccaSimilarity> Pwcca(const PairMoments& moments);
 
 }  // namespace cka::core

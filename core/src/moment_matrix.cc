@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,8 +22,9 @@ namespace cka::core {
 using measures_internal::Centre;
 using measures_internal::CentredMoments;
 using measures_internal::CentredPair;
+using measures_internal::CheckVariance;
+using measures_internal::Decompose;
 using measures_internal::KeptSpectrum;
-using measures_internal::Spectrum;
 
 namespace {
 
@@ -61,22 +63,39 @@ const char* Label(MeasureKind kind) {
   return "CKA";
 }
 
-// The kept spectrum of stream s's centred moment; FailedPrecondition naming
-// the stream when it has no variance.
-absl::StatusOr<KeptSpectrum> StreamSpectrum(const ExactSums& ex, int s,
-                                            MeasureKind kind,
-                                            const std::string& name) {
-  absl::StatusOr<CentredMoments> c =
-      Centre(PairMomentsOf(ex, s, s), Label(kind));
-  if (!c.ok()) return c.status();
-  return Spectrum(c->xx, c->floor_x, Label(kind), absl::StrCat("'", name, "'"));
+// The kept spectrum of stream s's centred moment, from `kept` when it has it,
+// else computed and offered to it; FailedPrecondition naming the stream when
+// it has no variance.
+absl::StatusOr<SharedSpectrum> StreamSpectrum(const ExactSums& ex, int s,
+                                              MeasureKind kind,
+                                              const std::string& name,
+                                              const SpectrumCacheView& kept) {
+  const std::string side = absl::StrCat("'", name, "'");
+  SharedSpectrum spectrum = kept.Find(s);
+  if (spectrum == nullptr) {
+    absl::StatusOr<CentredMoments> c =
+        Centre(PairMomentsOf(ex, s, s), Label(kind));
+    if (!c.ok()) return c.status();
+    absl::StatusOr<KeptSpectrum> d = Decompose(c->xx, c->floor_x);
+    if (!d.ok()) {
+      return absl::Status(d.status().code(),
+                          absl::StrFormat("%s: stream %s: %s", Label(kind),
+                                          side, d.status().message()));
+    }
+    spectrum = std::make_shared<const KeptSpectrum>(*std::move(d));
+    kept.Insert(s, spectrum);
+  }
+  if (absl::Status v = CheckVariance(*spectrum, Label(kind), side); !v.ok()) {
+    return v;
+  }
+  return spectrum;
 }
 
 // The measure of the pair (X = s, Y = t) from the streams' spectra `x` and
 // `y`: the same as MomentValue on PairMomentsOf(ex, s, t).
 absl::StatusOr<double> PairValue(MeasureKind kind, const ExactSums& ex, int s,
-                                 int t, const absl::StatusOr<KeptSpectrum>& x,
-                                 const absl::StatusOr<KeptSpectrum>& y,
+                                 int t, const absl::StatusOr<SharedSpectrum>& x,
+                                 const absl::StatusOr<SharedSpectrum>& y,
                                  int64_t* forced_unit) {
   *forced_unit = 0;
   if (!y.ok()) return y.status();
@@ -89,9 +108,9 @@ absl::StatusOr<double> PairValue(MeasureKind kind, const ExactSums& ex, int s,
       Centre(PairMomentsOf(ex, s, t), Label(kind));
   if (!c.ok()) return c.status();
   if (kind == MeasureKind::kRegressionR2) {
-    return RegressionOf(c->xy, zero_predictor ? nullptr : &*x, *y);
+    return RegressionOf(c->xy, zero_predictor ? nullptr : x->get(), **y);
   }
-  const CentredPair pair{*std::move(c), *x, *y};
+  const CentredPair pair{*std::move(c), **x, **y};
   switch (kind) {
     case MeasureKind::kCcaR2:
     case MeasureKind::kCcaMeanRho: {
@@ -203,19 +222,21 @@ std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
                          const std::vector<int>& cols, MeasureKind kind,
                          const std::vector<std::string>& row_names,
                          const std::vector<std::string>& col_names,
-                         double* values) {
+                         double* values, const SpectrumCacheView& kept) {
   const size_t nc = cols.size();
   const bool symmetric = IsSymmetric(kind);
   // Each stream's centred moment is decomposed once per query, not once per
-  // pair: an S × S matrix costs S eigendecompositions and S² products/SVDs.
+  // pair: an S × S matrix costs S eigendecompositions and S² products/SVDs;
+  // none for a stream whose spectrum `kept` has.
   std::map<int, std::string> names;
   for (size_t i = 0; i < rows.size(); ++i) names[rows[i]] = row_names[i];
   for (size_t j = 0; j < nc; ++j) names[cols[j]] = col_names[j];
-  std::map<int, absl::StatusOr<KeptSpectrum>> spectra;
-  auto spectrum = [&](int s) -> const absl::StatusOr<KeptSpectrum>& {
+  std::map<int, absl::StatusOr<SharedSpectrum>> spectra;
+  auto spectrum = [&](int s) -> const absl::StatusOr<SharedSpectrum>& {
     auto it = spectra.find(s);
     if (it == spectra.end()) {
-      it = spectra.emplace(s, StreamSpectrum(ex, s, kind, names[s])).first;
+      it =
+          spectra.emplace(s, StreamSpectrum(ex, s, kind, names[s], kept)).first;
     }
     return it->second;
   };

@@ -15,6 +15,7 @@
 #include "cka/core/config.h"
 #include "cka/core/measures/pair_moments.h"
 #include "session_state.h"
+#include "spectrum_cache.h"
 
 namespace cka::core {
 
@@ -43,14 +44,17 @@ absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
 // streams of `rows` and `cols` in the note. Entry (i, j) of an asymmetric
 // kind has X = rows[i], Y = cols[j]; a symmetric kind computes each unordered
 // pair once, with X the stream of lower index. Each stream's centred moment
-// is decomposed once (S eigendecompositions for S streams, not 2·S²); the
-// values are those of MomentValue on each pair, and the same bits whatever
-// the query's shape. Requires ex.dim > 0.
+// is decomposed once (S eigendecompositions for S streams, not 2·S²), or not
+// at all when `kept` has its spectrum (a view without a cache keeps nothing);
+// the spectra it computes are offered to `kept`. The values are those of
+// MomentValue on each pair, and the same bits whatever the query's shape and
+// whether spectra came from `kept` (the decomposition is deterministic).
+// Requires ex.dim > 0.
 std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
                          const std::vector<int>& cols, MeasureKind kind,
                          const std::vector<std::string>& row_names,
                          const std::vector<std::string>& col_names,
-                         double* values);
+                         double* values, const SpectrumCacheView& kept);
 
 }  // namespace cka::core
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "prepared_batch.h"
 #include "session_state.h"
+#include "spectrum_cache.h"
 
 namespace cka::core {
 
@@ -37,7 +38,10 @@ int64_t PreparedBatch::bytes() const {
 Session::Session(SessionConfig config, SessionLimits limits)
     : config_(std::move(config)),
       limits_(limits),
-      state_(std::make_unique<SessionState>()) {
+      state_(std::make_unique<SessionState>()),
+      spectra_(std::make_unique<SpectrumCache>(
+          limits_.memory.get(),
+          SpectrumCacheCap(limits_.memory.get(), limits_.max_exact_bytes))) {
   if (limits_.memory != nullptr) held_ = limits_.memory->Empty();
   if (limits_.join_memory != nullptr) held_join_ = limits_.join_memory->Empty();
   state_->buckets.resize(MinibatchMeasures(config_).size());
@@ -117,7 +121,11 @@ SessionInfo Session::Info() const {
   info.pairs_missed = st.pairs_missed;
   info.pending_bytes = st.pending_bytes;
   info.state_bytes = st.SumsBytes();
-  info.held_bytes = HeldBytesLocked();
+  const SpectrumCache::Stats spectra = spectra_->stats();
+  info.spectrum_bytes = spectra.bytes;
+  info.spectra_reused = spectra.hits;
+  info.spectra_computed = spectra.misses;
+  info.held_bytes = HeldBytesLocked() + spectra.bytes;
   return info;
 }
 

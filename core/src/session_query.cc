@@ -17,6 +17,7 @@
 #include "cka/core/session.h"
 #include "moment_matrix.h"
 #include "session_state.h"
+#include "spectrum_cache.h"
 
 namespace cka::core {
 
@@ -401,15 +402,19 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     needed.insert(needed.end(), cols.begin(), cols.end());
     std::sort(needed.begin(), needed.end());
     needed.erase(std::unique(needed.begin(), needed.end()), needed.end());
-    // `rows` and `cols` index `ex`'s streams.
-    auto exact_matrix = [&](const ExactSums& ex) {
+    // `rows` and `cols` index `ex`'s streams; `kept` maps them to the
+    // session's for its spectrum cache.
+    auto exact_matrix = [&](const ExactSums& ex,
+                            const SpectrumCacheView& kept) {
       if (!IsMomentKind(measure.kind)) {
         ExactMatrix(ex, rows, cols, debiased, out.values.data());
         return;
       }
       out.note = MomentMatrix(ex, rows, cols, measure.kind, out.rows, out.cols,
-                              out.values.data());
+                              out.values.data(), kept);
     };
+    // The state of the sums read (see spectrum_cache.h).
+    SpectrumCacheView kept{spectra_.get(), 0, {}};
     ExactSums subset;
     {
       absl::MutexLock lock(&mu_);
@@ -423,12 +428,14 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
         }
         return out;
       }
+      kept.state = ex.batches;
       if (ExactSubsetBytes(ex, needed) > kMaxExactCopyBytes) {
-        exact_matrix(ex);
+        exact_matrix(ex, kept);
         return out;
       }
       subset = ExactSubset(ex, needed);
     }
+    kept.streams = needed;
     // Stream indices of the subset: positions in `needed`.
     auto remap = [&](std::vector<int>& v) {
       for (int& s : v) {
@@ -438,7 +445,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     };
     remap(rows);
     remap(cols);
-    exact_matrix(subset);
+    exact_matrix(subset, kept);
     return out;
   }
 

@@ -343,6 +343,16 @@ SimilarityQuery FullQuery(const Scenario& scenario,
   return query;
 }
 
+SimilarityQuery QueryOf(const std::string& measure,
+                        std::vector<std::string> rows,
+                        std::vector<std::string> cols) {
+  SimilarityQuery q;
+  q.measure = measure;
+  q.rows = std::move(rows);
+  q.cols = std::move(cols);
+  return q;
+}
+
 SimilarityMatrix QueryOrDie(const Session& session,
                             const SimilarityQuery& query) {
   absl::StatusOr<SimilarityMatrix> result = session.Query(query);

@@ -117,6 +117,11 @@ std::unique_ptr<Session> SessionWithAll(const Scenario& scenario,
 // Returns the query for `measure` with rows = cols = the scenario's streams.
 SimilarityQuery FullQuery(const Scenario& scenario, const std::string& measure);
 
+// Returns the query of `measure` over rows × cols (empty: every stream).
+SimilarityQuery QueryOf(const std::string& measure,
+                        std::vector<std::string> rows = {},
+                        std::vector<std::string> cols = {});
+
 // Runs `query`; fails the test (and returns an empty matrix) on error.
 SimilarityMatrix QueryOrDie(const Session& session,
                             const SimilarityQuery& query);

@@ -42,6 +42,7 @@ namespace cka::core {
 
 class ThreadPool;
 class SessionState;
+class SpectrumCache;
 
 // Per-session budgets. Exceeding one is ResourceExhausted with the figure and
 // the limit.
@@ -219,8 +220,15 @@ struct SessionInfo {
   int64_t pending_bytes = 0;
   int64_t state_bytes = 0;  // memory held by the running sums
   // Memory the session holds in all: running sums, join buffer, duplicate
-  // records and exact sums (what it draws from the memory budget).
+  // records, exact sums and kept spectra (what it draws from the memory
+  // budget).
   int64_t held_bytes = 0;
+  // The moment measures' kept spectra (see Session::Query): the bytes they
+  // hold (part of held_bytes), and how many stream spectra queries took from
+  // them or had to compute, since the session was created or restored.
+  int64_t spectrum_bytes = 0;
+  int64_t spectra_reused = 0;
+  int64_t spectra_computed = 0;
 };
 
 // The running statistics of one session (core/MATH.md, "Minibatch CKA" and
@@ -288,7 +296,11 @@ class Session {
   // moment measure: its per-stream spectra and one pair's scratch) does not
   // fit the memory budget. A moment measure decomposes each stream's moment
   // once per query, O(d³), under the mutex when the streams' sums exceed
-  // 64 MiB (as exact CKA does), else after copying them.
+  // 64 MiB (as exact CKA does), else after copying them; the spectra are kept
+  // for later queries of any moment measure until the next batch completes
+  // (their bytes drawn from the memory budget, at most a quarter of its limit;
+  // when they do not fit, queries compute them as before), and the values are
+  // the same bits with or without them.
   //
   // With block_threshold set, also fills `blocks`: for each source of the
   // session, FindLayerBlocks over that source's own layers in first-seen
@@ -373,6 +385,9 @@ class Session {
   // from limits_.join_memory.
   MemoryBudget::Reservation held_ ABSL_GUARDED_BY(mu_);
   MemoryBudget::Reservation held_join_ ABSL_GUARDED_BY(mu_);
+  // The moment measures' spectra kept between queries; thread-safe with its
+  // own mutex, which may be taken while holding mu_ (never the other way).
+  const std::unique_ptr<SpectrumCache> spectra_;
 };
 
 }  // namespace cka::core

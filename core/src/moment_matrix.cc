@@ -114,14 +114,21 @@ absl::StatusOr<double> PairValue(MeasureKind kind, const ExactSums& ex, int s,
   switch (kind) {
     case MeasureKind::kCcaR2:
     case MeasureKind::kCcaMeanRho: {
-      const CcaSimilarity cca = CcaOf(pair);
-      *forced_unit = cca.forced_unit;
-      return kind == MeasureKind::kCcaR2 ? cca.r2 : cca.mean_rho;
+      absl::StatusOr<CcaSimilarity> cca = CcaOf(pair);
+      if (!cca.ok()) return cca.status();
+      *forced_unit = cca->forced_unit;
+      return kind == MeasureKind::kCcaR2 ? cca->r2 : cca->mean_rho;
     }
-    case MeasureKind::kSvcca:
-      return SvccaOf(pair).value;
-    case MeasureKind::kPwcca:
-      return PwccaOf(pair).value;
+    case MeasureKind::kSvcca: {
+      absl::StatusOr<SvccaSimilarity> svcca = SvccaOf(pair);
+      if (!svcca.ok()) return svcca.status();
+      return svcca->value;
+    }
+    case MeasureKind::kPwcca: {
+      absl::StatusOr<PwccaSimilarity> pwcca = PwccaOf(pair);
+      if (!pwcca.ok()) return pwcca.status();
+      return pwcca->value;
+    }
     case MeasureKind::kProcrustes:
       return ProcrustesOf(pair);
     case MeasureKind::kRegressionR2:

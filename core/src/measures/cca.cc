@@ -14,9 +14,11 @@ using measures_internal::CentreWithSpectra;
 
 namespace measures_internal {
 
-CcaSimilarity CcaOf(const CentredPair& c) {
-  const Canonical canonical =
+absl::StatusOr<CcaSimilarity> CcaOf(const CentredPair& c) {
+  absl::StatusOr<Canonical> solved =
       CanonicalCorrelations(c.x, c.y, c.moments.xy, /*vectors=*/false);
+  if (!solved.ok()) return solved.status();
+  const Canonical& canonical = *solved;
   CcaSimilarity out;
   out.rank_x = c.x.values.size();
   out.rank_y = c.y.values.size();

@@ -1,6 +1,7 @@
 #include "cka/core/measures/linear_regression.h"
 
 #include "absl/status/status.h"
+#include "measures/lapack.h"
 #include "measures/moment_algebra.h"
 
 namespace cka::core {
@@ -12,9 +13,10 @@ double RegressionOf(const Eigen::MatrixXd& cross, const KeptSpectrum* p,
   if (p == nullptr) return 0.0;
   // tr(C_QP·C_PP⁺·C_PQ) = ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ‖²_F over the kept eigenpairs,
   // with Q, like P, seen through its kept directions (tr C_QQ = Σ kept λ).
-  const Eigen::MatrixXd explained =
-      p->values.cwiseSqrt().cwiseInverse().asDiagonal() *
-      (p->vectors.transpose() * cross * q.vectors);
+  Eigen::MatrixXd explained =
+      Multiply(Multiply(p->vectors, /*transpose_a=*/true, cross, false), false,
+               q.vectors, false);
+  explained.array().colwise() *= p->values.cwiseSqrt().cwiseInverse().array();
   return explained.squaredNorm() / q.total;
 }
 

@@ -8,9 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "Eigen/SVD"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "measures/lapack.h"
 
 namespace cka::core::measures_internal {
 namespace {
@@ -105,14 +106,12 @@ absl::StatusOr<CentredMoments> Centre(const PairMoments& m,
 }
 
 absl::StatusOr<KeptSpectrum> Decompose(const Eigen::MatrixXd& c, double floor) {
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(c);
-  if (eig.info() != Eigen::Success) {
-    return absl::InternalError(absl::StrFormat(
-        "the eigendecomposition of the %d × %d centred moment did not "
-        "converge",
-        c.rows(), c.rows()));
+  Eigen::MatrixXd eigenvectors = c;
+  Eigen::VectorXd ascending;
+  if (absl::Status s = SymmetricEigen(&eigenvectors, &ascending); !s.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "the eigendecomposition of the centred moment failed: ", s.message()));
   }
-  const Eigen::VectorXd& ascending = eig.eigenvalues();
   const int64_t d = ascending.size();
   KeptSpectrum s;
   s.largest = ascending(d - 1);
@@ -122,7 +121,7 @@ absl::StatusOr<KeptSpectrum> Decompose(const Eigen::MatrixXd& c, double floor) {
   s.vectors.resize(d, r);
   s.values.resize(r);
   for (int64_t k = 0; k < r; ++k) {
-    s.vectors.col(k) = eig.eigenvectors().col(d - 1 - k);
+    s.vectors.col(k) = eigenvectors.col(d - 1 - k);
     s.values(k) = ascending(d - 1 - k);
   }
   s.total = s.values.sum();
@@ -172,24 +171,21 @@ KeptSpectrum Leading(const KeptSpectrum& s, int64_t r) {
   return out;
 }
 
-Canonical CanonicalCorrelations(const KeptSpectrum& x, const KeptSpectrum& y,
-                                const Eigen::MatrixXd& cxy, bool vectors) {
-  const Eigen::MatrixXd wx =
-      x.vectors * x.values.cwiseSqrt().cwiseInverse().asDiagonal();
-  const Eigen::MatrixXd wy =
-      y.vectors * y.values.cwiseSqrt().cwiseInverse().asDiagonal();
-  const Eigen::MatrixXd t = wx.transpose() * cxy * wy;
-  Canonical out;
-  if (vectors) {
-    Eigen::BDCSVD<Eigen::MatrixXd> svd(
-        t, Eigen::ComputeThinU | Eigen::ComputeThinV);
-    out.rho = svd.singularValues();
-    out.a = svd.matrixU();
-    out.b = svd.matrixV();
-  } else {
-    out.rho = Eigen::BDCSVD<Eigen::MatrixXd>(t).singularValues();
-  }
-  return out;
+absl::StatusOr<Canonical> CanonicalCorrelations(const KeptSpectrum& x,
+                                                const KeptSpectrum& y,
+                                                const Eigen::MatrixXd& cxy,
+                                                bool vectors) {
+  // Uxᵀ·Cxy·Uy by dgemm (the O(d³) part), then each row and column scaled.
+  Eigen::MatrixXd t =
+      Multiply(Multiply(x.vectors, /*transpose_a=*/true, cxy, false), false,
+               y.vectors, false);
+  t.array().colwise() *= x.values.cwiseSqrt().cwiseInverse().array();
+  t.array().rowwise() *=
+      y.values.cwiseSqrt().cwiseInverse().transpose().array();
+  absl::StatusOr<Svd> svd = SingularValueDecomposition(&t, vectors);
+  if (!svd.ok()) return svd.status();
+  return Canonical{std::move(svd->values), std::move(svd->u),
+                   std::move(svd->v)};
 }
 
 }  // namespace cka::core::measures_internal

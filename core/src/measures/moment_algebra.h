@@ -45,7 +45,7 @@ struct KeptSpectrum {
 // Eigendecomposes the symmetric `c` and applies the rank rule with `floor`
 // (CentredMoments::floor_x or floor_y); r may be 0 (no variance). The same
 // for every measure, so a caller may keep it for many queries. Internal when
-// the eigensolver does not converge.
+// LAPACK's eigensolver fails (measures/lapack.h).
 absl::StatusOr<KeptSpectrum> Decompose(const Eigen::MatrixXd& c, double floor);
 
 // OK when `s` keeps a direction; else FailedPrecondition naming `measure` and
@@ -73,23 +73,27 @@ KeptSpectrum Leading(const KeptSpectrum& s, int64_t r);
 
 // The canonical correlations of two kept subspaces: the SVD
 // T = Λx^{-1/2}·Uxᵀ·Cxy·Uy·Λy^{-1/2} = A·diag(ρ)·Bᵀ, with Ux, Λx of `x`
-// (dx × rx, rx) and Uy, Λy of `y` (dy × ry, ry).
+// (dx × rx, rx) and Uy, Λy of `y` (dy × ry, ry). Internal when LAPACK's SVD
+// fails (measures/lapack.h).
 struct Canonical {
   Eigen::VectorXd rho;  // p = min(rx, ry) singular values, descending
-  Eigen::MatrixXd a;    // rx × p, left singular vectors of T
-  Eigen::MatrixXd b;    // ry × p, right singular vectors of T
+  Eigen::MatrixXd a;    // rx × p, left singular vectors of T (with vectors)
+  Eigen::MatrixXd b;    // ry × p, right singular vectors of T (with vectors)
 };
-Canonical CanonicalCorrelations(const KeptSpectrum& x, const KeptSpectrum& y,
-                                const Eigen::MatrixXd& cxy, bool vectors);
+absl::StatusOr<Canonical> CanonicalCorrelations(const KeptSpectrum& x,
+                                                const KeptSpectrum& y,
+                                                const Eigen::MatrixXd& cxy,
+                                                bool vectors);
 
 // The measures from centred moments and both kept spectra: what Cca, Svcca,
 // Pwcca and ProcrustesSimilarity compute after CentreWithSpectra, for a caller
 // that decomposed each stream once for many pairs (the session's moment
 // queries). `c.x` and `c.y` must be the spectra of c.moments.xx and .yy.
-CcaSimilarity CcaOf(const CentredPair& c);
-SvccaSimilarity SvccaOf(const CentredPair& c);
-PwccaSimilarity PwccaOf(const CentredPair& c);
-double ProcrustesOf(const CentredPair& c);
+// Internal when LAPACK's SVD fails.
+absl::StatusOr<CcaSimilarity> CcaOf(const CentredPair& c);
+absl::StatusOr<SvccaSimilarity> SvccaOf(const CentredPair& c);
+absl::StatusOr<PwccaSimilarity> PwccaOf(const CentredPair& c);
+absl::StatusOr<double> ProcrustesOf(const CentredPair& c);
 // R² of the fit of Q from P: ‖Λ_P^{-1/2}·U_Pᵀ·C_PQ·U_Q‖²_F / Σ λ_Q with
 // `cross` = C_PQ (d_P × d_Q); `p` null when P has no variance (R² = 0).
 double RegressionOf(const Eigen::MatrixXd& cross, const KeptSpectrum* p,

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "Eigen/SVD"
+#include "measures/lapack.h"
 #include "measures/moment_algebra.h"
 
 namespace cka::core {
@@ -12,14 +12,15 @@ using measures_internal::CentreWithSpectra;
 
 namespace measures_internal {
 
-double ProcrustesOf(const CentredPair& c) {
+absl::StatusOr<double> ProcrustesOf(const CentredPair& c) {
   // Both streams as the rank rule sees them: C_xy projected onto the kept
   // directions, traces as sums of kept eigenvalues.
-  const Eigen::MatrixXd cross =
-      c.x.vectors.transpose() * c.moments.xy * c.y.vectors;
-  const double nuclear =
-      Eigen::BDCSVD<Eigen::MatrixXd>(cross).singularValues().sum();
-  return nuclear / std::sqrt(c.x.total * c.y.total);
+  Eigen::MatrixXd cross =
+      Multiply(Multiply(c.x.vectors, /*transpose_a=*/true, c.moments.xy, false),
+               false, c.y.vectors, false);
+  absl::StatusOr<Svd> svd = SingularValueDecomposition(&cross, false);
+  if (!svd.ok()) return svd.status();
+  return svd->values.sum() / std::sqrt(c.x.total * c.y.total);
 }
 
 }  // namespace measures_internal

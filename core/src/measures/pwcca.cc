@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "measures/lapack.h"
 #include "measures/moment_algebra.h"
 
 namespace cka::core {
@@ -14,17 +15,19 @@ using measures_internal::KeptSpectrum;
 
 namespace measures_internal {
 
-PwccaSimilarity PwccaOf(const CentredPair& c) {
-  const Canonical canonical =
+absl::StatusOr<PwccaSimilarity> PwccaOf(const CentredPair& c) {
+  absl::StatusOr<Canonical> solved =
       CanonicalCorrelations(c.x, c.y, c.moments.xy, /*vectors=*/true);
+  if (!solved.ok()) return solved.status();
+  const Canonical& canonical = *solved;
   PwccaSimilarity out;
   out.weights_from_x = c.x.values.size() <= c.y.values.size();
   const KeptSpectrum& side = out.weights_from_x ? c.x : c.y;
   const Eigen::MatrixXd& u = out.weights_from_x ? canonical.a : canonical.b;
   // ⟨h_i, z_j⟩ = (C^{1/2}·u_i)_j with u_i = U·a_i in the stream's coordinates:
   // row j, column i (d × p).
-  const Eigen::MatrixXd projections =
-      side.vectors * side.values.cwiseSqrt().asDiagonal() * u;
+  const Eigen::MatrixXd projections = Multiply(
+      side.vectors, false, side.values.cwiseSqrt().asDiagonal() * u, false);
   // Correlations that coincide share one weight, Σ_j ‖row j of their
   // columns‖₂, which no choice of their singular vectors changes; for a
   // correlation of its own it is the paper's α_i = Σ_j |⟨h_i, z_j⟩|.

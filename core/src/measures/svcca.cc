@@ -31,13 +31,15 @@ int64_t VarianceDirections(const KeptSpectrum& s) {
 
 namespace measures_internal {
 
-SvccaSimilarity SvccaOf(const CentredPair& c) {
+absl::StatusOr<SvccaSimilarity> SvccaOf(const CentredPair& c) {
   SvccaSimilarity out;
   out.kept_x = VarianceDirections(c.x);
   out.kept_y = VarianceDirections(c.y);
-  const Canonical canonical = CanonicalCorrelations(
+  absl::StatusOr<Canonical> solved = CanonicalCorrelations(
       Leading(c.x, out.kept_x), Leading(c.y, out.kept_y), c.moments.xy,
       /*vectors=*/false);
+  if (!solved.ok()) return solved.status();
+  const Canonical& canonical = *solved;
   out.value = canonical.rho.sum() / static_cast<double>(canonical.rho.size());
   out.rho.assign(canonical.rho.data(),
                  canonical.rho.data() + canonical.rho.size());

@@ -422,7 +422,14 @@ class SimilarityServiceImpl::SimilarityWatch final
                 ? kDefaultWatchInterval
                 : std::max(kMinWatchInterval,
                            absl::Milliseconds(request.min_interval_ms()))),
-        poll_period_(std::min(interval_, kWatchPollPeriod)) {}
+        poll_period_(std::min(interval_, kWatchPollPeriod)) {
+    // A moment measure's query stops between pairs once the watch is over
+    // (the tick chain keeps `this` alive while it polls).
+    query_.cancelled = [this] {
+      absl::MutexLock lock(&mu_);
+      return finish_wanted_.has_value();
+    };
+  }
 
   ~SimilarityWatch() override { service_->Unregister(this); }
 
@@ -571,7 +578,7 @@ class SimilarityServiceImpl::SimilarityWatch final
 
   SimilarityServiceImpl* const service_;
   const std::string session_id_;
-  const core::SimilarityQuery query_;
+  core::SimilarityQuery query_;  // set in the constructor
   const absl::Duration interval_;
   const absl::Duration poll_period_;
 
@@ -867,11 +874,14 @@ grpc::ServerUnaryReactor* SimilarityServiceImpl::GetSimilarity(
     const v1::GetSimilarityRequest* request, v1::SimilarityMatrix* response) {
   return AnswerQuery(
       context, *request, request->session_id(), "GetSimilarity",
-      [request, response](core::Session& session, absl::Time scheduled,
-                          core::MemoryBudget::Reservation& memory) {
+      [context, request, response](core::Session& session, absl::Time scheduled,
+                                   core::MemoryBudget::Reservation& memory) {
         const absl::Time started = absl::Now();
-        absl::StatusOr<core::SimilarityMatrix> matrix =
-            session.Query(SimilarityQueryFromProto(*request));
+        core::SimilarityQuery query = SimilarityQueryFromProto(*request);
+        // A moment measure's query can take minutes; one its caller gave up
+        // on (deadline or cancellation) stops between pairs.
+        query.cancelled = [context] { return context->IsCancelled(); };
+        absl::StatusOr<core::SimilarityMatrix> matrix = session.Query(query);
         if (!matrix.ok()) return matrix.status();
         if (absl::Status s = memory.Grow(
                 AnswerBytes(*matrix),

@@ -225,11 +225,12 @@ absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
       absl::StrCat("kind ", MeasureKindName(kind), " is not a moment measure"));
 }
 
-std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
-                         const std::vector<int>& cols, MeasureKind kind,
-                         const std::vector<std::string>& row_names,
-                         const std::vector<std::string>& col_names,
-                         double* values, const SpectrumCacheView& kept) {
+absl::StatusOr<std::string> MomentMatrix(
+    const ExactSums& ex, const std::vector<int>& rows,
+    const std::vector<int>& cols, MeasureKind kind,
+    const std::vector<std::string>& row_names,
+    const std::vector<std::string>& col_names, double* values,
+    const SpectrumCacheView& kept, const std::function<bool()>& cancelled) {
   const size_t nc = cols.size();
   const bool symmetric = IsSymmetric(kind);
   // Each stream's centred moment is decomposed once per query, not once per
@@ -261,6 +262,12 @@ std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
       if (it != done.end()) {
         std::tie(value, forced_unit) = it->second;
       } else {
+        if (cancelled && cancelled()) {
+          return absl::CancelledError(absl::StrFormat(
+              "the %s query was cancelled by its caller (deadline or "
+              "cancellation) after %d of its pairs",
+              MeasureKindName(kind), done.size()));
+        }
         // A symmetric kind is computed with X the stream of lower index, so
         // that every query gives a pair the same bits.
         const bool x_is_row = key.first == s;

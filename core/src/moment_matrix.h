@@ -8,6 +8,7 @@
 #define CKA_CORE_SRC_MOMENT_MATRIX_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,12 +50,15 @@ absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
 // the spectra it computes are offered to `kept`. The values are those of
 // MomentValue on each pair, and the same bits whatever the query's shape and
 // whether spectra came from `kept` (the decomposition is deterministic).
-// Requires ex.dim > 0.
-std::string MomentMatrix(const ExactSums& ex, const std::vector<int>& rows,
-                         const std::vector<int>& cols, MeasureKind kind,
-                         const std::vector<std::string>& row_names,
-                         const std::vector<std::string>& col_names,
-                         double* values, const SpectrumCacheView& kept);
+// Requires ex.dim > 0. `cancelled` (may be empty) is polled before each pair
+// (O(p³) each): once it returns true, MomentMatrix stops with Cancelled
+// saying how far it got, and `values` is partly written.
+absl::StatusOr<std::string> MomentMatrix(
+    const ExactSums& ex, const std::vector<int>& rows,
+    const std::vector<int>& cols, MeasureKind kind,
+    const std::vector<std::string>& row_names,
+    const std::vector<std::string>& col_names, double* values,
+    const SpectrumCacheView& kept, const std::function<bool()>& cancelled);
 
 }  // namespace cka::core
 

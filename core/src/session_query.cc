@@ -188,12 +188,22 @@ bool IsIdentity(const std::vector<int>& v) {
 // instead, so that a query never doubles the memory of a large exact session.
 constexpr int64_t kMaxExactCopyBytes = int64_t{64} << 20;
 
+// The bytes of an ExactSubset of streams of `widths`; saturating.
+int64_t SubsetBytes(const std::vector<int64_t>& widths) {
+  int64_t dim = 0;
+  for (int64_t d : widths) dim = SaturatingAdd(dim, d);
+  const int64_t sn = static_cast<int64_t>(widths.size());
+  const int64_t values =
+      SaturatingAdd(SaturatingAdd(SaturatingMul(dim, dim), dim),
+                    SaturatingAdd(sn * sn, SaturatingMul(sn, dim)));
+  return SaturatingMul(values, 8);
+}
+
 // The bytes of ExactSubset(ex, streams).
 int64_t ExactSubsetBytes(const ExactSums& ex, const std::vector<int>& streams) {
-  int64_t dim = 0;
-  for (int s : streams) dim += ex.offset[s + 1] - ex.offset[s];
-  const int64_t sn = static_cast<int64_t>(streams.size());
-  return 8 * (dim * dim + dim + sn * sn + sn * dim);
+  std::vector<int64_t> widths;
+  for (int s : streams) widths.push_back(ex.offset[s + 1] - ex.offset[s]);
+  return SubsetBytes(widths);
 }
 
 // Returns the sums of `ex` restricted to `streams` (ascending stream indices),
@@ -377,18 +387,30 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     }
   }
   const size_t nr = rows.size(), nc = cols.size();
-  // values, batches, standard errors and the sums added up over the buckets
-  // (num, two self, six for the standard error).
+  // The largest copy of the exact sums this query makes; a larger subset is
+  // read under the mutex. A moment measure costs O(p³) per pair, too long to
+  // hold the mutex for (commits wait on it), so its copy is priced in full
+  // and made whenever the budget has room for it.
+  int64_t copy_limit = kMaxExactCopyBytes;
+  if (IsMomentKind(measure.kind))
+    copy_limit = std::max(copy_limit, SubsetBytes(moment_widths));
   MemoryBudget::Reservation work;
   if (limits_.memory != nullptr) {
-    // Saturating: the widths of a restored state may be absurd.
+    // values, batches, standard errors and the sums added up over the buckets
+    // (num, two self, six for the standard error). Saturating: the widths of
+    // a restored state may be absurd.
     int64_t bytes = SaturatingMul(static_cast<int64_t>(nr * nc), 12 * 8);
-    if (IsExact(measure.estimator))
-      bytes = SaturatingAdd(bytes, kMaxExactCopyBytes);
     if (IsMomentKind(measure.kind))
       bytes = SaturatingAdd(bytes, MomentMatrixBytes(moment_widths));
+    const std::string what =
+        absl::StrFormat("a %d × %d similarity matrix", nr, nc);
     absl::StatusOr<MemoryBudget::Reservation> r = limits_.memory->Reserve(
-        bytes, absl::StrFormat("a %d × %d similarity matrix", nr, nc));
+        IsExact(measure.estimator) ? SaturatingAdd(bytes, copy_limit) : bytes,
+        what);
+    if (!r.ok() && copy_limit > kMaxExactCopyBytes) {
+      copy_limit = kMaxExactCopyBytes;  // no room: read under the mutex
+      r = limits_.memory->Reserve(SaturatingAdd(bytes, copy_limit), what);
+    }
     if (!r.ok()) return r.status();
     work = *std::move(r);
   }
@@ -405,13 +427,17 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     // `rows` and `cols` index `ex`'s streams; `kept` maps them to the
     // session's for its spectrum cache.
     auto exact_matrix = [&](const ExactSums& ex,
-                            const SpectrumCacheView& kept) {
+                            const SpectrumCacheView& kept) -> absl::Status {
       if (!IsMomentKind(measure.kind)) {
         ExactMatrix(ex, rows, cols, debiased, out.values.data());
-        return;
+        return absl::OkStatus();
       }
-      out.note = MomentMatrix(ex, rows, cols, measure.kind, out.rows, out.cols,
-                              out.values.data(), kept);
+      absl::StatusOr<std::string> note =
+          MomentMatrix(ex, rows, cols, measure.kind, out.rows, out.cols,
+                       out.values.data(), kept, query.cancelled);
+      if (!note.ok()) return note.status();
+      out.note = *std::move(note);
+      return absl::OkStatus();
     };
     // The state of the sums read (see spectrum_cache.h).
     SpectrumCacheView kept{spectra_.get(), 0, {}};
@@ -429,8 +455,8 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
         return out;
       }
       kept.state = ex.batches;
-      if (ExactSubsetBytes(ex, needed) > kMaxExactCopyBytes) {
-        exact_matrix(ex, kept);
+      if (ExactSubsetBytes(ex, needed) > copy_limit) {
+        if (absl::Status s = exact_matrix(ex, kept); !s.ok()) return s;
         return out;
       }
       subset = ExactSubset(ex, needed);
@@ -445,7 +471,7 @@ absl::StatusOr<SimilarityMatrix> Session::Query(
     };
     remap(rows);
     remap(cols);
-    exact_matrix(subset, kept);
+    if (absl::Status s = exact_matrix(subset, kept); !s.ok()) return s;
     return out;
   }
 

@@ -2,12 +2,16 @@
 // family from second moments"): config validation, the config record's
 // measure kinds (and records written before them), and Session::Query of a
 // moment measure against the numpy oracle of data/measures.json.
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <future>
 #include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "byte_codec.h"  // the record format, to write the older config layout
@@ -191,6 +195,81 @@ TEST(MomentQueryTest, ForcedCanonicalCorrelationsAreNoted) {
   EXPECT_NE(m.note.find("equal to 1 whatever the data"), std::string::npos)
       << m.note;
   EXPECT_EQ(QueryOrDie(*session, "procrustes").note, "");
+}
+
+// The symmetric 2 × 2 matrix has 3 distinct pairs: a caller that gives up
+// after the first stops the query there, and the session answers the next
+// query as before.
+TEST(MomentQueryTest, CancelledQueryStopsBetweenPairsAndLeavesTheSession) {
+  const MeasureCase& c = CaseNamed("full_rank");
+  std::unique_ptr<Session> session = SessionWithCase(c);
+  ASSERT_NE(session, nullptr);
+  const SimilarityMatrix whole = QueryOrDie(*session, "cca_r2");
+  for (const KindCase& k : Kinds()) {
+    SimilarityQuery q;
+    q.measure = k.name;
+    int polls = 0;
+    q.cancelled = [&polls] { return ++polls > 1; };
+    const absl::StatusOr<SimilarityMatrix> stopped = session->Query(q);
+    EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled)
+        << k.name << ": " << stopped.status();
+    EXPECT_NE(stopped.status().message().find("after 1 of its pairs"),
+              std::string::npos)
+        << stopped.status();
+    EXPECT_EQ(polls, 2) << k.name;
+    q.cancelled = [] { return false; };
+    const absl::StatusOr<SimilarityMatrix> again = session->Query(q);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->values.size(), 4u);
+  }
+  EXPECT_EQ(QueryOrDie(*session, "cca_r2").values, whole.values);
+}
+
+// A moment measure costs O(p³) per pair, so its query copies the sums it
+// reads (priced in full) even above the 64 MiB other exact queries copy, and
+// computes outside the session's mutex: a batch commits while the query is
+// between its pairs. Two streams of 1500 hold 72 MB of sums. (Were the query
+// holding the mutex, the commit would wait until it ends: the deadline
+// catches that.)
+TEST(MomentQueryTest, LargeMomentQueryLetsBatchesCommitMeanwhile) {
+  SessionConfig config;
+  config.measures = {MomentMeasure("cca_r2", MeasureKind::kCcaR2)};
+  config.streams = {"x", "y"};
+  absl::StatusOr<std::unique_ptr<Session>> session = Session::Create(config);
+  ASSERT_TRUE(session.ok()) << session.status();
+  const int64_t d = 1500, n = 3;
+  const unsigned seed = 1207;
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> x(n * d), y(n * d);
+  for (double& v : x) v = normal(rng);
+  for (double& v : y) v = normal(rng);
+  ASSERT_TRUE(IngestCase(**session, x, d, y, d, n, "b0").ok());
+  std::promise<absl::Status> committed;
+  std::future<absl::Status> commit = committed.get_future();
+  std::thread committer;
+  SimilarityQuery q;
+  q.measure = "cca_r2";
+  q.cancelled = [&] {
+    if (!commit.valid()) return false;  // committed already
+    if (!committer.joinable()) {
+      committer = std::thread([&] {
+        committed.set_value(IngestCase(**session, x, d, y, d, n, "b1"));
+      });
+      EXPECT_EQ(commit.wait_for(std::chrono::minutes(2)),
+                std::future_status::ready)
+          << "the commit waited for the query";
+    }
+    return false;
+  };
+  const absl::StatusOr<SimilarityMatrix> m = (*session)->Query(q);
+  committer.join();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->batches[0], 1);  // the sums as they were when it started
+  EXPECT_TRUE(commit.get().ok());
+  q.cancelled = nullptr;
+  EXPECT_EQ((*session)->Query(q)->batches[0], 2);
 }
 
 TEST(MomentQueryTest, NoRowsYetIsNanWithANote) {

@@ -24,6 +24,7 @@
 #define CKA_CORE_SESSION_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -122,6 +123,9 @@ struct SimilarityQuery {
   // at this threshold (block_structure.h), whatever rows and cols are.
   std::optional<double> block_threshold;
   double block_warn_share = kDefaultBlockWarnShare;
+  // Polled between the pairs of a moment measure (each O(p³)); once it
+  // returns true the query stops with Cancelled. Empty: never cancelled.
+  std::function<bool()> cancelled;
 };
 
 // A CKA matrix. values[i * cols.size() + j] is CKA(rows[i], cols[j]); NaN where

@@ -55,9 +55,12 @@ absl::Status Failure(const char* routine, int64_t m, int64_t n, int info,
                       routine, m, n, info, what));
 }
 
-// LAPACK's answer to a workspace query, rounded up to a whole count.
+// LAPACK's answer to a workspace query as a whole count, kept in int's range
+// (the callers checked that the bound on it fits).
 int Workspace(double queried) {
-  return static_cast<int>(std::max(1.0, queried + 0.5));
+  return static_cast<int>(
+      std::clamp(queried + 0.5, 1.0,
+                 static_cast<double>(std::numeric_limits<int>::max())));
 }
 
 // dsyevd's workspace sizes (lwork, liwork) for order n >= 1; info of the query.

@@ -876,8 +876,8 @@ def run_json_program(label, cmd, out, timeout):
 
 def run_moment_bench(args, work):
     """Run cka_moment_bench (the comparison family's query cost at p = 64 ... 2048, each next to
-    one Eigen eigendecomposition of a p x p matrix in the same run; --quick: p = 32, 64). Return
-    (its JSON figures, its table, a failure or None)."""
+    one LAPACK dsyevd and one Eigen eigendecomposition of a p x p matrix in the same run; --quick:
+    p = 32, 64). Return (its JSON figures, its table, a failure or None)."""
     out = os.path.join(work, "moments.json")
     cmd = [os.path.join(args.build, "bench", "cka_moment_bench"), "--json", out] + (
         ["--quick"] if args.quick else [])
@@ -951,7 +951,8 @@ def main(argv=None):
         print(f"\n9. PyTorch training loop: ckad streaming vs the in-process peer\n{torch_text}")
     if moment_text:
         print(f"\n10. Moment measures (CCA, SVCCA, PWCCA, regression, Procrustes): query of one "
-              f"entry, ratio = ÷ one eigendecomposition of the same p\n{moment_text}")
+              f"entry, ÷ one LAPACK dsyevd and ÷ one Eigen eigendecomposition of the same p\n"
+              f"{moment_text}")
     with open(args.json, "w") as f:
         json.dump(finite(report), f, indent=1, allow_nan=False)
         f.write("\n")

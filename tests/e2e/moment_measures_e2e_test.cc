@@ -18,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "cka/client/activation_streamer.h"
 #include "cka/client/client.h"
+#include "cka/core/engine.h"
+#include "cka/core/session.h"
 #include "cka/server/server.h"
 #include "nlohmann/json.hpp"
 #include "test_util.h"
@@ -359,6 +361,50 @@ TEST_F(MomentMeasuresE2eTest, CkactlCreatesAndPrintsAMomentMeasure) {
                   "--measure", "reg"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("note: "), std::string::npos) << r.out;
+}
+
+// A moment query its caller gave up on stops between pairs. Four streams of
+// 875 make a CCA query of about 10 pairs of O(p³) work (seconds); two such
+// queries with a 50 ms deadline hold both of ckad's query threads only until
+// their next pair. A third query (exact CKA, no spectra) is answered once a
+// query thread is free, and by then fewer than the four streams have been
+// decomposed; without the poll, the query that freed the thread would have
+// run to its end, with all four spectra.
+TEST_F(MomentMeasuresE2eTest, QueryPastItsDeadlineStopsBetweenPairs) {
+  const std::string id = "deadline";
+  const std::vector<std::string> streams = {"a", "b", "c", "d"};
+  v1::SessionConfig config;
+  v1::Measure* cca = config.add_measures();
+  cca->set_name("cca_r2");
+  cca->set_kind(v1::CCA_R2);
+  v1::Measure* cka = config.add_measures();
+  cka->set_name("cka");
+  cka->set_estimator(v1::EXACT);
+  for (const std::string& s : streams) config.add_streams("m/" + s);
+  ASSERT_TRUE(client_->CreateSession(id, config).ok());
+  const int64_t n = 4, d = 875;
+  std::map<std::string, std::pair<std::vector<double>, int64_t>> layers;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    layers[streams[i]] = {RandomActivations(n, d, 11 + i).x, d};
+  }
+  Send(id, n, layers);
+  v1::GetSimilarityRequest request;
+  request.set_session_id(id);
+  request.set_measure("cca_r2");
+  for (int i = 0; i < 2; ++i) {
+    const absl::StatusOr<v1::SimilarityMatrix> late =
+        client_->GetSimilarity(request, absl::Milliseconds(50));
+    EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << late.status();
+  }
+  request.set_measure("cka");
+  const absl::StatusOr<v1::SimilarityMatrix> small =
+      client_->GetSimilarity(request, absl::Minutes(5));
+  ASSERT_TRUE(small.ok()) << small.status();
+  absl::StatusOr<std::shared_ptr<core::Session>> session =
+      server_->engine().GetSession(id);
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_LT((*session)->Info().spectra_computed, 4);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "cka/core/session.h"
 #include "prepared_batch.h"
 #include "session_state.h"
+#include "spectrum_cache.h"
 #include "tensor_convert.h"
 
 namespace cka::core {
@@ -676,6 +677,7 @@ absl::StatusOr<IngestResult> Session::ApplyCommitLocked(
                 ex.aa.data(), sn);
     ex.rows += n;
     ex.batches += 1;
+    spectra_->Outdate(ex.batches);  // their bytes go back to the budget now
     st.dirty.insert(kExactKey);
   }
   if (!keep) {

@@ -53,6 +53,11 @@ void SpectrumCache::Insert(int64_t state, int stream, SharedSpectrum spectrum) {
   entries_.emplace(stream, std::move(spectrum));
 }
 
+void SpectrumCache::Outdate(int64_t state) {
+  absl::MutexLock lock(&mu_);
+  if (state > state_) ResetLocked(state);
+}
+
 SpectrumCache::Stats SpectrumCache::stats() const {
   absl::MutexLock lock(&mu_);
   return {held_.bytes(), static_cast<int64_t>(entries_.size()), hits_, misses_};

@@ -66,6 +66,11 @@ class SpectrumCache {
   // fit the cap or the budget.
   void Insert(int64_t state, int stream, SharedSpectrum spectrum);
 
+  // Drops the kept entries, and returns their bytes, when `state` is newer
+  // than theirs: the sums they came from have changed, so no query can use
+  // them again.
+  void Outdate(int64_t state);
+
   Stats stats() const;
 
   // Returns the bytes one kept spectrum of a d-wide stream keeping r

@@ -313,6 +313,22 @@ TEST(SpectrumCacheSessionTest, TheBudgetHoldsTheSpectraUntilTheSessionGoes) {
   EXPECT_EQ(limits.memory->used(), 0);
 }
 
+// Kept spectra of older sums are of no use to any query: a completed batch
+// returns their bytes at once, not at the next query.
+TEST(SpectrumCacheSessionTest, ACompletedBatchReturnsTheirBytesAtOnce) {
+  Data data = SeededData(1);
+  SessionLimits limits;
+  limits.memory = std::make_shared<MemoryBudget>(int64_t{1} << 30, "test");
+  std::unique_ptr<Session> session = data.Fresh(limits);
+  ASSERT_NE(session, nullptr);
+  QueryOrDie(*session, QueryOf("cca_r2"));
+  ASSERT_GT(session->Info().spectrum_bytes, 0);
+  data.Add();
+  data.Ingest(*session, 1);
+  EXPECT_EQ(session->Info().spectrum_bytes, 0);
+  EXPECT_EQ(limits.memory->used(), session->Info().held_bytes);
+}
+
 TEST(SpectrumCacheSessionTest, ABudgetTooSmallToKeepThemStillAnswers) {
   const Data data = SeededData(1);
   std::unique_ptr<Session> unlimited = data.Fresh();

@@ -48,23 +48,30 @@ free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Polls until the address answers. The deadline only catches a hang: an ASan
+# ckad on 2 cores shared with other tests may take many seconds to start.
+start_deadline_s=180
 wait_serving() {  # address
-  for _ in $(seq 100); do
-    cka --server "$1" --timeout 1 health >/dev/null 2>&1 && return 0
+  local deadline=$((SECONDS + start_deadline_s))
+  until cka --server "$1" --timeout 1 health >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "FAIL: nothing serving at $1 after $start_deadline_s s"; exit 1
+    fi
     sleep 0.1
   done
-  echo "FAIL: nothing serving at $1"; exit 1
 }
 
 wait_https() {  # address
-  for _ in $(seq 100); do
-    /usr/bin/python3 -c 'import ssl, sys, urllib.request as u
+  local deadline=$((SECONDS + start_deadline_s))
+  until /usr/bin/python3 -c 'import ssl, sys, urllib.request as u
 u.urlopen(f"https://{sys.argv[1]}/healthz", timeout=1,
           context=ssl.create_default_context(cafile=sys.argv[2]))' "$1" "$secrets/ca.crt" \
-      >/dev/null 2>&1 && return 0
+      >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "FAIL: no HTTPS at $1 after $start_deadline_s s"; exit 1
+    fi
     sleep 0.1
   done
-  echo "FAIL: no HTTPS at $1"; exit 1
 }
 
 router_port=$(free_port)

@@ -92,7 +92,8 @@ absl::StatusOr<SharedSpectrum> StreamSpectrum(const ExactSums& ex, int s,
 }
 
 // The measure of the pair (X = s, Y = t) from the streams' spectra `x` and
-// `y`: the same as MomentValue on PairMomentsOf(ex, s, t).
+// `y`: the value the public measure function of `kind` gives on
+// PairMomentsOf(ex, s, t).
 absl::StatusOr<double> PairValue(MeasureKind kind, const ExactSums& ex, int s,
                                  int t, const absl::StatusOr<SharedSpectrum>& x,
                                  const absl::StatusOr<SharedSpectrum>& y,
@@ -191,38 +192,6 @@ int64_t MomentMatrixBytes(const std::vector<int64_t>& widths) {
   if (total >= static_cast<long double>(std::numeric_limits<int64_t>::max()))
     return std::numeric_limits<int64_t>::max();
   return static_cast<int64_t>(total);
-}
-
-absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
-                                   int64_t* forced_unit) {
-  *forced_unit = 0;
-  switch (kind) {
-    case MeasureKind::kCcaR2:
-    case MeasureKind::kCcaMeanRho: {
-      absl::StatusOr<CcaSimilarity> c = Cca(m);
-      if (!c.ok()) return c.status();
-      *forced_unit = c->forced_unit;
-      return kind == MeasureKind::kCcaR2 ? c->r2 : c->mean_rho;
-    }
-    case MeasureKind::kSvcca: {
-      absl::StatusOr<SvccaSimilarity> s = Svcca(m);
-      if (!s.ok()) return s.status();
-      return s->value;
-    }
-    case MeasureKind::kPwcca: {
-      absl::StatusOr<PwccaSimilarity> p = Pwcca(m);
-      if (!p.ok()) return p.status();
-      return p->value;
-    }
-    case MeasureKind::kRegressionR2:
-      return LinearRegressionR2(m, RegressionDirection::kXPredictsY);
-    case MeasureKind::kProcrustes:
-      return ProcrustesSimilarity(m);
-    case MeasureKind::kCka:
-      break;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("kind ", MeasureKindName(kind), " is not a moment measure"));
 }
 
 absl::StatusOr<std::string> MomentMatrix(

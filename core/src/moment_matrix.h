@@ -31,13 +31,6 @@ PairMoments PairMomentsOf(const ExactSums& ex, int s, int t);
 // (MomentMeasureBytes) of the widest. Saturates at INT64_MAX.
 int64_t MomentMatrixBytes(const std::vector<int64_t>& widths);
 
-// Returns the value of the moment measure `kind` on `m` (X predicts Y for
-// kRegressionR2) and, for the CCA kinds, sets *forced_unit (else 0). The
-// measure's error where it has no value (FailedPrecondition: a stream without
-// variance).
-absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
-                                   int64_t* forced_unit);
-
 // Writes the moment measure `kind` of rows × cols (stream indices of `ex`) to
 // `values` (nr × nc, NaN where it has no value) and returns a note for the
 // user: why entries are NaN, and where CCA's correlations are forced to 1;
@@ -48,7 +41,8 @@ absl::StatusOr<double> MomentValue(MeasureKind kind, const PairMoments& m,
 // is decomposed once (S eigendecompositions for S streams, not 2·S²), or not
 // at all when `kept` has its spectrum (a view without a cache keeps nothing);
 // the spectra it computes are offered to `kept`. The values are those of
-// MomentValue on each pair, and the same bits whatever the query's shape and
+// the public measure functions (cca.h, svcca.h, pwcca.h, linear_regression.h,
+// procrustes.h) on each pair, and the same bits whatever the query's shape and
 // whether spectra came from `kept` (the decomposition is deterministic).
 // Requires ex.dim > 0. `cancelled` (may be empty) is polled before each pair
 // (O(p³) each): once it returns true, MomentMatrix stops with Cancelled

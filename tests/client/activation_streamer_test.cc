@@ -166,7 +166,13 @@ TEST(ActivationStreamerTest, LostAckIsResentOnANewStreamAndCountedAsDuplicate) {
   EXPECT_EQ(stats.acked, 4);
   EXPECT_GE(stats.reconnects, 1);
   EXPECT_GE(stats.resent, 1);
-  EXPECT_EQ(stats.duplicates, 1);
+  // b1 always comes back as a duplicate; b0 too when the broken stream lost
+  // its ack before the client read it (a race the test must not depend on).
+  // Every batch the server received again is counted, and none is applied
+  // twice.
+  EXPECT_GE(stats.duplicates, 1);
+  EXPECT_EQ(stats.duplicates,
+            static_cast<int64_t>(server.service.received().size()) - 4);
   EXPECT_EQ(server.service.applied(), 4);
   EXPECT_GE(server.service.streams_opened(), 2);
 }
